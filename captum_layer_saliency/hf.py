@@ -1,0 +1,162 @@
+"""Hugging Face integration: the classifier bundle, its forward, special tokens and encoding.
+
+Everything that knows how a Hugging Face sequence classifier is called lives here, so the
+attribution methods, the baselines and the metrics all see the same
+``(input_ids, attention_mask) -> logits`` function and the same special-token mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+ForwardFunc = Callable[..., Tensor]
+
+TRUNCATION_MODES = ("error", "truncate")
+
+
+def classifier_forward(model: nn.Module) -> ForwardFunc:
+    """Return ``f(input_ids, attention_mask=None) -> logits`` for a HF sequence classifier.
+
+    Captum passes ``additional_forward_args`` positionally, so the mask is the second
+    positional argument.
+    """
+
+    def forward(input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        out = model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.logits if hasattr(out, "logits") else out[0]
+
+    return forward
+
+
+def special_token_ids(tokenizer: Any) -> list[int]:
+    """The ids a tokenizer treats as special ([CLS], [SEP], <s>, padding, ...), sorted."""
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
+    if getattr(tokenizer, "pad_token_id", None) is not None:
+        ids.add(int(tokenizer.pad_token_id))
+    return sorted(ids)
+
+
+def special_mask(input_ids: Tensor, special_ids: Sequence[int] | Tensor | None) -> Tensor:
+    """Boolean mask of the positions that hold a special token id."""
+    if special_ids is None or len(special_ids) == 0:
+        return torch.zeros_like(input_ids, dtype=torch.bool)
+    ids = torch.as_tensor(list(special_ids), device=input_ids.device, dtype=input_ids.dtype)
+    return torch.isin(input_ids, ids)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@dataclass
+class TextClassifier:
+    """A Hugging Face sequence classifier with what explaining it needs.
+
+    Attributes:
+        model: an eval-mode ``*ForSequenceClassification`` model.
+        tokenizer: its tokenizer.
+        lm_head: a module mapping hidden states ``(..., K)`` to vocabulary logits ``(..., V)``
+            (the pre-trained backbone's language-model head), or ``None``.
+        labels: the class names, indexed like the logits.
+        name: a short name used in reports.
+        max_length: the longest token sequence :meth:`encode` accepts.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    lm_head: nn.Module | None = None
+    labels: list[str] = field(default_factory=list)
+    name: str = "model"
+    max_length: int = 128
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    @property
+    def special_token_ids(self) -> list[int]:
+        return special_token_ids(self.tokenizer)
+
+    @property
+    def forward_func(self) -> ForwardFunc:
+        return classifier_forward(self.model)
+
+    def special_mask(self, input_ids: Tensor) -> Tensor:
+        return special_mask(input_ids, self.special_token_ids)
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        max_length: int | None = None,
+        truncation: str = "error",
+    ) -> dict[str, Tensor]:
+        """Tokenise ``texts`` into padded ``input_ids`` and ``attention_mask`` on the model's device.
+
+        Args:
+            texts: one text or a sequence of texts.
+            max_length: the token budget, special tokens included (default ``self.max_length``).
+            truncation: ``"error"`` (default) raises on a text longer than ``max_length``;
+                ``"truncate"`` cuts it and warns. Nothing is ever cut silently.
+
+        Returns:
+            A dict with ``input_ids`` and ``attention_mask``, both ``(batch, seq)``.
+
+        Raises:
+            ValueError: no texts, an empty text, an unknown truncation mode, or (with
+                ``truncation="error"``) a text over the budget.
+        """
+        if truncation not in TRUNCATION_MODES:
+            raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        if not batch:
+            raise ValueError("no texts to encode: got an empty sequence")
+        for i, text in enumerate(batch):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
+            if not text.strip():
+                raise ValueError(f"text {i} is empty or only whitespace; there is nothing to explain")
+        budget = max_length or self.max_length
+        lengths = [len(ids) for ids in self.tokenizer(batch, truncation=False)["input_ids"]]
+        too_long = [(i, n) for i, n in enumerate(lengths) if n > budget]
+        if too_long:
+            i, n = too_long[0]
+            if truncation == "error":
+                raise ValueError(
+                    f"text {i} has {n} tokens, more than max_length={budget} "
+                    f"({len(too_long)} text(s) too long); pass truncation='truncate' to cut "
+                    "them, or a larger max_length"
+                )
+            import warnings
+
+            warnings.warn(
+                f"{len(too_long)} text(s) longer than {budget} tokens were truncated "
+                f"(the longest had {max(n for _, n in too_long)})",
+                stacklevel=2,
+            )
+        enc = self.tokenizer(
+            batch, padding=True, truncation=True, max_length=budget, return_tensors="pt"
+        )
+        device = self.device
+        return {
+            "input_ids": enc["input_ids"].to(device),
+            "attention_mask": enc["attention_mask"].to(device),
+        }
+
+    @torch.no_grad()
+    def predict_proba(self, texts: str | Sequence[str], **encode_kwargs: Any) -> Tensor:
+        """Class probabilities ``(batch, num_labels)``."""
+        enc = self.encode(texts, **encode_kwargs)
+        return torch.softmax(self.forward_func(enc["input_ids"], enc["attention_mask"]), dim=-1)
+
+    def predict(self, texts: str | Sequence[str], **encode_kwargs: Any) -> list[str]:
+        """Predicted label names."""
+        idx = self.predict_proba(texts, **encode_kwargs).argmax(-1).tolist()
+        return [self.labels[i] if i < len(self.labels) else str(i) for i in idx]
