@@ -98,7 +98,7 @@ class TextClassifier:
         max_length: int | None = None,
         truncation: str = "error",
     ) -> dict[str, Tensor]:
-        """Tokenise ``texts`` into padded ``input_ids`` and ``attention_mask`` on the model's device.
+        """Tokenise ``texts`` into padded ``input_ids`` and ``attention_mask`` on the model device.
 
         Args:
             texts: one text or a sequence of texts.
@@ -122,7 +122,9 @@ class TextClassifier:
             if not isinstance(text, str):
                 raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
             if not text.strip():
-                raise ValueError(f"text {i} is empty or only whitespace; there is nothing to explain")
+                raise ValueError(
+                    f"text {i} is empty or only whitespace; there is nothing to explain"
+                )
         budget = max_length or self.max_length
         lengths = [len(ids) for ids in self.tokenizer(batch, truncation=False)["input_ids"]]
         too_long = [(i, n) for i, n in enumerate(lengths) if n > budget]

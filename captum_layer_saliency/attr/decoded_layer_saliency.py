@@ -1,0 +1,519 @@
+"""Decoded Layer Saliency (Hou & Castanon, ICML 2023) as a Captum layer attribution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from captum._utils.common import _format_additional_forward_args
+from captum._utils.typing import ModuleOrModuleList, TargetType
+from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from ..coherence import LayerCoherenceSelector, position_coherence
+from ..decoding import (
+    DEFAULT_DECODE_CHUNK,
+    candidate_mask,
+    decode_layer,
+    default_layers,
+    load_lm_head,
+    sparsify_rows,
+)
+from ..hf import classifier_forward, special_token_ids
+from ..layer_capture import layer_gradients_and_outputs
+
+__all__ = [
+    "AGGREGATIONS",
+    "MAPPINGS",
+    "SPECIAL_ROWS",
+    "DecodedLayerSaliency",
+    "position_saliency",
+]
+
+#: Position-saliency functions ``g(G_i, H_i)``.
+AGGREGATIONS = ("grad_x_act", "gradcam", "grad_norm")
+#: How position saliency returns to the input tokens: through the decoded distribution
+#: (``S = s A``), or straight to the token at the same position (``A = I``).
+MAPPINGS = ("decoded", "identity")
+#: What the special tokens' rows ([CLS], [SEP]) do under the decoded mapping: spread their
+#: saliency like any other row (``"include"``, the specification), or contribute nothing.
+SPECIAL_ROWS = ("include", "exclude")
+
+
+def position_saliency(grad: Tensor, act: Tensor, mask: Tensor, aggregation: str) -> Tensor:
+    """``s_i = g(G_i, H_i)`` ``(B, n)``; padding positions get 0.
+
+    Args:
+        grad: ``G = dy/dH`` ``(B, n, K)``.
+        act: ``H`` ``(B, n, K)``.
+        mask: ``(B, n)``, 0 at padding.
+        aggregation: ``"grad_x_act"`` (``sum_k G_ik H_ik``), ``"gradcam"``
+            (``ReLU(sum_k alpha_k H_ik)`` with ``alpha_k`` the mean of ``G_ik`` over the real
+            positions), or ``"grad_norm"`` (``||G_i||_2``).
+    """
+    real = mask.to(grad.dtype)
+    g, h = grad.float(), act.float()
+    if aggregation == "grad_x_act":
+        scores = (g * h).sum(-1)
+    elif aggregation == "gradcam":
+        alpha = (g * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp_min(1)
+        scores = torch.relu(torch.einsum("bk,bnk->bn", alpha, h))
+    elif aggregation == "grad_norm":
+        scores = g.norm(dim=-1)
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
+    return scores * real
+
+
+def _target_indices(target: TargetType, batch: int) -> list[int] | None:
+    """The integer class targets, or ``None`` for shapes this check leaves to Captum."""
+    if target is None:
+        return None
+    if isinstance(target, int):
+        return [target]
+    if isinstance(target, Tensor):
+        if target.dtype.is_floating_point:
+            raise ValueError(f"target must hold integer class indices, got {target.dtype}")
+        values = target.flatten().tolist()
+    elif isinstance(target, list) and all(isinstance(t, int) for t in target):
+        values = list(target)
+    else:
+        return None
+    if len(values) not in (1, batch):
+        raise ValueError(f"target has {len(values)} entries for a batch of {batch} examples")
+    return [int(v) for v in values]
+
+
+class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
+    r"""Decoded Layer Saliency: gradient saliency at hidden layers, decoded onto input tokens.
+
+    For a layer with hidden states ``H`` (``B x n x K``) and ``G = dy_target/dH``:
+
+    1. position saliency ``s_i = g(G_i, H_i)`` (``aggregation``);
+    2. decoding ``A_ij = softmax(lm_head(H_i))[t_j] / count(t_j)``, where ``t`` are the input
+       ids and ``count`` counts the real, non-special positions holding the same id; special
+       tokens and padding are not candidates; optionally only the ``top_k`` largest entries of
+       each row are kept, and rows renormalised (``normalize``);
+    3. token saliency ``S_j = sum_i s_i A_ij`` (``mapping="decoded"``), or ``S_j = s_j``
+       (``mapping="identity"``, where decoding serves only the choice of the layer).
+
+    Padding contributes nothing and gets 0; special tokens get 0. One forward and one backward
+    serve every candidate layer. With several candidate layers and a
+    :class:`~captum_layer_saliency.LayerCoherenceSelector`, the selector picks the layer (or
+    weights several) label-free: once from :meth:`fit_selector` calibration batches, or per
+    example from the batch being explained when it is not fitted.
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        layer: ModuleOrModuleList,
+        lm_head: nn.Module,
+        selector: LayerCoherenceSelector | None = None,
+        *,
+        aggregation: str = "grad_x_act",
+        mapping: str = "decoded",
+        top_k: int | None = None,
+        normalize: bool = False,
+        special_rows: str = "include",
+        special_token_ids: Sequence[int] | None = None,
+        decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+        device_ids: list[int] | None = None,
+    ) -> None:
+        r"""
+        Args:
+            forward_func (Callable): the model or a function ``f(inputs, *args) -> logits``.
+            layer (torch.nn.Module or list[torch.nn.Module]): the layer, or the candidate
+                layers from shallow to deep. Their outputs must be ``(B, n, K)`` hidden states.
+            lm_head (torch.nn.Module): maps hidden states ``(..., K)`` to vocabulary logits
+                ``(..., V)``; the pre-trained backbone's head
+                (:func:`~captum_layer_saliency.load_lm_head`).
+            selector (LayerCoherenceSelector, optional): picks among several layers. Without
+                one, :meth:`attribute` returns one map per layer.
+            aggregation (str, optional): ``"grad_x_act"``, ``"gradcam"`` or ``"grad_norm"``.
+                Default: ``"grad_x_act"``
+            mapping (str, optional): ``"decoded"`` or ``"identity"``. Default: ``"decoded"``
+            top_k (int, optional): ``tau``, the entries kept per row of ``A`` (all when None).
+            normalize (bool, optional): rescale each row of ``A`` to sum to 1.
+            special_rows (str, optional): ``"include"`` or ``"exclude"`` the special tokens'
+                rows from the decoded spread. Default: ``"include"``
+            special_token_ids (Sequence[int], optional): ids that never receive saliency.
+            decode_chunk_size (int, optional): rows decoded at once (memory vs speed).
+            device_ids (list[int], optional): kept for Captum's signature; must be None, since
+                DLS does not run through ``DataParallel`` (shard examples across processes).
+        """
+        if device_ids is not None or isinstance(forward_func, nn.DataParallel):
+            raise ValueError(
+                "DataParallel is not supported: shard the examples across processes instead "
+                "(torchrun, see the compare CLI); device_ids is accepted for Captum's signature"
+            )
+        LayerAttribution.__init__(self, forward_func, layer, device_ids)
+        GradientAttribution.__init__(self, forward_func)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
+        if mapping not in MAPPINGS:
+            raise ValueError(f"unknown mapping {mapping!r}; choose from {MAPPINGS}")
+        if special_rows not in SPECIAL_ROWS:
+            raise ValueError(f"special_rows must be one of {SPECIAL_ROWS}, got {special_rows!r}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        if not isinstance(lm_head, nn.Module):
+            raise TypeError(f"lm_head must be a torch.nn.Module, got {type(lm_head).__name__}")
+        layers = [layer] if isinstance(layer, nn.Module) else list(layer)
+        if not layers:
+            raise ValueError("layer must be a module or a non-empty list of modules")
+        if isinstance(forward_func, nn.Module):
+            _check_layers_in_model(layers, forward_func)
+        self.lm_head = lm_head
+        self.selector = selector
+        self.aggregation = aggregation
+        self.mapping = mapping
+        self.top_k = top_k
+        self.normalize = normalize
+        self.special_rows = special_rows
+        self.special_token_ids = list(special_token_ids or [])
+        self.decode_chunk_size = decode_chunk_size
+        self.layer_names: list[str] = [f"layer {i}" for i in range(len(layers))]
+        self._pad_token_id: int | None = None
+        self._mask_is_forward_arg = False
+        #: the Hugging Face model, when built with :meth:`for_model`.
+        self.model: nn.Module | None = None
+        #: per-example coherence of each candidate layer in the last call ``(B, L)``.
+        self.last_layer_scores_: Tensor | None = None
+        #: per-example selected candidate indices in the last call.
+        self.last_selected_: list[list[int]] | None = None
+        #: the class each example was explained for in the last call ``(B,)``.
+        self.last_target_: Tensor | None = None
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self.aggregation == "grad_x_act"
+
+    @property
+    def candidate_layers(self) -> list[nn.Module]:
+        return [self.layer] if isinstance(self.layer, nn.Module) else list(self.layer)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        lm_head: nn.Module | str,
+        tokenizer: Any = None,
+        layers: Sequence[nn.Module | int] | nn.Module | None = None,
+        selector: LayerCoherenceSelector | None | str = "default",
+        **options: Any,
+    ) -> DecodedLayerSaliency:
+        """Build DLS for a Hugging Face sequence classifier in one line.
+
+        Args:
+            model: a ``*ForSequenceClassification`` model (put it in eval mode).
+            lm_head: the pre-trained backbone's head: a module, or a checkpoint name/path for
+                :func:`~captum_layer_saliency.load_lm_head`. Checked against the model.
+            tokenizer: its tokenizer; gives the special-token and padding ids.
+            layers: candidate layers as modules or as indices into
+                ``[embeddings, block 1, ..., block L]``; default: all of them.
+            selector: a selector, ``None`` for one map per layer, or ``"default"`` for
+                ``LayerCoherenceSelector()`` with its default score and rule.
+            **options: passed to the constructor (``aggregation``, ``mapping``, ``top_k``...).
+
+        Returns:
+            A :class:`DecodedLayerSaliency` whose forward is
+            ``f(input_ids, attention_mask) -> logits``; :meth:`attribute` passes
+            ``attention_mask`` to it.
+        """
+        head = load_lm_head(lm_head, model=model)
+        all_layers = default_layers(model)
+        names = _layer_names(model, all_layers)
+        if layers is None:
+            chosen = all_layers
+        elif isinstance(layers, nn.Module):
+            chosen = [layers]
+        else:
+            chosen = []
+            for item in layers:
+                if isinstance(item, int):
+                    if not -len(all_layers) <= item < len(all_layers):
+                        raise ValueError(
+                            f"layer index {item} is out of range: the model has "
+                            f"{len(all_layers)} candidate layers ({names[0]} .. {names[-1]})"
+                        )
+                    chosen.append(all_layers[item])
+                else:
+                    chosen.append(item)
+        _check_layers_in_model(chosen, model)
+        if selector == "default":
+            selector = LayerCoherenceSelector(head) if len(chosen) > 1 else None
+        elif isinstance(selector, str):
+            raise ValueError("selector must be a LayerCoherenceSelector, None or 'default'")
+        if tokenizer is not None and "special_token_ids" not in options:
+            options["special_token_ids"] = special_token_ids(tokenizer)
+        layer_arg: ModuleOrModuleList = chosen[0] if isinstance(layers, nn.Module) else chosen
+        dls = cls(classifier_forward(model), layer_arg, head, selector, **options)
+        index = {id(m): i for i, m in enumerate(all_layers)}
+        dls.layer_names = [names[index[id(m)]] if id(m) in index else "layer" for m in chosen]
+        dls._mask_is_forward_arg = True
+        dls._pad_token_id = getattr(tokenizer, "pad_token_id", None)
+        dls.model = model
+        return dls
+
+    def fit_selector(
+        self, batches: Iterable[Mapping[str, Tensor] | tuple[Tensor, Tensor]]
+    ) -> LayerCoherenceSelector:
+        """Fit the selector once on unlabelled ``(input_ids, attention_mask)`` batches.
+
+        After this, :meth:`attribute` runs only the selected layer(s): no online scoring.
+
+        Returns:
+            The fitted selector (``scores_``, ``selected_``, ``weights_``).
+        """
+        if self.selector is None:
+            raise ValueError("this DecodedLayerSaliency has no selector to fit")
+        self.selector.reset()
+        return self.selector.fit(
+            self.forward_func,
+            self.candidate_layers,
+            batches,
+            special_token_ids=self.special_token_ids,
+            lm_head=self.lm_head,
+        )
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        *,
+        attention_mask: Tensor | None = None,
+        token_ids: Tensor | None = None,
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: dict[str, Any] | None = None,
+    ) -> Tensor | list[Tensor]:
+        r"""
+        Args:
+            inputs (Tensor or tuple[Tensor, ...]): the model inputs, usually the token ids
+                ``(B, n)``. Dimension 0 indexes the examples.
+            target (int, tuple, Tensor or list, optional): the output indices to explain, with
+                Captum's semantics (one int for all examples, or one per example). ``None``
+                means **the predicted class** of each example (the argmax of the logits, taken
+                in the same forward pass); it is stored in ``last_target_``.
+                Default: None
+            additional_forward_args (Any, optional): further positional arguments of the
+                forward function. For models built with :meth:`for_model` it defaults to
+                ``(attention_mask,)``.
+            attention_mask (Tensor, optional): ``(B, n)``, 0 at padding. Default: all ones,
+                or ``token_ids != pad_token_id`` for :meth:`for_model` models.
+            token_ids (Tensor, optional): ``(B, n)`` ids; needed only when ``inputs`` are not
+                the ids (for example embeddings).
+            attribute_to_layer_input (bool, optional): use the layers' inputs instead of their
+                outputs. Default: False
+            grad_kwargs (dict, optional): passed to ``torch.autograd.grad``.
+
+        Returns:
+            *Tensor* or *list[Tensor]* of **attributions**: detached ``(B, n)`` token scores.
+            One tensor for one layer, or for several layers with a selector; a list with one
+            tensor per layer for several layers without a selector.
+
+        Raises:
+            ValueError: empty input, ids outside the head's vocabulary, a hidden size the head
+                does not take, a target out of range, or a layer the forward never reaches.
+        """
+        ids = self._token_ids(inputs, token_ids)
+        mask = self._attention_mask(ids, attention_mask)
+        if additional_forward_args is None and self._mask_is_forward_arg:
+            additional_forward_args = (mask,)
+        additional_forward_args = _format_additional_forward_args(additional_forward_args)
+        batch = ids.shape[0]
+        targets = _target_indices(target, batch)
+        forward, predicted = self._checked_forward(targets, target is None)
+
+        run_all = self.selector is None or not self.selector.fitted
+        candidates = self.candidate_layers
+        if isinstance(self.layer, nn.Module) or run_all:
+            run_idx = list(range(len(candidates)))
+        else:
+            assert self.selector is not None and self.selector.selected_ is not None
+            run_idx = list(self.selector.selected_)
+        grads, hidden = layer_gradients_and_outputs(
+            forward,
+            [candidates[i] for i in run_idx],
+            inputs,
+            target,
+            additional_forward_args,
+            to_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
+        )
+        self.last_target_ = (
+            predicted[0] if predicted else torch.as_tensor(targets or [], device=ids.device)
+        )
+        for h in hidden:
+            if h.dim() != 3 or h.shape[:2] != ids.shape:
+                raise ValueError(
+                    f"a candidate layer returned shape {tuple(h.shape)}; DLS needs hidden "
+                    f"states of shape (batch, seq, hidden) matching the ids {tuple(ids.shape)}"
+                )
+        saliency = [
+            position_saliency(g, h, mask, self.aggregation)
+            for g, h in zip(grads, hidden, strict=True)
+        ]
+        candidates_mask = candidate_mask(ids, mask, self.special_token_ids)
+        need_scores = len(candidates) > 1 and self.selector is not None and run_all
+        need_decoding = self.mapping == "decoded" or need_scores
+        decoded = (
+            [
+                decode_layer(h, ids, mask, candidates_mask, self.lm_head, self.decode_chunk_size)
+                for h in hidden
+            ]
+            if need_decoding
+            else None
+        )
+        maps = [
+            self._map_back(
+                saliency[k],
+                decoded[k].contributions if decoded else None,
+                ids,
+                mask,
+                candidates_mask,
+            )
+            for k in range(len(run_idx))
+        ]
+        if isinstance(self.layer, nn.Module):
+            return maps[0].detach()
+        if self.selector is None:
+            return [m.detach() for m in maps]
+        return self._select(maps, decoded, ids, candidates_mask, run_all, run_idx).detach()
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _token_ids(self, inputs: Tensor | tuple[Tensor, ...], token_ids: Tensor | None) -> Tensor:
+        if token_ids is None:
+            first = inputs[0] if isinstance(inputs, tuple) else inputs
+            if not isinstance(first, Tensor) or first.dtype.is_floating_point:
+                raise ValueError(
+                    "inputs are not token ids: pass token_ids=(batch, seq) ids alongside them"
+                )
+            token_ids = first
+        if token_ids.dim() != 2:
+            raise ValueError(f"token ids must be (batch, seq), got shape {tuple(token_ids.shape)}")
+        if token_ids.numel() == 0:
+            raise ValueError(f"empty input: token ids of shape {tuple(token_ids.shape)}")
+        return token_ids
+
+    def _attention_mask(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        if attention_mask is None:
+            if self._pad_token_id is not None:
+                return (ids != self._pad_token_id).long()
+            return torch.ones_like(ids)
+        if attention_mask.shape != ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, the ids "
+                f"{tuple(ids.shape)}"
+            )
+        empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"example(s) {empty} have no real token (attention_mask all 0)")
+        return attention_mask
+
+    def _checked_forward(
+        self, targets: list[int] | None, explain_prediction: bool
+    ) -> tuple[Callable[..., Tensor], list[Tensor]]:
+        """Wrap the forward to check the target against the output, before Captum indexes it.
+
+        With ``target=None`` the wrapper returns the predicted class's logit per example, so
+        the prediction comes from the very forward pass that is differentiated.
+        """
+        predicted: list[Tensor] = []
+        user_forward = self.forward_func
+
+        def forward(*args: Any) -> Tensor:
+            out = user_forward(*args)
+            out = out.logits if hasattr(out, "logits") else out
+            if not torch.isfinite(out).all():
+                raise ValueError("the model's output holds NaN or inf; cannot attribute it")
+            if out.dim() == 2:
+                n_classes = out.shape[1]
+                bad = [t for t in targets or [] if not 0 <= t < n_classes]
+                if bad:
+                    raise ValueError(
+                        f"target {bad[0]} is out of range for an output of {n_classes} classes"
+                    )
+                if explain_prediction:
+                    top = out.argmax(-1)
+                    predicted.append(top.detach())
+                    return out.gather(1, top[:, None]).squeeze(1)
+            return out
+
+        return forward, predicted
+
+    def _map_back(
+        self,
+        saliency: Tensor,
+        contributions: Tensor | None,
+        ids: Tensor,
+        mask: Tensor,
+        candidates: Tensor,
+    ) -> Tensor:
+        if self.mapping == "identity":
+            return saliency * candidates
+        assert contributions is not None
+        rows = sparsify_rows(contributions, self.top_k, self.normalize)
+        weight = saliency
+        if self.special_rows == "exclude":
+            weight = saliency * candidates
+        return torch.einsum("bi,bij->bj", weight, rows) * candidates
+
+    def _select(
+        self,
+        maps: list[Tensor],
+        decoded: list[Any] | None,
+        ids: Tensor,
+        candidates: Tensor,
+        online: bool,
+        run_idx: list[int],
+    ) -> Tensor:
+        assert self.selector is not None
+        stacked = torch.stack(maps, dim=1)  # (B, L, n)
+        if not online:
+            assert self.selector.weights_ is not None
+            weights = self.selector.weights_.to(stacked)
+            self.last_selected_ = [list(run_idx)] * stacked.shape[0]
+            self.last_layer_scores_ = None
+            return torch.einsum("l,bln->bn", weights, stacked)
+        assert decoded is not None
+        rows = candidates.float()
+        per_example = torch.stack(
+            [
+                (position_coherence(d, ids, self.selector.score) * rows).sum(-1)
+                / rows.sum(-1).clamp_min(1)
+                for d in decoded
+            ],
+            dim=1,
+        )  # (B, L)
+        out = torch.zeros_like(stacked[:, 0])
+        chosen: list[list[int]] = []
+        for b in range(stacked.shape[0]):
+            picked, weights = self.selector.select(per_example[b].cpu())
+            out[b] = torch.einsum("l,ln->n", weights.to(stacked), stacked[b, picked])
+            chosen.append(picked)
+        self.last_layer_scores_ = per_example.detach()
+        self.last_selected_ = chosen
+        return out
+
+
+def _check_layers_in_model(layers: Sequence[nn.Module], model: nn.Module) -> None:
+    known = {id(m) for m in model.modules()}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"layer {i} is a {type(layer).__name__}, not a torch.nn.Module")
+        if id(layer) not in known:
+            raise ValueError(
+                f"layer {i} ({type(layer).__name__}) is not a submodule of the model "
+                f"{type(model).__name__}"
+            )
+
+
+def _layer_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
+    names = {id(m): name for name, m in model.named_modules()}
+    return [names.get(id(m), f"layer {i}") for i, m in enumerate(layers)]
