@@ -1,0 +1,111 @@
+"""Shared fixtures: a tiny, seeded, random BERT classifier that never touches the network.
+
+The model and tokenizer are session-scoped because building them is the slow part of many tests;
+treat them as read-only (do not train them, change their config or leave hooks on them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The models are tiny: one intra-op thread is fastest, and with several threads a busy shared
+# machine makes every forward ~100x slower through thread contention.
+torch.set_num_threads(1)
+
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizer  # noqa: E402
+from transformers.models.bert.modeling_bert import BertOnlyMLMHead  # noqa: E402
+
+from captum_layer_saliency.hf import TextClassifier  # noqa: E402
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = (  # noqa: SIM905 (one readable line of words beats a 45-line list)
+    "the a an movie film story plot acting actor it is was not very too so and but "
+    "good great fun funny moving brilliant bad boring dull awful terrible slow "
+    "i you we they think this that of to in with , . ! ?"
+).split()
+VOCAB = SPECIAL_TOKENS + WORDS
+
+#: Sentences of different lengths, so a batch of them is padded.
+SENTENCES = [
+    "the movie was very good",
+    "boring .",
+    "i think the acting was awful but the story is fun !",
+]
+
+
+def tiny_bert_config(vocab_size: int = len(VOCAB), num_labels: int = 2) -> BertConfig:
+    """The tiny BERT configuration the fixtures use (exposed for tests that build variants).
+
+    Args:
+        vocab_size: the vocabulary size; the default matches :data:`VOCAB`.
+        num_labels: the number of classes.
+
+    Returns:
+        A two-layer, 16-wide BERT configuration with eager attention, so that attention
+        weights can be returned.
+    """
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        # BERT's 0.02 makes a tiny random model output ~0.5 whatever the input; a wide
+        # initialisation makes its output (and hence every attribution) depend on the tokens.
+        initializer_range=0.5,
+        pad_token_id=0,
+    )
+    config.num_labels = num_labels
+    # Eager attention is the implementation that can return attention probabilities.
+    config._attn_implementation = "eager"
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> BertTokenizer:
+    """A lower-casing word-level BERT tokenizer over :data:`VOCAB` (no sub-words needed).
+
+    ``tokenizer.save_pretrained(path)`` gives a directory for tests that load from disk.
+    """
+    return BertTokenizer(vocab={token: i for i, token in enumerate(VOCAB)}, do_lower_case=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_tokenizer: BertTokenizer) -> TextClassifier:
+    """A seeded random two-class BERT classifier with a random MLM head, in eval mode.
+
+    Returns:
+        A :class:`TextClassifier` whose ``lm_head`` maps ``(..., 16)`` hidden states to
+        ``(..., len(VOCAB))`` vocabulary logits.
+    """
+    config = tiny_bert_config()
+    # A private generator state keeps the weights independent of test order.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config).eval()
+        lm_head = BertOnlyMLMHead(config).eval()
+    for module in (model, lm_head):
+        module.requires_grad_(True)
+    return TextClassifier(
+        model=model,
+        tokenizer=tiny_tokenizer,
+        lm_head=lm_head,
+        labels=["negative", "positive"],
+        name="tiny-bert",
+        max_length=32,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_batch(tiny_classifier: TextClassifier) -> dict[str, torch.Tensor]:
+    """:data:`SENTENCES` encoded as one padded batch, with ``target`` = the predicted class."""
+    enc = tiny_classifier.encode(SENTENCES)
+    with torch.no_grad():
+        logits = tiny_classifier.forward_func(enc["input_ids"], enc["attention_mask"])
+    return {**enc, "target": logits.argmax(-1)}
