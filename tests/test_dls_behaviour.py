@@ -44,7 +44,7 @@ def build(models: tuple[nn.Module, nn.Module], **options: object) -> DecodedLaye
 
 
 @pytest.mark.parametrize("aggregation", ["grad_x_act", "gradcam", "grad_norm"])
-@pytest.mark.parametrize("mapping", ["decoded", "identity"])
+@pytest.mark.parametrize("mapping", ["decoded", "identity", "hybrid"])
 def test_batched_equals_one_at_a_time(models, aggregation: str, mapping: str) -> None:
     dls = build(models, aggregation=aggregation, mapping=mapping, top_k=3, normalize=True)
     ids, mask = batch()
@@ -117,9 +117,9 @@ def test_weighted_selector_fuses_layers(models) -> None:
     dls.fit_selector([{"input_ids": ids, "attention_mask": mask}])
     assert sel.weights_ is not None
     torch.testing.assert_close(sel.weights_.sum(), torch.tensor(1.0))
-    expected = sum(
-        w * per_layer[i] for i, w in zip(sel.selected_, sel.weights_.tolist(), strict=False)
-    )
+    pairs = zip(sel.selected_, sel.weights_.tolist(), strict=True)
+    # Each layer's map is scaled to unit L1 norm per example before weighting.
+    expected = sum(w * per_layer[i] / per_layer[i].abs().sum(-1, keepdim=True) for i, w in pairs)
     torch.testing.assert_close(dls.attribute(ids, 0, attention_mask=mask), expected)
 
 

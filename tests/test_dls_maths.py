@@ -114,3 +114,11 @@ def test_target_none_explains_the_predicted_class() -> None:
     # logits: class 0 = mean(h) . (1, 2) > 0 > class 1, so the prediction is 0.
     assert dls.last_target_ is not None and dls.last_target_.tolist() == [0]
     torch.testing.assert_close(out, dls.attribute(IDS, target=0))
+
+
+def test_hybrid_mapping_keeps_word_rows_and_decodes_special_rows() -> None:
+    # Words keep their own saliency (1/4, 1/2, 1/4); [CLS] (s = 3/4) spreads its row
+    # (0, 3/16, 3/8, 3/16) over the words.
+    out = make(mapping="hybrid").attribute(IDS, target=0)
+    expected = torch.tensor([[0.0, 0.25 + 9 / 64, 0.5 + 9 / 32, 0.25 + 9 / 64]])
+    torch.testing.assert_close(out, expected)

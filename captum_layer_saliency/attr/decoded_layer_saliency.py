@@ -35,8 +35,10 @@ __all__ = [
 #: Position-saliency functions ``g(G_i, H_i)``.
 AGGREGATIONS = ("grad_x_act", "gradcam", "grad_norm")
 #: How position saliency returns to the input tokens: through the decoded distribution
-#: (``S = s A``), or straight to the token at the same position (``A = I``).
-MAPPINGS = ("decoded", "identity")
+#: (``S = s A``); straight to the token at the same position (``A = I``); or ``"hybrid"``:
+#: identity for the word positions, decoded for the special tokens' rows, whose saliency the
+#: identity mapping would otherwise drop.
+MAPPINGS = ("decoded", "identity", "hybrid")
 #: What the special tokens' rows ([CLS], [SEP]) do under the decoded mapping: spread their
 #: saliency like any other row (``"include"``, the specification), or contribute nothing.
 SPECIAL_ROWS = ("include", "exclude")
@@ -360,7 +362,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         ]
         candidates_mask = candidate_mask(ids, mask, self.special_token_ids)
         need_scores = len(candidates) > 1 and self.selector is not None and run_all
-        need_decoding = self.mapping == "decoded" or need_scores
+        need_decoding = self.mapping != "identity" or need_scores
         decoded = (
             [
                 decode_layer(h, ids, mask, candidates_mask, self.lm_head, self.decode_chunk_size)
@@ -455,13 +457,15 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         mask: Tensor,
         candidates: Tensor,
     ) -> Tensor:
+        identity = saliency * candidates
         if self.mapping == "identity":
-            return saliency * candidates
+            return identity
         assert contributions is not None
         rows = sparsify_rows(contributions, self.top_k, self.normalize)
-        weight = saliency
-        if self.special_rows == "exclude":
-            weight = saliency * candidates
+        if self.mapping == "hybrid":
+            special_rows = saliency * (mask.bool() & ~candidates)
+            return identity + torch.einsum("bi,bij->bj", special_rows, rows) * candidates
+        weight = saliency * candidates if self.special_rows == "exclude" else saliency
         return torch.einsum("bi,bij->bj", weight, rows) * candidates
 
     def _select(
@@ -480,7 +484,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             weights = self.selector.weights_.to(stacked)
             self.last_selected_ = [list(run_idx)] * stacked.shape[0]
             self.last_layer_scores_ = None
-            return torch.einsum("l,bln->bn", weights, stacked)
+            return _fuse(stacked, weights)
         assert decoded is not None
         rows = candidates.float()
         per_example = torch.stack(
@@ -495,11 +499,22 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         chosen: list[list[int]] = []
         for b in range(stacked.shape[0]):
             picked, weights = self.selector.select(per_example[b].cpu())
-            out[b] = torch.einsum("l,ln->n", weights.to(stacked), stacked[b, picked])
+            out[b] = _fuse(stacked[b : b + 1, picked], weights.to(stacked))[0]
             chosen.append(picked)
         self.last_layer_scores_ = per_example.detach()
         self.last_selected_ = chosen
         return out
+
+
+def _fuse(maps: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum of per-layer maps ``(B, L, n)``.
+
+    Gradient scales differ by orders of magnitude across layers, so with several layers each
+    map is first scaled to unit L1 norm per example; otherwise the largest layer would decide.
+    """
+    if maps.shape[1] > 1:
+        maps = maps / maps.abs().sum(-1, keepdim=True).clamp_min(1e-30)
+    return torch.einsum("l,bln->bn", weights.to(maps), maps)
 
 
 def _check_layers_in_model(layers: Sequence[nn.Module], model: nn.Module) -> None:
