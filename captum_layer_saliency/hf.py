@@ -34,10 +34,17 @@ def classifier_forward(model: nn.Module) -> ForwardFunc:
 
 
 def special_token_ids(tokenizer: Any) -> list[int]:
-    """The ids a tokenizer treats as special ([CLS], [SEP], <s>, padding, ...), sorted."""
+    """The ids that never receive saliency ([CLS], [SEP], <s>, padding, ...), sorted.
+
+    The unknown token is left out: it stands for a real word of the input, which deserves its
+    share of the explanation like any other.
+    """
     ids = {int(i) for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
     if getattr(tokenizer, "pad_token_id", None) is not None:
         ids.add(int(tokenizer.pad_token_id))
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None:
+        ids.discard(int(unk))
     return sorted(ids)
 
 

@@ -1,0 +1,31 @@
+"""The comparison harness: run methods over a dataset, score them, resume, and report.
+
+``runner`` explains and scores (batching, seeding, resume, sharding), ``results`` owns the files
+on disk (JSONL rows, ``run.json``), and ``report`` turns rows into tables, plots and HTML.
+"""
+
+from .report import NoResultsError, bootstrap_ci, format_table, summarize, write_report
+from .results import ConfigMismatchError, CorruptResultsError, load_rows, merge_shards, read_rows
+from .runner import (
+    EmptyDatasetError,
+    InvalidComparisonError,
+    run_comparison,
+    word_rationale_to_tokens,
+)
+
+__all__ = [
+    "ConfigMismatchError",
+    "CorruptResultsError",
+    "EmptyDatasetError",
+    "InvalidComparisonError",
+    "NoResultsError",
+    "bootstrap_ci",
+    "format_table",
+    "load_rows",
+    "merge_shards",
+    "read_rows",
+    "run_comparison",
+    "summarize",
+    "word_rationale_to_tokens",
+    "write_report",
+]

@@ -1,0 +1,546 @@
+"""Run attribution methods over a dataset, score them, and write one row per (example, method).
+
+The flow: the examples are put in a fixed *batch plan* (sorted by length, so batches pad little),
+each batch is encoded once, the target is the model's predicted class, every method explains the
+batch, the metrics score the explanation, and the rows are appended to disk as soon as they exist.
+
+Reproducibility and resume are designed together:
+
+* the batch plan depends only on the data, ``limit`` and ``batch_size`` (all recorded in
+  ``run.json``), never on what is already done;
+* before a method explains a batch, the global RNGs (``random``, numpy, torch) are seeded from
+  ``(seed, batch number, method)``;
+* a resumed run recomputes a method on the *whole* batch whenever one of the batch's rows is
+  missing, and writes only the missing rows.
+
+So every row is the same whether the run went through in one go, was interrupted and resumed any
+number of times, or was split across ranks. Stochastic methods must draw their randomness from
+those global RNGs (Captum does).
+
+Sharding (for ``torchrun``): pass ``shard=(rank, world_size)``. Batch ``b`` of the plan goes to
+rank ``b % world_size``, which writes ``rows.rank{rank}.jsonl``; when every rank is done, call
+:func:`~captum_layer_saliency.compare.results.merge_shards` and
+:func:`~captum_layer_saliency.compare.report.write_report` once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import inspect
+import os
+import random
+import time
+import warnings
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data.tasks import EmptyDatasetError
+from ..hf import TextClassifier
+from . import results
+
+#: Columns every dataset row must have, and the two that carry word-level human rationales.
+REQUIRED_COLUMNS = ("text", "label")
+RATIONALE_COLUMNS = ("words", "rationale")
+#: The metrics that are the mean over bins of :func:`metrics.aopc_curves`' curves.
+AOPC_METRICS = ("comprehensiveness", "sufficiency")
+
+
+class InvalidComparisonError(ValueError):
+    """A comparison's arguments or data cannot work (caught before any work starts)."""
+
+
+class TokenAttributor(Protocol):
+    """What the baselines registry returns: ``(batch, seq)`` token scores."""
+
+    def attribute(self, input_ids: Tensor, attention_mask: Tensor, target: Tensor) -> Tensor: ...
+
+
+def _module(name: str) -> ModuleType:
+    # Resolved at call time through importlib (which reads sys.modules), so the registries are
+    # imported only when a comparison runs and tests can substitute small fakes.
+    return importlib.import_module(f"captum_layer_saliency.{name}")
+
+
+def canonical_method(name: str) -> str:
+    """A method's registry name, with aliases resolved (``ig`` -> ``integrated_gradients``).
+
+    Raises:
+        ValueError: the name is not a known method or alias.
+    """
+    name_: str = _module("baselines").resolve_method_name(name)
+    return name_
+
+
+def _build_method(
+    name: str, clf: TextClassifier, seed: int, options: Mapping[str, Any]
+) -> TokenAttributor:
+    """``get_method`` with the run's seed passed to methods that take one (unless overridden)."""
+    baselines = _module("baselines")
+    factory = getattr(baselines.METHODS.get(name), "factory", None)
+    takes_seed = factory is not None and "seed" in inspect.signature(factory).parameters
+    if takes_seed and "seed" not in options:
+        # The registry's stochastic methods seed their own draws; without this, --seed would
+        # not reach them.
+        options = {**options, "seed": seed}
+    attributor: TokenAttributor = baselines.get_method(name, clf, **options)
+    return attributor
+
+
+def default_metrics(has_rationales: bool) -> list[str]:
+    """Every faithfulness metric, plus the plausibility ones when rationales are available."""
+    registry = _module("metrics").METRICS
+    return [
+        name
+        for name, metric in registry.items()
+        if metric.kind == "faithfulness" or (has_rationales and metric.kind == "plausibility")
+    ]
+
+
+def check_metrics(names: Sequence[str], has_rationales: bool) -> list[str]:
+    """Validate metric names against the registry and the data, dropping repeats.
+
+    Args:
+        names: metric names.
+        has_rationales: whether the data has human rationales (needed by plausibility metrics).
+
+    Returns:
+        The names, in order, without repeats.
+
+    Raises:
+        InvalidComparisonError: an unknown name, no names, or a plausibility metric without
+            rationales.
+    """
+    registry = _module("metrics").METRICS
+    if not names:
+        raise InvalidComparisonError(f"no metrics given; known metrics: {', '.join(registry)}")
+    out = []
+    for name in names:
+        key = name.strip()
+        if key not in registry:
+            raise InvalidComparisonError(
+                f"unknown metric {name!r}; known metrics: {', '.join(registry)}"
+            )
+        if registry[key].kind == "plausibility" and not has_rationales:
+            raise InvalidComparisonError(
+                f"metric {key!r} needs human rationales, and this dataset has none "
+                "(choose a task with rationales, or drop the plausibility metrics)"
+            )
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def _metric_fn(name: str) -> Any:
+    # A Metric may carry its function; otherwise the metrics module exports it under its name.
+    metrics = _module("metrics")
+    return getattr(metrics.METRICS[name], "fn", None) or getattr(metrics, name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(seed: int, batch_no: int, method: str) -> int:
+    """The seed of one (batch, method) pair: stable across runs, platforms and resumes."""
+    return zlib.crc32(f"{seed}:{batch_no}:{method}".encode())
+
+
+def _examples(dataset: Any, limit: int | None) -> list[dict[str, Any]]:
+    """The dataset rows as dicts (first ``limit`` of them), checked for the needed columns."""
+    n = len(dataset)
+    if limit is not None:
+        if limit < 0:
+            raise InvalidComparisonError(f"limit must be non-negative, got {limit}")
+        n = min(n, limit)
+    rows = [dict(dataset[i]) for i in range(n)]
+    if not rows:
+        raise EmptyDatasetError(
+            "the dataset is empty" + (f" (limit={limit})" if limit is not None else "")
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
+    if missing:
+        raise InvalidComparisonError(
+            f"the dataset lacks the column(s) {missing}; it has {sorted(rows[0])}"
+        )
+    return rows
+
+
+def batch_plan(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Positions grouped into batches of similar length (longest first), deterministically.
+
+    Args:
+        texts: the examples' texts.
+        batch_size: examples per batch.
+
+    Returns:
+        Lists of positions into ``texts``.
+    """
+    if batch_size < 1:
+        raise InvalidComparisonError(f"batch_size must be at least 1, got {batch_size}")
+    # Character length is a good proxy for token length and needs no tokenisation; ties keep
+    # dataset order, so the plan is a pure function of the data.
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def word_rationale_to_tokens(
+    tokenizer: Any, text: str, words: Sequence[str], rationale: Sequence[int], input_ids: list[int]
+) -> list[int]:
+    """Map a per-word rationale onto the tokens of ``text``.
+
+    Uses the fast tokenizer's character offsets: a token belongs to the whitespace word whose
+    character span contains the token's first character, and takes that word's label. Special
+    tokens (empty offsets) get 0. Offsets are used rather than ``word_ids()`` because the
+    tokenizer's notion of a word (punctuation split off) differs from the dataset's whitespace
+    words. Words cut off by truncation simply have no tokens.
+
+    Args:
+        tokenizer: a fast (Rust) Hugging Face tokenizer.
+        text: the example's text, as encoded.
+        words: its whitespace words, in order (``text == " ".join(words)`` in our loaders).
+        rationale: one 0/1 label per word.
+        input_ids: the unpadded ids the example was encoded to, used to check the alignment.
+
+    Returns:
+        One 0/1 label per token of ``input_ids``.
+
+    Raises:
+        ValueError: lengths disagree, a word is not found in the text, the tokenizer is not a
+            fast one, or re-encoding does not reproduce ``input_ids``.
+    """
+    if len(words) != len(rationale):
+        raise ValueError(f"{len(words)} words but {len(rationale)} rationale labels")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("mapping rationales to tokens needs a fast tokenizer (character offsets)")
+    starts, ends = [], []
+    pos = 0
+    for word in words:
+        at = text.find(word, pos)
+        if at < 0:
+            raise ValueError(f"rationale word {word!r} not found in the text after offset {pos}")
+        starts.append(at)
+        ends.append(at + len(word))
+        pos = at + len(word)
+    enc = tokenizer(text, truncation=True, max_length=len(input_ids), return_offsets_mapping=True)
+    if list(enc["input_ids"]) != list(input_ids):
+        raise ValueError("re-encoding the text for its offsets did not reproduce its token ids")
+    labels = []
+    for start, end in enc["offset_mapping"]:
+        if end <= start:
+            labels.append(0)
+            continue
+        w = bisect.bisect_right(starts, start) - 1
+        labels.append(int(bool(rationale[w])) if w >= 0 and start < ends[w] else 0)
+    return labels
+
+
+def _finite_list(values: Tensor) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in values.detach().cpu().double().tolist()]
+
+
+def _pass_counter(model: torch.nn.Module) -> Any:
+    return _module("baselines").PassCounter(model)
+
+
+class _Batch:
+    """One encoded batch: ids, masks, prediction, target and (optionally) token rationales."""
+
+    def __init__(
+        self, clf: TextClassifier, examples: list[dict[str, Any]], with_rationales: bool
+    ) -> None:
+        texts = [str(e["text"]) for e in examples]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            enc = clf.encode(texts, truncation="truncate")
+        self.truncated = bool(caught)
+        self.input_ids: Tensor = enc["input_ids"]
+        self.attention_mask: Tensor = enc["attention_mask"]
+        self.special: Tensor = clf.special_mask(self.input_ids)
+        self.valid: Tensor = self.attention_mask.bool() & ~self.special
+        with torch.no_grad():
+            logits = clf.forward_func(self.input_ids, self.attention_mask)
+        self.prediction: Tensor = logits.argmax(-1)
+        # The explained class is the predicted one: explanations of what the model did.
+        self.target: Tensor = self.prediction.clone()
+        keep = self.attention_mask.bool()
+        self.ids: list[list[int]] = [
+            self.input_ids[i][keep[i]].tolist() for i in range(len(examples))
+        ]
+        self.tokens = [clf.tokenizer.convert_ids_to_tokens(ids) for ids in self.ids]
+        self.rationale: Tensor | None = None
+        if with_rationales:
+            rat = torch.zeros_like(self.input_ids, dtype=torch.long)
+            for i, ex in enumerate(examples):
+                labels = word_rationale_to_tokens(
+                    clf.tokenizer, texts[i], ex["words"], ex["rationale"], self.ids[i]
+                )
+                positions = keep[i].nonzero().flatten()
+                rat[i, positions] = torch.tensor(labels, dtype=torch.long, device=rat.device)
+            self.rationale = rat & self.valid.long()
+
+
+def _score(
+    metric_names: Sequence[str],
+    clf: TextClassifier,
+    batch: _Batch,
+    scores: Tensor,
+    metric_batch_size: int,
+) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """Every requested metric on one batch, plus the per-bin AOPC curves when comp/suff asked."""
+    metrics = _module("metrics")
+    forward = clf.forward_func
+    # Deleting tokens re-packs the inputs, padded with the model's own padding id.
+    pad_id = getattr(clf.tokenizer, "pad_token_id", None)
+    common = {"batch_size": metric_batch_size, "pad_token_id": 0 if pad_id is None else pad_id}
+    args = (forward, batch.input_ids, batch.attention_mask, scores, batch.target, batch.special)
+    curves = None
+    values: dict[str, Tensor] = {}
+    if set(AOPC_METRICS) & set(metric_names):
+        curves = metrics.aopc_curves(*args, **common)
+    for name in metric_names:
+        if curves is not None and name in AOPC_METRICS:
+            # ERASER's AOPC is the mean of the per-bin curve (as metrics.comprehensiveness and
+            # metrics.sufficiency compute it): reusing the curves halves the AOPC forwards.
+            values[name] = curves[name].mean(-1)
+        elif metrics.METRICS[name].kind == "plausibility":
+            assert batch.rationale is not None
+            values[name] = _metric_fn(name)(scores, batch.rationale, batch.valid)
+        else:
+            values[name] = _metric_fn(name)(*args, **common)
+    return values, curves
+
+
+def run_comparison(
+    clf: TextClassifier,
+    dataset: Any,
+    methods: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    metric_batch_size: int = 64,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    report: bool = True,
+) -> Path:
+    """Explain every example with every method, score the explanations, write rows and a report.
+
+    Rerunning the same call continues where an interrupted run stopped: pairs
+    ``(index, method)`` already on disk are skipped, and the final rows are exactly those of an
+    uninterrupted run (see the module docstring for why).
+
+    Args:
+        clf: the classifier to explain.
+        dataset: a ``datasets.Dataset`` (or any sequence of dicts) with ``text`` and ``label``,
+            optionally ``idx`` (the example's index; default its position) and ``words`` +
+            ``rationale`` (per-word human rationales, enabling the plausibility metrics).
+        methods: method names or aliases from :mod:`captum_layer_saliency.baselines`.
+        out_dir: the output directory (created; may hold an earlier run of the same config).
+        task: the task's name, recorded in ``run.json`` (default: ``"custom"``).
+        limit: explain only the first ``limit`` examples.
+        batch_size: examples per batch (part of the config: stochastic methods draw per batch).
+        seed: the base seed.
+        metrics: metric names (default: all faithfulness metrics, plus plausibility when the
+            dataset has rationales).
+        method_options: method name -> keyword options for ``get_method``.
+        metric_batch_size: how many perturbed inputs the metrics evaluate per forward.
+        progress: show a tqdm progress bar.
+        shard: ``(rank, world_size)`` to do only this rank's share of the batches.
+        report: write the report when done (ignored for a sharded run: merge first).
+
+    Returns:
+        ``out_dir`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: an unknown method (from the registry).
+        InvalidComparisonError: unknown metrics, bad arguments, or a dataset without the needed
+            columns.
+        EmptyDatasetError: nothing to explain.
+        ConfigMismatchError: ``out_dir`` holds rows of a different configuration.
+    """
+    out = Path(out_dir)
+    names = [canonical_method(m) for m in methods]
+    names = list(dict.fromkeys(names))  # drop repeats, keep the user's order
+    if not names:
+        raise InvalidComparisonError("no methods to run")
+    options = {canonical_method(k): dict(v) for k, v in (method_options or {}).items()}
+    examples = _examples(dataset, limit)
+    has_rationales = all(c in examples[0] for c in RATIONALE_COLUMNS)
+    metric_names = check_metrics(
+        default_metrics(has_rationales) if metrics is None else metrics, has_rationales
+    )
+    rank, world = shard if shard is not None else (0, 1)
+    if world < 1 or not 0 <= rank < world:
+        raise InvalidComparisonError(
+            f"shard must be (rank, world_size) with 0 <= rank < world, got {shard}"
+        )
+
+    attributors = {name: _build_method(name, clf, seed, options.get(name, {})) for name in names}
+    config = {
+        "task": task or "custom",
+        "model": clf.name,
+        "methods": names,
+        "metrics": metric_names,
+        "seed": seed,
+        "limit": limit,
+        "batch_size": batch_size,
+        "method_options": {k: options[k] for k in sorted(options)},
+        "labels": list(clf.labels),
+        "rationales": has_rationales,
+        "n_examples": len(examples),
+        "versions": _versions(),
+    }
+    results.check_or_write_config(out, config)
+
+    own_file = results.rows_path(out, None if shard is None else rank)
+    done: set[results.RowKey] = set()
+    for path in results.rows_files(out):
+        # Only our own file may be repaired: another rank may be appending to its file right now.
+        done.update(map(results.row_key, results.read_rows(path, repair=path == own_file)))
+
+    indices = [int(e.get("idx", i)) for i, e in enumerate(examples)]
+    if len(set(indices)) != len(indices):
+        raise InvalidComparisonError(
+            "the dataset's idx column repeats values; rows could not be told apart"
+        )
+    plan = batch_plan([str(e["text"]) for e in examples], batch_size)
+    mine = [(k, b) for k, b in enumerate(plan) if k % world == rank]
+    total = sum(len(b) for _, b in mine) * len(names)
+    already = sum((indices[i], m) in done for _, b in mine for i in b for m in names)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=already,
+        unit="row",
+        desc=f"{config['task']}: {len(names)} method(s)",
+        disable=not progress,
+    )
+    truncated = 0
+    try:
+        with results.RowWriter(own_file) as writer:
+            for batch_no, positions in mine:
+                todo = [m for m in names if any((indices[i], m) not in done for i in positions)]
+                if not todo:
+                    continue
+                batch_examples = [examples[i] for i in positions]
+                batch = _Batch(clf, batch_examples, has_rationales)
+                truncated += int(batch.truncated)
+                for method in todo:
+                    _seed_everything(derive_seed(seed, batch_no, method))
+                    rows = _explain_batch(
+                        clf,
+                        attributors[method],
+                        method,
+                        batch,
+                        batch_examples,
+                        [indices[i] for i in positions],
+                        metric_names,
+                        metric_batch_size,
+                    )
+                    for row in rows:
+                        key = results.row_key(row)
+                        if key in done:
+                            continue
+                        writer.write(row)
+                        done.add(key)
+                        bar.update(1)
+    finally:
+        bar.close()
+    if truncated:
+        warnings.warn(
+            f"{truncated} batch(es) held texts longer than {clf.max_length} tokens; they were "
+            "truncated to fit the model",
+            stacklevel=2,
+        )
+    if report and shard is None:
+        from .report import write_report
+
+        write_report(out)
+    return out
+
+
+def _explain_batch(
+    clf: TextClassifier,
+    attributor: TokenAttributor,
+    method: str,
+    batch: _Batch,
+    examples: list[dict[str, Any]],
+    indices: list[int],
+    metric_names: Sequence[str],
+    metric_batch_size: int,
+) -> list[results.Row]:
+    """One method on one batch: its scores, their metrics, and one row per example."""
+    n = len(examples)
+    start = time.perf_counter()
+    with _pass_counter(clf.model) as counter:
+        scores = attributor.attribute(batch.input_ids, batch.attention_mask, batch.target)
+    elapsed = time.perf_counter() - start
+    # Methods are asked to zero pads and specials; enforce it so that no method gains or loses
+    # on a metric through positions that no metric should read.
+    scores = scores.detach().float().masked_fill(~batch.valid, 0.0)
+    with torch.no_grad():
+        values, curves = _score(metric_names, clf, batch, scores, metric_batch_size)
+    keep = batch.attention_mask.bool()
+    labels = list(clf.labels)
+    rows = []
+    for i in range(n):
+        row: results.Row = {
+            "index": indices[i],
+            "method": method,
+            "input_ids": batch.ids[i],
+            "tokens": batch.tokens[i],
+            "text": str(examples[i]["text"]),
+            "target": int(batch.target[i]),
+            "label": int(examples[i]["label"]),
+            "prediction": int(batch.prediction[i]),
+            "prediction_name": labels[int(batch.prediction[i])]
+            if int(batch.prediction[i]) < len(labels)
+            else str(int(batch.prediction[i])),
+            "attributions": _finite_list(scores[i][keep[i]]),
+            "metrics": {
+                name: _finite_list(v.reshape(-1)[i : i + 1])[0] for name, v in values.items()
+            },
+            # Attribution time only (not the metrics), amortised over the batch.
+            "seconds": elapsed / n,
+            "forwards": counter.forwards / n,
+            "backwards": counter.backwards / n,
+        }
+        if curves is not None:
+            row["curves"] = {
+                key: _finite_list(curves[key][i])
+                for key in ("comprehensiveness", "sufficiency")
+                if key in curves
+            }
+            if "bins" in curves:
+                row["curves"]["bins"] = [float(b) for b in curves["bins"]]
+        if batch.rationale is not None:
+            row["rationale"] = batch.rationale[i][keep[i]].tolist()
+        rows.append(row)
+    return rows
+
+
+def _versions() -> dict[str, str]:
+    import captum
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "captum": str(captum.__version__),
+        "transformers": transformers.__version__,
+    }
