@@ -122,3 +122,14 @@ def test_hybrid_mapping_keeps_word_rows_and_decodes_special_rows() -> None:
     out = make(mapping="hybrid").attribute(IDS, target=0)
     expected = torch.tensor([[0.0, 0.25 + 9 / 64, 0.5 + 9 / 32, 0.25 + 9 / 64]])
     torch.testing.assert_close(out, expected)
+
+
+def test_example_prior_divides_columns_by_their_mean() -> None:
+    # Column means over the 4 real rows: a = (3/16 + 1/4 + 1/12 + 1/4) / 4 = 37/192,
+    # b = (3/8 + 1/6 + 1/2 + 1/6) / 4 = 29/96; S_j = sum_i s_i A_ij / mean_j.
+    plain = make().attribute(IDS, target=0)
+    corrected = make(prior="example").attribute(IDS, target=0)
+    expected = plain / torch.tensor([[1.0, 37 / 192, 29 / 96, 37 / 192]])
+    torch.testing.assert_close(corrected, expected)
+    with pytest.raises(ValueError, match="prior"):
+        make(prior="unigram")

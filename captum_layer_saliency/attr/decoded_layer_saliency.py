@@ -27,6 +27,7 @@ from ..layer_capture import layer_gradients_and_outputs
 __all__ = [
     "AGGREGATIONS",
     "MAPPINGS",
+    "PRIORS",
     "SPECIAL_ROWS",
     "DecodedLayerSaliency",
     "position_saliency",
@@ -42,6 +43,11 @@ MAPPINGS = ("decoded", "identity", "hybrid")
 #: What the special tokens' rows ([CLS], [SEP]) do under the decoded mapping: spread their
 #: saliency like any other row (``"include"``, the specification), or contribute nothing.
 SPECIAL_ROWS = ("include", "exclude")
+#: Frequency correction of the decoded mapping: frequent tokens ("the", ",", ".") take decoded
+#: mass from every row, so summing over rows heaps saliency on them. ``"example"`` divides each
+#: column of ``A`` by its mean over the example's real rows, so a row counts for a token only
+#: as far as it points there more than the other rows do.
+PRIORS = ("none", "example")
 
 
 def position_saliency(grad: Tensor, act: Tensor, mask: Tensor, aggregation: str) -> Tensor:
@@ -55,7 +61,9 @@ def position_saliency(grad: Tensor, act: Tensor, mask: Tensor, aggregation: str)
             (``ReLU(sum_k alpha_k H_ik)`` with ``alpha_k`` the mean of ``G_ik`` over the real
             positions), or ``"grad_norm"`` (``||G_i||_2``).
     """
-    real = mask.to(grad.dtype)
+    # float32 whatever the model's dtype: a bf16 mask would count real positions inexactly
+    # beyond 256 (gradcam's mean), and bf16 sums over K lose the small terms.
+    real = mask.float()
     g, h = grad.float(), act.float()
     if aggregation == "grad_x_act":
         scores = (g * h).sum(-1)
@@ -120,6 +128,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         top_k: int | None = None,
         normalize: bool = False,
         special_rows: str = "include",
+        prior: str = "none",
         special_token_ids: Sequence[int] | None = None,
         decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
         device_ids: list[int] | None = None,
@@ -141,6 +150,9 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             normalize (bool, optional): rescale each row of ``A`` to sum to 1.
             special_rows (str, optional): ``"include"`` or ``"exclude"`` the special tokens'
                 rows from the decoded spread. Default: ``"include"``
+            prior (str, optional): ``"none"`` or ``"example"``: divide each column of ``A``
+                by its mean over the example's real rows (frequency correction), before
+                ``top_k`` and ``normalize``. Default: ``"none"``
             special_token_ids (Sequence[int], optional): ids that never receive saliency.
             decode_chunk_size (int, optional): rows decoded at once (memory vs speed).
             device_ids (list[int], optional): kept for Captum's signature; must be None, since
@@ -159,6 +171,8 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             raise ValueError(f"unknown mapping {mapping!r}; choose from {MAPPINGS}")
         if special_rows not in SPECIAL_ROWS:
             raise ValueError(f"special_rows must be one of {SPECIAL_ROWS}, got {special_rows!r}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         if not isinstance(lm_head, nn.Module):
@@ -175,6 +189,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         self.top_k = top_k
         self.normalize = normalize
         self.special_rows = special_rows
+        self.prior = prior
         self.special_token_ids = list(special_token_ids or [])
         self.decode_chunk_size = decode_chunk_size
         self.layer_names: list[str] = [f"layer {i}" for i in range(len(layers))]
@@ -461,6 +476,10 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         if self.mapping == "identity":
             return identity
         assert contributions is not None
+        if self.prior == "example":
+            n_rows = mask.sum(-1).clamp_min(1).to(contributions)[:, None, None]
+            column_mean = contributions.sum(1, keepdim=True) / n_rows
+            contributions = contributions / column_mean.clamp_min(1e-30)
         rows = sparsify_rows(contributions, self.top_k, self.normalize)
         if self.mapping == "hybrid":
             special_rows = saliency * (mask.bool() & ~candidates)
@@ -497,8 +516,10 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         )  # (B, L)
         out = torch.zeros_like(stacked[:, 0])
         chosen: list[list[int]] = []
+        # The selector's rules run on the host: one copy for the batch, not one sync per example.
+        per_example_host = per_example.detach().cpu()
         for b in range(stacked.shape[0]):
-            picked, weights = self.selector.select(per_example[b].cpu())
+            picked, weights = self.selector.select(per_example_host[b])
             out[b] = _fuse(stacked[b : b + 1, picked], weights.to(stacked))[0]
             chosen.append(picked)
         self.last_layer_scores_ = per_example.detach()
