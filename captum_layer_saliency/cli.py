@@ -6,8 +6,15 @@ report. ``report`` rebuilds the report from the rows, ``merge`` folds the files 
 ``list-methods`` / ``list-tasks`` show what exists, ``build-defaults`` trains the default models,
 and ``demo`` runs a quick comparison of the fast methods on SST-2.
 
-Mistakes a user can make (unknown names, bad paths, an empty dataset, a directory holding another
-configuration) end with a one-line ``error: ...`` on stderr and exit code 2, never a traceback.
+Under ``torchrun --nproc_per_node N -m captum_layer_saliency compare ...`` every process runs its
+shard on its own device and rank 0 merges the shards and writes the report (see
+:mod:`captum_layer_saliency.compare.distributed` and ``docs/scaling.md``).
+
+Mistakes a user can make (unknown names, bad paths, an empty dataset or a bad data file, a
+tokenizer or head that does not fit the model, texts over the budget with ``--truncation error``,
+a directory holding another configuration or damaged rows) end with a one-line ``error: ...`` on
+stderr and exit code 2, never a traceback; nothing already written is touched. See
+``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -15,22 +22,31 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .compare import distributed
 from .compare.report import NoResultsError, write_report
-from .compare.results import ConfigMismatchError, CorruptResultsError, merge_shards
+from .compare.results import (
+    ConfigMismatchError,
+    CorruptResultsError,
+    OutputDirError,
+    check_writable,
+    merge_shards,
+)
 from .compare.runner import (
     EmptyDatasetError,
     InvalidComparisonError,
+    ModelOutputError,
     canonical_method,
     check_metrics,
     run_comparison,
 )
 from .data._source import DataUnavailableError, resolve_data_dir
-from .hf import TextClassifier
+from .data.jsonl import DataFileError, load_jsonl
+from .decoding import HeadMismatchError
+from .hf import TRUNCATION_MODES, TextClassifier, TokenizerMismatchError
 
 #: The quick, cheap methods of ``demo`` (and ``make demo``).
 DEMO_METHODS = ("dls", "input_x_gradient", "integrated_gradients", "gradient_shap")
@@ -45,6 +61,24 @@ EXIT_USAGE = 2
 
 class CLIError(Exception):
     """A user mistake: reported as one line, exit code 2."""
+
+
+#: The errors a user's input can cause, reported as one ``error:`` line with exit code 2.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    CLIError,
+    ConfigMismatchError,
+    CorruptResultsError,
+    DataFileError,
+    DataUnavailableError,
+    EmptyDatasetError,
+    HeadMismatchError,
+    InvalidComparisonError,
+    ModelOutputError,
+    NoResultsError,
+    OutputDirError,
+    TokenizerMismatchError,
+    distributed.DistributedSetupError,
+)
 
 
 def _module(name: str) -> Any:
@@ -76,23 +110,18 @@ def _check_methods(names: Sequence[str]) -> list[str]:
         raise CLIError(str(exc)) from None
 
 
-def _check_out_dir(path: str) -> Path:
-    """Create ``path`` if needed and prove it is writable, before any slow work starts."""
-    out = Path(path).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise CLIError(f"cannot write to output directory {str(out)!r}: {exc.strerror}") from None
-    return out
-
-
 def _load_model(model: str) -> TextClassifier:
-    """A default classifier by name (``sst2``, ``ag_news``), or a Hugging Face path or id."""
+    """A default classifier by name (``sst2``, ``ag_news``), or a Hugging Face path or id.
+
+    A path is any directory written by ``save_pretrained`` holding a sequence classifier and
+    its tokenizer; it has no LM head (DLS needs ``--lm-head``).
+    """
     defaults = _module("defaults")
     if model in defaults.TASKS:
-        clf: TextClassifier = defaults.load_default(model)
+        try:
+            clf: TextClassifier = defaults.load_default(model)
+        except defaults.ArtifactError as exc:
+            raise CLIError(f"default model {model!r} unusable: {exc}") from None
         return clf
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -108,12 +137,31 @@ def _load_model(model: str) -> TextClassifier:
     )
 
 
-def _to_device(clf: TextClassifier, device: str) -> TextClassifier:
-    if device == "cuda":
-        import torch
+def _attach_lm_head(clf: TextClassifier, source: str) -> TextClassifier:
+    """Give ``clf`` the LM head of ``source`` (a masked/causal LM path or id), checked."""
+    from .decoding import load_lm_head
+    from .surgery import UnsupportedModelError
 
-        if not torch.cuda.is_available():
-            raise CLIError("--device cuda was asked for, but no CUDA device is available")
+    try:
+        clf.lm_head = load_lm_head(source, model=clf.model)
+    except (OSError, UnsupportedModelError) as exc:
+        raise CLIError(f"cannot load LM head {source!r}: {str(exc).splitlines()[0]}") from None
+    return clf
+
+
+def _device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` must be available."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked for, but no CUDA device is available")
+    return requested
+
+
+def _to_device(clf: TextClassifier, device: str) -> TextClassifier:
+    # The head follows the model: DLS decodes the model's hidden states with it.
     clf.model.to(device)
     if clf.lm_head is not None:
         clf.lm_head.to(device)
@@ -140,59 +188,139 @@ def _print_summary(out: Path) -> None:
 
 def _compare(
     *,
-    task_name: str,
+    task_name: str | None,
     methods: Sequence[str],
     out_dir: str,
     limit: int | None,
     batch_size: int,
     seed: int,
     data_dir: str | None,
+    data_file: str | None,
     device: str,
     metrics: Sequence[str] | None,
     model: str | None,
+    lm_head: str | None,
     split: str | None,
     progress: bool,
     shard: tuple[int, int] | None,
+    max_length: int | None,
+    truncation: str,
 ) -> int:
-    """Validate everything cheap first, then load the model and data and run."""
-    task = _get_task(task_name)
+    """``compare``/``demo``: one process, one manual shard, or one rank of a torchrun job."""
+    # Everything but the placement and the shard goes unchanged to _run_shard.
+    run = {k: v for k, v in locals().items() if k not in ("device", "shard", "progress")}
+    rank = distributed.torchrun_rank()
+    if rank is None:
+        out = _run_shard(**run, device=_device(device), shard=shard, progress=progress)
+        if shard is None:
+            _print_summary(out)
+        else:
+            print(f"rank {shard[0]} of {shard[1]} done; when all are, run: merge --out {out}")
+        return 0
+    if shard is not None:
+        raise CLIError("--shard and torchrun both split the work: drop --shard under torchrun")
+    rank_device = distributed.rank_device(rank, device)
+    with distributed.process_group(rank, rank_device) as group:
+        failure: Exception | None = None
+        try:
+            out = _run_shard(
+                **run, device=str(rank_device), shard=rank.shard, progress=progress and rank.is_main
+            )
+        except Exception as exc:  # every rank must reach all_ok, or the others wait forever
+            failure = exc
+        everyone_ok = group.all_ok(failure is None)
+    if failure is not None:
+        raise failure  # this rank reports its own error
+    if not everyone_ok:
+        if rank.is_main:
+            raise CLIError(
+                "another rank failed (its error is above); every row written so far is kept: "
+                "rerun the same command to resume"
+            )
+        return EXIT_USAGE
+    if not rank.is_main:
+        return 0  # rank 0 merges and reports; the others finish quietly
+    distributed.check_shards_visible(out, rank.world_size)
+    merge_shards(out)
+    write_report(out)
+    _print_summary(out)
+    return 0
+
+
+def _run_shard(
+    *,
+    task_name: str | None,
+    methods: Sequence[str],
+    out_dir: str,
+    limit: int | None,
+    batch_size: int,
+    seed: int,
+    data_dir: str | None,
+    data_file: str | None,
+    device: str,
+    metrics: Sequence[str] | None,
+    model: str | None,
+    lm_head: str | None,
+    split: str | None,
+    progress: bool,
+    shard: tuple[int, int] | None,
+    max_length: int | None,
+    truncation: str,
+) -> Path:
+    """Validate everything cheap first, then load the model and data and run (a shard)."""
+    task = None if data_file is not None else _get_task(task_name or "")
     names = _check_methods(methods)
-    metric_names = None if metrics is None else check_metrics(metrics, task.has_rationales)
+    metric_names = metrics
+    if task is not None and metrics is not None:
+        metric_names = check_metrics(metrics, task.has_rationales)
     if limit is not None and limit < 1:
         raise CLIError(f"--limit must be at least 1, got {limit}")
     if batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {batch_size}")
-    out = _check_out_dir(out_dir)
-    try:
-        resolved_data = resolve_data_dir(data_dir)
-        dataset = task.load(split=split, data_dir=resolved_data, limit=limit)
-    except (DataUnavailableError, EmptyDatasetError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+    if max_length is not None and max_length < 3:
+        raise CLIError(f"--max-length must be at least 3, got {max_length}")
+    out = check_writable(out_dir)
+    dataset: Any
+    if data_file is not None:
+        if model is None:
+            raise CLIError("--data-file needs --model (a default model name or a path)")
+        dataset = load_jsonl(data_file, limit=limit)
+        task_label = f"file:{Path(data_file).name}"
+    else:
+        assert task is not None
+        try:
+            resolved_data = resolve_data_dir(data_dir)
+            dataset = task.load(split=split, data_dir=resolved_data, limit=limit)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        task_label = task.name
     if len(dataset) == 0:
-        raise CLIError(f"task {task.name!r} has no examples to explain")
-    try:
-        model_name = model or task.default_model()
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    clf = _to_device(_load_model(model_name), device)
-    run_comparison(
+        raise CLIError(f"{task_label!r} has no examples to explain")
+    if model is None:
+        assert task is not None
+        try:
+            model = task.default_model()
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    clf = _load_model(model)
+    if lm_head is not None:
+        clf = _attach_lm_head(clf, lm_head)
+    clf = _to_device(clf, device)
+    return run_comparison(
         clf,
         dataset,
         names,
         out,
-        task=task.name,
+        task=task_label,
         limit=limit,
         batch_size=batch_size,
         seed=seed,
         metrics=metric_names,
         progress=progress,
         shard=shard,
+        max_length=max_length,
+        truncation=truncation,
     )
-    if shard is None:
-        _print_summary(out)
-    else:
-        print(f"rank {shard[0]} of {shard[1]} done; when all are, run: merge --out {out}")
-    return 0
 
 
 def _list_methods() -> int:
@@ -259,11 +387,36 @@ def build_parser() -> argparse.ArgumentParser:
             "--data-dir",
             help="local data directory (default: $CAPTUM_LAYER_SALIENCY_DATA or ../shared/data)",
         )
-        p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        p.add_argument(
+            "--device",
+            choices=("auto", "cpu", "cuda"),
+            default="auto",
+            help="where the model runs (default auto: CUDA when available; under torchrun each "
+            "rank takes cuda:LOCAL_RANK)",
+        )
+        p.add_argument(
+            "--max-length",
+            type=int,
+            help="token budget per text, special tokens included (default: the model's, 128 "
+            "for the default models)",
+        )
+        p.add_argument(
+            "--truncation",
+            choices=TRUNCATION_MODES,
+            default="truncate",
+            help="texts over --max-length: 'truncate' (cut, warn once, record it in the rows "
+            "and the summary; default) or 'error' (refuse to start)",
+        )
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     p = sub.add_parser("compare", help="explain, score and report (resumable)")
-    p.add_argument("--task", required=True, help="a task name (see list-tasks)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", help="a task name (see list-tasks)")
+    source.add_argument(
+        "--data-file",
+        help="your own examples: a JSON Lines file with text and label (optionally idx, words "
+        "and rationale); needs --model",
+    )
     p.add_argument(
         "--methods",
         required=True,
@@ -272,8 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
     p.add_argument(
         "--model",
-        help="a default model name (sst2, ag_news) or a Hugging Face path "
-        "(default: the task's default model)",
+        help="a default model name (sst2, ag_news), or a Hugging Face id or local directory "
+        "(save_pretrained) of a sequence classifier and its tokenizer (default: the task's "
+        "default model)",
+    )
+    p.add_argument(
+        "--lm-head",
+        help="the masked/causal LM (id or local directory) whose head DLS decodes with: the "
+        "classifier's pre-trained backbone (needed by DLS for a --model path)",
     )
     p.add_argument("--split", help="the task's split (default: the task's default split)")
     p.add_argument("--shard", help="RANK/WORLD: do only this rank's share (then run merge)")
@@ -313,12 +472,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             data_dir=args.data_dir,
+            data_file=None if demo else args.data_file,
             device=args.device,
             metrics=_split_list(args.metrics) or (list(DEMO_METRICS) if demo else None),
             model=None if demo else args.model,
+            lm_head=None if demo else args.lm_head,
             split=None if demo else args.split,
             progress=not args.no_progress,
             shard=None if demo else _parse_shard(args.shard),
+            max_length=args.max_length,
+            truncation=args.truncation,
         )
     if args.command == "report":
         return _report(args.out, args.reference, args.examples)
@@ -349,16 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (
-        CLIError,
-        InvalidComparisonError,
-        ConfigMismatchError,
-        CorruptResultsError,
-        EmptyDatasetError,
-        NoResultsError,
-        DataUnavailableError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        # One line, whatever the message: a multi-line one would read like a traceback.
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(

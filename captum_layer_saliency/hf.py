@@ -19,6 +19,10 @@ ForwardFunc = Callable[..., Tensor]
 TRUNCATION_MODES = ("error", "truncate")
 
 
+class TokenizerMismatchError(ValueError):
+    """A tokenizer whose ids do not fit the model's embedding (it belongs to another model)."""
+
+
 def classifier_forward(model: nn.Module) -> ForwardFunc:
     """Return ``f(input_ids, attention_mask=None) -> logits`` for a HF sequence classifier.
 
@@ -99,6 +103,53 @@ class TextClassifier:
     def special_mask(self, input_ids: Tensor) -> Tensor:
         return special_mask(input_ids, self.special_token_ids)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model's position embeddings allow, when it declares one."""
+        value = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return value if isinstance(value, int) and value > 0 else None
+
+    def check_tokenizer(self) -> None:
+        """Check, before any work, that every id the tokenizer can produce fits the model.
+
+        A tokenizer of another model would otherwise fail deep inside the embedding lookup (on a
+        GPU as an opaque device-side assert), or worse, run on the wrong vocabulary. Only a
+        tokenizer *larger* than the embedding is certain to be wrong: many models pad their
+        embedding matrix beyond the tokenizer's size.
+
+        Raises:
+            TokenizerMismatchError: the tokenizer has more tokens than the model's input
+                embedding has rows.
+        """
+        embedding = getattr(self.model, "get_input_embeddings", lambda: None)()
+        rows = getattr(embedding, "num_embeddings", None)
+        if rows is None:
+            rows = getattr(getattr(self.model, "config", None), "vocab_size", None)
+        try:
+            n_tokens = len(self.tokenizer)
+        except TypeError:  # a tokenizer-like object without __len__: nothing to compare
+            return
+        if isinstance(rows, int) and n_tokens > rows:
+            raise TokenizerMismatchError(
+                f"the tokenizer has {n_tokens} tokens but the model's input embedding has only "
+                f"{rows} rows: this tokenizer does not belong to the model (load both from the "
+                "same checkpoint)"
+            )
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """The number of tokens of each text, special tokens included, without truncation.
+
+        Args:
+            texts: the texts.
+
+        Returns:
+            One length per text.
+        """
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
     def encode(
         self,
         texts: str | Sequence[str],
@@ -133,7 +184,7 @@ class TextClassifier:
                     f"text {i} is empty or only whitespace; there is nothing to explain"
                 )
         budget = max_length or self.max_length
-        lengths = [len(ids) for ids in self.tokenizer(batch, truncation=False)["input_ids"]]
+        lengths = self.token_lengths(batch)
         too_long = [(i, n) for i, n in enumerate(lengths) if n > budget]
         if too_long:
             i, n = too_long[0]

@@ -1,14 +1,23 @@
 """The comparison harness: run methods over a dataset, score them, resume, and report.
 
 ``runner`` explains and scores (batching, seeding, resume, sharding), ``results`` owns the files
-on disk (JSONL rows, ``run.json``), and ``report`` turns rows into tables, plots and HTML.
+on disk (JSONL rows, ``run.json``), ``report`` turns rows into tables, plots and HTML, and
+``distributed`` runs the shards under ``torchrun``.
 """
 
 from .report import NoResultsError, bootstrap_ci, format_table, summarize, write_report
-from .results import ConfigMismatchError, CorruptResultsError, load_rows, merge_shards, read_rows
+from .results import (
+    ConfigMismatchError,
+    CorruptResultsError,
+    OutputDirError,
+    load_rows,
+    merge_shards,
+    read_rows,
+)
 from .runner import (
     EmptyDatasetError,
     InvalidComparisonError,
+    ModelOutputError,
     run_comparison,
     word_rationale_to_tokens,
 )
@@ -18,7 +27,9 @@ __all__ = [
     "CorruptResultsError",
     "EmptyDatasetError",
     "InvalidComparisonError",
+    "ModelOutputError",
     "NoResultsError",
+    "OutputDirError",
     "bootstrap_ci",
     "format_table",
     "load_rows",

@@ -124,7 +124,9 @@ def summarize(
         ``methods`` (method -> n, per-metric stats, seconds, forwards, backwards, cost_ratio),
         ``order`` (methods ranked by the primary metric), ``reference``, ``paired``
         (method -> metric -> stats of method minus reference), ``curves`` (method -> mean AOPC
-        curves), ``cost_reference``, ``n_boot``, ``seed``.
+        curves), ``cost_reference``, ``truncation`` (``examples``: how many distinct examples
+        were truncated to fit the model, ``of``: how many there are, ``max_tokens``: the longest
+        original length), ``n_boot``, ``seed``.
 
     Raises:
         NoResultsError: there are no rows.
@@ -219,10 +221,22 @@ def summarize(
         "paired": paired,
         "curves": _mean_curves(by_method),
         "cost_reference": COST_REFERENCE if COST_REFERENCE in stats else None,
+        "truncation": _truncation_stats(unique),
         "n_boot": n_boot,
         "seed": seed,
         "confidence": 0.95,
     }
+
+
+def _truncation_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How many distinct examples were truncated (rows of runs before this was recorded: 0)."""
+    cut: dict[int, bool] = {}
+    longest = 0
+    for row in rows:
+        index = int(row["index"])
+        cut[index] = cut.get(index, False) or bool(row.get("truncated", False))
+        longest = max(longest, int(row.get("n_tokens_original") or len(row.get("tokens", []))))
+    return {"examples": sum(cut.values()), "of": len(cut), "max_tokens": longest}
 
 
 def _mean_curves(by_method: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, Any]:
@@ -329,9 +343,16 @@ def format_markdown(summary: Mapping[str, Any], config: Mapping[str, Any] | None
         "the batch. `n` counts the rows; a metric's cell leaves out the examples where it is "
         "undefined (NaN, e.g. no human rationale), see the `_n` columns of summary.csv.",
         "",
-        format_table(summary),
-        "",
     ]
+    cut = summary.get("truncation", {})
+    if cut.get("examples"):
+        parts += [
+            f"**{cut['examples']} of {cut['of']} examples were truncated** to the model's "
+            f"budget of {config.get('max_length', '?')} tokens (the longest had "
+            f"{cut['max_tokens']}); their rows say `truncated: true`.",
+            "",
+        ]
+    parts += [format_table(summary), ""]
     if summary["paired"]:
         parts += [
             f"## Paired differences against `{summary['reference']}`",

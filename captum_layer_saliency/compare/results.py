@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -42,6 +43,7 @@ CONFIG_KEYS = (
     "limit",
     "batch_size",
     "method_options",
+    "max_length",
 )
 
 Row = dict[str, Any]
@@ -54,6 +56,35 @@ class ConfigMismatchError(ValueError):
 
 class CorruptResultsError(ValueError):
     """A results file is damaged somewhere other than its last line."""
+
+
+class OutputDirError(ValueError):
+    """The output directory cannot be created or written to."""
+
+
+def check_writable(out_dir: str | os.PathLike[str]) -> Path:
+    """Create ``out_dir`` if needed and prove that files can be created in it.
+
+    Called before any slow work, so that a run never computes rows it cannot store.
+
+    Args:
+        out_dir: the directory.
+
+    Returns:
+        It, as a :class:`~pathlib.Path` (``~`` expanded).
+
+    Raises:
+        OutputDirError: it cannot be created (a file is in the way, no permission) or written.
+    """
+    out = Path(out_dir).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputDirError(f"cannot write to output directory {str(out)!r}: {reason}") from None
+    return out
 
 
 def row_key(row: Mapping[str, Any]) -> RowKey:

@@ -17,10 +17,22 @@ So every row is the same whether the run went through in one go, was interrupted
 number of times, or was split across ranks. Stochastic methods must draw their randomness from
 those global RNGs (Captum does).
 
-Sharding (for ``torchrun``): pass ``shard=(rank, world_size)``. Batch ``b`` of the plan goes to
-rank ``b % world_size``, which writes ``rows.rank{rank}.jsonl``; when every rank is done, call
+Sharding (for ``torchrun``, see :mod:`captum_layer_saliency.compare.distributed`): pass
+``shard=(rank, world_size)``. Batch ``b`` of the plan goes to rank ``b % world_size``, which writes
+``rows.rank{rank}.jsonl``; when every rank is done, call
 :func:`~captum_layer_saliency.compare.results.merge_shards` and
-:func:`~captum_layer_saliency.compare.report.write_report` once.
+:func:`~captum_layer_saliency.compare.report.write_report` once. The shards are taken from the
+batch plan rather than with ``datasets``' ``split_dataset_by_node`` on purpose: splitting the
+*examples* before batching would change which examples share a batch (hence the padding, and the
+seeds of stochastic methods) with the world size, so the rows would depend on how many processes
+ran; splitting the *batches* keeps every row identical for any world size, lets a run resume with
+a different number of processes, and, because the plan is sorted by length, deals long and short
+batches round-robin so the ranks finish at about the same time.
+
+Long texts are never cut silently: every text is tokenised up front; with
+``truncation="error"`` a text over ``max_length`` tokens stops the run before any work, with
+``truncation="truncate"`` (the default) the run warns once, and every row records ``truncated``
+and ``n_tokens_original``.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ import torch
 from torch import Tensor
 
 from ..data.tasks import EmptyDatasetError
-from ..hf import TextClassifier
+from ..hf import TRUNCATION_MODES, TextClassifier
 from . import results
 
 #: Columns every dataset row must have, and the two that carry word-level human rationales.
@@ -55,6 +67,10 @@ AOPC_METRICS = ("comprehensiveness", "sufficiency")
 
 class InvalidComparisonError(ValueError):
     """A comparison's arguments or data cannot work (caught before any work starts)."""
+
+
+class ModelOutputError(ValueError):
+    """The model produced NaN or infinite logits for some examples (rows so far are kept)."""
 
 
 class TokenAttributor(Protocol):
@@ -156,7 +172,11 @@ def derive_seed(seed: int, batch_no: int, method: str) -> int:
 
 
 def _examples(dataset: Any, limit: int | None) -> list[dict[str, Any]]:
-    """The dataset rows as dicts (first ``limit`` of them), checked for the needed columns."""
+    """The dataset rows as dicts (first ``limit`` of them), every one checked.
+
+    Every row is checked, not just the first: the batch plan puts the shortest texts last, so a
+    bad row found only when its batch came up would stop a run after most of its work.
+    """
     n = len(dataset)
     if limit is not None:
         if limit < 0:
@@ -167,12 +187,107 @@ def _examples(dataset: Any, limit: int | None) -> list[dict[str, Any]]:
         raise EmptyDatasetError(
             "the dataset is empty" + (f" (limit={limit})" if limit is not None else "")
         )
-    missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
-    if missing:
-        raise InvalidComparisonError(
-            f"the dataset lacks the column(s) {missing}; it has {sorted(rows[0])}"
-        )
+    # Rationales are all or nothing: the first row decides whether plausibility is scored.
+    needed = REQUIRED_COLUMNS + (
+        RATIONALE_COLUMNS if all(c in rows[0] for c in RATIONALE_COLUMNS) else ()
+    )
+    for i, row in enumerate(rows):
+        where = f"example {i} (idx {row.get('idx', i)})"
+        missing = [c for c in needed if c not in row]
+        if missing:
+            raise InvalidComparisonError(
+                f"{where} lacks the field(s) {missing}; it has {sorted(row)}"
+            )
+        if not isinstance(row["text"], str):
+            raise InvalidComparisonError(
+                f"{where}: text is a {type(row['text']).__name__}, not a string"
+            )
+        if not row["text"].strip():
+            raise InvalidComparisonError(
+                f"{where}: the text is empty or only whitespace; there is nothing to explain "
+                "(drop such rows)"
+            )
+        label = row["label"]
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise InvalidComparisonError(f"{where}: label {label!r} is not a class index (an int)")
     return rows
+
+
+def _check_labels(examples: Sequence[Mapping[str, Any]], clf: TextClassifier) -> None:
+    """Refuse gold labels outside the model's classes: data and model of different tasks."""
+    n_classes = len(clf.labels) or getattr(getattr(clf.model, "config", None), "num_labels", 0)
+    if not n_classes:
+        return
+    for i, row in enumerate(examples):
+        if not 0 <= int(row["label"]) < n_classes:
+            raise InvalidComparisonError(
+                f"example {i} (idx {row.get('idx', i)}) has label {int(row['label'])}, but the "
+                f"model has {n_classes} classes {list(clf.labels) or ''}: the data and the model "
+                "belong to different tasks"
+            )
+
+
+def token_budget(clf: TextClassifier, max_length: int | None) -> int:
+    """The token budget of a run: ``max_length`` or the classifier's, checked against the model.
+
+    Args:
+        clf: the classifier.
+        max_length: the requested budget, special tokens included. ``None`` takes
+            ``clf.max_length``, capped at the model's position embeddings (a default should
+            never fail); an explicit request over that limit is an error instead.
+
+    Returns:
+        The budget.
+
+    Raises:
+        InvalidComparisonError: the budget is too small to hold a word between the special
+            tokens, or an explicit one exceeds the model's position embeddings.
+    """
+    limit = clf.max_positions
+    if max_length is None:
+        return clf.max_length if limit is None else min(clf.max_length, limit)
+    if max_length < 3:
+        raise InvalidComparisonError(f"max_length must be at least 3 tokens, got {max_length}")
+    if limit is not None and max_length > limit:
+        raise InvalidComparisonError(
+            f"max_length={max_length} exceeds the model's {limit} position embeddings; use "
+            f"max_length <= {limit} (with truncation='truncate' for longer texts)"
+        )
+    return max_length
+
+
+def _truncation_plan(
+    examples: Sequence[Mapping[str, Any]],
+    lengths: Sequence[int],
+    budget: int,
+    truncation: str,
+) -> list[bool]:
+    """Which examples will be truncated; refuses or warns (once) when there are any."""
+    if truncation not in TRUNCATION_MODES:
+        raise InvalidComparisonError(
+            f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}"
+        )
+    cut = [n > budget for n in lengths]
+    n_cut = sum(cut)
+    if not n_cut:
+        return cut
+    first = cut.index(True)
+    longest = max(lengths)
+    detail = (
+        f"{n_cut} of {len(cut)} example(s) are longer than max_length={budget} tokens (the "
+        f"longest has {longest}; the first is idx {examples[first].get('idx', first)})"
+    )
+    if truncation == "error":
+        raise InvalidComparisonError(
+            f"{detail}; pass truncation='truncate' (CLI: --truncation truncate) to cut them, "
+            "or a larger max_length"
+        )
+    warnings.warn(
+        f"{detail}; they are truncated to fit, and their rows say so (truncated, "
+        "n_tokens_original)",
+        stacklevel=3,
+    )
+    return cut
 
 
 def batch_plan(texts: Sequence[str], batch_size: int) -> list[list[int]]:
@@ -256,37 +371,49 @@ class _Batch:
     """One encoded batch: ids, masks, prediction, target and (optionally) token rationales."""
 
     def __init__(
-        self, clf: TextClassifier, examples: list[dict[str, Any]], with_rationales: bool
+        self,
+        clf: TextClassifier,
+        examples: list[dict[str, Any]],
+        with_rationales: bool,
+        max_length: int,
+        indices: Sequence[int],
     ) -> None:
         texts = [str(e["text"]) for e in examples]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            enc = clf.encode(texts, truncation="truncate")
-        self.truncated = bool(caught)
+        with warnings.catch_warnings():
+            # The run already warned once, up front, about every text it truncates.
+            warnings.filterwarnings("ignore", message=r".*longer than .* were truncated")
+            enc = clf.encode(texts, max_length=max_length, truncation="truncate")
+        # Tensors stay on the model's device; the host copies below are made once per batch.
         self.input_ids: Tensor = enc["input_ids"]
         self.attention_mask: Tensor = enc["attention_mask"]
         self.special: Tensor = clf.special_mask(self.input_ids)
         self.valid: Tensor = self.attention_mask.bool() & ~self.special
         with torch.no_grad():
             logits = clf.forward_func(self.input_ids, self.attention_mask)
+        bad = (~torch.isfinite(logits).all(-1)).nonzero().flatten().tolist()
+        if bad:
+            raise ModelOutputError(
+                f"the model's logits hold NaN or inf for example(s) idx "
+                f"{[indices[i] for i in bad]}; no method can explain them (check the model's "
+                "weights and dtype). The rows written so far are kept"
+            )
         self.prediction: Tensor = logits.argmax(-1)
         # The explained class is the predicted one: explanations of what the model did.
         self.target: Tensor = self.prediction.clone()
-        keep = self.attention_mask.bool()
-        self.ids: list[list[int]] = [
-            self.input_ids[i][keep[i]].tolist() for i in range(len(examples))
-        ]
+        keep = self.attention_mask.bool().cpu()
+        ids_host = self.input_ids.cpu()
+        self.ids: list[list[int]] = [ids_host[i][keep[i]].tolist() for i in range(len(examples))]
         self.tokens = [clf.tokenizer.convert_ids_to_tokens(ids) for ids in self.ids]
         self.rationale: Tensor | None = None
         if with_rationales:
-            rat = torch.zeros_like(self.input_ids, dtype=torch.long)
+            # Built on the host (one small list per example), moved to the device once.
+            rat = torch.zeros(ids_host.shape, dtype=torch.long)
             for i, ex in enumerate(examples):
                 labels = word_rationale_to_tokens(
                     clf.tokenizer, texts[i], ex["words"], ex["rationale"], self.ids[i]
                 )
-                positions = keep[i].nonzero().flatten()
-                rat[i, positions] = torch.tensor(labels, dtype=torch.long, device=rat.device)
-            self.rationale = rat & self.valid.long()
+                rat[i, keep[i].nonzero().flatten()] = torch.tensor(labels, dtype=torch.long)
+            self.rationale = rat.to(self.input_ids.device) & self.valid.long()
 
 
 def _score(
@@ -336,6 +463,8 @@ def run_comparison(
     progress: bool = True,
     shard: tuple[int, int] | None = None,
     report: bool = True,
+    max_length: int | None = None,
+    truncation: str = "truncate",
 ) -> Path:
     """Explain every example with every method, score the explanations, write rows and a report.
 
@@ -361,16 +490,30 @@ def run_comparison(
         progress: show a tqdm progress bar.
         shard: ``(rank, world_size)`` to do only this rank's share of the batches.
         report: write the report when done (ignored for a sharded run: merge first).
+        max_length: the token budget per text, special tokens included (default
+            ``clf.max_length``); part of the configuration.
+        truncation: what to do with texts over the budget: ``"truncate"`` (cut them, warn once,
+            and record ``truncated`` and ``n_tokens_original`` in their rows) or ``"error"``
+            (refuse to start).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: an unknown method (from the registry).
-        InvalidComparisonError: unknown metrics, bad arguments, or a dataset without the needed
-            columns.
+        ValueError: an unknown method (from the registry), or a head that does not fit the model
+            (``HeadMismatchError``, when a DLS method is built).
+        InvalidComparisonError: unknown metrics, bad arguments, a dataset row without text or
+            label (or with an empty text, or a label outside the model's classes), or texts over
+            the budget with ``truncation="error"``.
+        TokenizerMismatchError: the tokenizer has more tokens than the model's embedding.
         EmptyDatasetError: nothing to explain.
+        OutputDirError: ``out_dir`` cannot be created or written.
         ConfigMismatchError: ``out_dir`` holds rows of a different configuration.
+        ModelOutputError: the model gives NaN or inf logits for an example (raised when its
+            batch comes up; the rows written before are kept).
+
+    Every error but the last is raised before any row is computed, so a mistake never costs
+    work, and nothing already in ``out_dir`` is touched.
     """
     out = Path(out_dir)
     names = [canonical_method(m) for m in methods]
@@ -388,6 +531,13 @@ def run_comparison(
         raise InvalidComparisonError(
             f"shard must be (rank, world_size) with 0 <= rank < world, got {shard}"
         )
+    clf.check_tokenizer()
+    _check_labels(examples, clf)
+    budget = token_budget(clf, max_length)
+    texts = [str(e["text"]) for e in examples]
+    n_tokens = clf.token_lengths(texts)
+    truncated = _truncation_plan(examples, n_tokens, budget, truncation)
+    out = results.check_writable(out)
 
     attributors = {name: _build_method(name, clf, seed, options.get(name, {})) for name in names}
     config = {
@@ -402,6 +552,9 @@ def run_comparison(
         "labels": list(clf.labels),
         "rationales": has_rationales,
         "n_examples": len(examples),
+        "max_length": budget,
+        "truncation": truncation,
+        "n_truncated": sum(truncated),
         "versions": _versions(),
     }
     results.check_or_write_config(out, config)
@@ -409,15 +562,20 @@ def run_comparison(
     own_file = results.rows_path(out, None if shard is None else rank)
     done: set[results.RowKey] = set()
     for path in results.rows_files(out):
-        # Only our own file may be repaired: another rank may be appending to its file right now.
-        done.update(map(results.row_key, results.read_rows(path, repair=path == own_file)))
+        # Only our own file may be repaired: another rank may be appending to its file right now,
+        # so a torn last line there is expected and not worth a warning.
+        with warnings.catch_warnings():
+            if path != own_file:
+                warnings.simplefilter("ignore")
+            rows_on_disk = results.read_rows(path, repair=path == own_file)
+        done.update(map(results.row_key, rows_on_disk))
 
     indices = [int(e.get("idx", i)) for i, e in enumerate(examples)]
     if len(set(indices)) != len(indices):
         raise InvalidComparisonError(
             "the dataset's idx column repeats values; rows could not be told apart"
         )
-    plan = batch_plan([str(e["text"]) for e in examples], batch_size)
+    plan = batch_plan(texts, batch_size)
     mine = [(k, b) for k, b in enumerate(plan) if k % world == rank]
     total = sum(len(b) for _, b in mine) * len(names)
     already = sum((indices[i], m) in done for _, b in mine for i in b for m in names)
@@ -431,7 +589,6 @@ def run_comparison(
         desc=f"{config['task']}: {len(names)} method(s)",
         disable=not progress,
     )
-    truncated = 0
     try:
         with results.RowWriter(own_file) as writer:
             for batch_no, positions in mine:
@@ -439,8 +596,8 @@ def run_comparison(
                 if not todo:
                     continue
                 batch_examples = [examples[i] for i in positions]
-                batch = _Batch(clf, batch_examples, has_rationales)
-                truncated += int(batch.truncated)
+                batch_indices = [indices[i] for i in positions]
+                batch = _Batch(clf, batch_examples, has_rationales, budget, batch_indices)
                 for method in todo:
                     _seed_everything(derive_seed(seed, batch_no, method))
                     rows = _explain_batch(
@@ -449,7 +606,8 @@ def run_comparison(
                         method,
                         batch,
                         batch_examples,
-                        [indices[i] for i in positions],
+                        batch_indices,
+                        [n_tokens[i] for i in positions],
                         metric_names,
                         metric_batch_size,
                     )
@@ -462,12 +620,6 @@ def run_comparison(
                         bar.update(1)
     finally:
         bar.close()
-    if truncated:
-        warnings.warn(
-            f"{truncated} batch(es) held texts longer than {clf.max_length} tokens; they were "
-            "truncated to fit the model",
-            stacklevel=2,
-        )
     if report and shard is None:
         from .report import write_report
 
@@ -482,10 +634,16 @@ def _explain_batch(
     batch: _Batch,
     examples: list[dict[str, Any]],
     indices: list[int],
+    n_tokens: list[int],
     metric_names: Sequence[str],
     metric_batch_size: int,
 ) -> list[results.Row]:
-    """One method on one batch: its scores, their metrics, and one row per example."""
+    """One method on one batch: its scores, their metrics, and one row per example.
+
+    The scores and metrics stay on the model's device until they are all computed, then come to
+    the host in one copy each: per-example ``.cpu()``/``float()`` calls would each wait for the
+    device.
+    """
     n = len(examples)
     start = time.perf_counter()
     with _pass_counter(clf.model) as counter:
@@ -496,7 +654,13 @@ def _explain_batch(
     scores = scores.detach().float().masked_fill(~batch.valid, 0.0)
     with torch.no_grad():
         values, curves = _score(metric_names, clf, batch, scores, metric_batch_size)
-    keep = batch.attention_mask.bool()
+    keep = batch.attention_mask.bool().cpu()
+    scores_host = scores.cpu()
+    metric_values = {name: _finite_list(v.reshape(-1)) for name, v in values.items()}
+    curves_host = {k: v.detach().cpu() for k, v in curves.items()} if curves is not None else None
+    target = batch.target.tolist()
+    prediction = batch.prediction.tolist()
+    rationale = batch.rationale.cpu() if batch.rationale is not None else None
     labels = list(clf.labels)
     rows = []
     for i in range(n):
@@ -506,31 +670,31 @@ def _explain_batch(
             "input_ids": batch.ids[i],
             "tokens": batch.tokens[i],
             "text": str(examples[i]["text"]),
-            "target": int(batch.target[i]),
+            "target": int(target[i]),
             "label": int(examples[i]["label"]),
-            "prediction": int(batch.prediction[i]),
-            "prediction_name": labels[int(batch.prediction[i])]
-            if int(batch.prediction[i]) < len(labels)
-            else str(int(batch.prediction[i])),
-            "attributions": _finite_list(scores[i][keep[i]]),
-            "metrics": {
-                name: _finite_list(v.reshape(-1)[i : i + 1])[0] for name, v in values.items()
-            },
+            "prediction": int(prediction[i]),
+            "prediction_name": labels[prediction[i]]
+            if prediction[i] < len(labels)
+            else str(prediction[i]),
+            "truncated": len(batch.ids[i]) < n_tokens[i],
+            "n_tokens_original": n_tokens[i],
+            "attributions": _finite_list(scores_host[i][keep[i]]),
+            "metrics": {name: v[i] for name, v in metric_values.items()},
             # Attribution time only (not the metrics), amortised over the batch.
             "seconds": elapsed / n,
             "forwards": counter.forwards / n,
             "backwards": counter.backwards / n,
         }
-        if curves is not None:
+        if curves_host is not None:
             row["curves"] = {
-                key: _finite_list(curves[key][i])
+                key: _finite_list(curves_host[key][i])
                 for key in ("comprehensiveness", "sufficiency")
-                if key in curves
+                if key in curves_host
             }
-            if "bins" in curves:
-                row["curves"]["bins"] = [float(b) for b in curves["bins"]]
-        if batch.rationale is not None:
-            row["rationale"] = batch.rationale[i][keep[i]].tolist()
+            if "bins" in curves_host:
+                row["curves"]["bins"] = [float(b) for b in curves_host["bins"]]
+        if rationale is not None:
+            row["rationale"] = rationale[i][keep[i]].tolist()
         rows.append(row)
     return rows
 

@@ -158,7 +158,7 @@ def aopc_curves(
         "comprehensiveness": _nan_where_empty(p_full - p_removed.exp(), n_valid),
         "sufficiency": _nan_where_empty(p_full - p_kept.exp(), n_valid),
         "k": k,
-        "bins": torch.tensor(list(bins), dtype=torch.float64),
+        "bins": torch.tensor(list(bins), dtype=torch.float64, device=input_ids.device),
     }
 
 
@@ -580,8 +580,10 @@ def kendall_tau_loo(
         pad_token_id,
         replacement,
     )
+    # Kendall's tau runs on the host: copy the batch once rather than syncing per example.
+    scores_host, loo_host, valid_host = scores.detach().cpu(), loo.cpu(), valid.cpu()
     taus = [
-        kendall_tau_b(scores[b][valid[b]].detach().cpu(), loo[b][valid[b]].cpu())
+        kendall_tau_b(scores_host[b][valid_host[b]], loo_host[b][valid_host[b]])
         for b in range(input_ids.shape[0])
     ]
     return torch.tensor(taus, dtype=torch.float64, device=input_ids.device)
