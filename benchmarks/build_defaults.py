@@ -1,0 +1,125 @@
+"""Regenerate the packaged default-model artifacts and the figures of docs/default_models.md.
+
+Usage (from the repository root; about 20 minutes on 2 busy CPU cores)::
+
+    HF_HUB_OFFLINE=1 python benchmarks/build_defaults.py            # build, then report
+    HF_HUB_OFFLINE=1 python benchmarks/build_defaults.py --report   # report only
+
+The build is ``python -m captum_layer_saliency.defaults build --force --cache-dir
+captum_layer_saliency/artifacts``; the report prints the Markdown tables of the manifest's
+measurements and draws the per-layer coherence curves to ``docs/default_models_coherence.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from captum_layer_saliency import defaults
+
+FIGURE = Path("docs/default_models_coherence.png")
+CURVES = {
+    "pretrained": "pre-trained encoder",
+    "sst2": "SST-2 classifier",
+    "ag_news": "AG News classifier",
+}
+
+
+def coherence_markdown(coherence: dict[str, Any], key: str) -> str:
+    """A Markdown table: one row per model, one column per layer.
+
+    Args:
+        coherence: the manifest's ``coherence`` block.
+        key: ``"all"`` (non-padding positions) or ``"real"`` (specials excluded).
+
+    Returns:
+        The table.
+    """
+    n_layers = len(coherence["pretrained"][key])
+    lines = [
+        "| model | " + " | ".join(str(i) for i in range(n_layers)) + " |",
+        "|---|" + "---|" * n_layers,
+    ]
+    for name, label in CURVES.items():
+        if name in coherence:
+            lines.append(
+                f"| {label} | " + " | ".join(f"{v:.3f}" for v in coherence[name][key]) + " |"
+            )
+    return "\n".join(lines)
+
+
+def plot_coherence(coherence: dict[str, Any], path: Path) -> None:
+    """Draw the coherence curves (both position sets) to ``path``.
+
+    Args:
+        coherence: the manifest's ``coherence`` block.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, key, title in (
+        (axes[0], "all", "all non-padding positions"),
+        (axes[1], "real", "non-special positions"),
+    ):
+        for name, label in CURVES.items():
+            if name in coherence:
+                values = coherence[name][key]
+                ax.plot(range(len(values)), values, marker="o", label=label)
+        ax.set_title(title)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 decoded token = input token")
+    axes[0].legend()
+    n = coherence["sentences"]
+    fig.suptitle(f"Coherence with the trained MLM head, {coherence['data']} ({n} sentences)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def report(directory: Path) -> None:
+    """Print the manifest's measurements as Markdown and draw the coherence figure.
+
+    Args:
+        directory: the artifact directory.
+    """
+    manifest = defaults.read_manifest(directory)
+    if manifest is None:
+        raise SystemExit(f"no manifest in {directory}; build first")
+    entries = manifest["entries"]
+    print("| artifact | bytes | sha256 |\n|---|---|---|")
+    for entry in entries.values():
+        print(f"| `{entry['file']}` | {entry['bytes']:,} | `{entry['sha256']}` |")
+    for task in defaults.TASKS:
+        if task in entries:
+            m = entries[task]["metrics"]
+            where = f"{m['eval_split']} ({m['eval_examples']})"
+            print(f"\n{task}: accuracy {m['accuracy']:.4f} on {where}")
+            print(f"  {m['train_examples']} examples, {m['steps']} steps, {m['train_seconds']} s")
+    if defaults.HEAD in entries:
+        print("\nMLM head:", entries[defaults.HEAD]["metrics"])
+    coherence = manifest.get("coherence")
+    if coherence:
+        for key in ("all", "real"):
+            print(f"\ncoherence ({key}):\n" + coherence_markdown(coherence, key))
+        plot_coherence(coherence, FIGURE)
+        print(f"\nwrote {FIGURE}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="skip the build")
+    parser.add_argument("--dir", type=Path, default=defaults.PACKAGED_DIR)
+    args = parser.parse_args()
+    if not args.report:
+        defaults.main(["build", "--force", "--cache-dir", str(args.dir)])
+    report(args.dir)
+
+
+if __name__ == "__main__":
+    main()
