@@ -1145,6 +1145,13 @@ class PassCounter:
 # The registry
 
 
+def _lafa_factory(clf: TextClassifier, **options: Any) -> TokenAttributor:
+    """LAFA, imported on first use (like DLS). ``register_lafa`` then replaces this spec with
+    the real factory, whose signature ``get_method`` checks the options against."""
+    importlib.import_module("captum_layer_saliency.attr.lafa").register_lafa()
+    return get_method("lafa", clf, **options)
+
+
 def _register_builtins() -> None:
     specs_and_aliases: list[tuple[MethodSpec, tuple[str, ...]]] = [
         (
@@ -1261,6 +1268,15 @@ def _register_builtins() -> None:
         (
             MethodSpec("dls", "Decoded Layer Saliency at its defaults", dls_factory, LAYER),
             ("decoded_layer_saliency",),
+        ),
+        (
+            MethodSpec(
+                "lafa",
+                "LAFA: gradient saliency smoothed over k similar reference texts",
+                _lafa_factory,
+                GRADIENT,
+            ),
+            ("locally_aggregated_feature_attribution",),
         ),
     ]
     for spec, aliases in specs_and_aliases:

@@ -16,7 +16,7 @@ from transformers import BertForSequenceClassification
 from captum_layer_saliency import baselines as B
 from captum_layer_saliency.hf import TextClassifier
 
-BUILTIN = [name for name in B.available_methods() if not name.startswith("dls")]
+BUILTIN = [name for name in B.available_methods() if not name.startswith("dls") and name != "lafa"]
 DLS_AVAILABLE = importlib.util.find_spec("captum_layer_saliency.attr") is not None and (
     importlib.util.find_spec(B.DLS_MODULE) is not None
 )
