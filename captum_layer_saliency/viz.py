@@ -348,6 +348,8 @@ def plot_cost_vs_faithfulness(
         )
     if logx and any(float(cost[m]) > 0 for m in cost):
         ax.set_xscale("log")
+    # Room on the right and at the top for the method names written beside the points.
+    ax.margins(x=0.2, y=0.1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -1,0 +1,92 @@
+"""Every tutorial notebook runs top to bottom, offline, on the default models.
+
+Each notebook is executed from a fresh copy of its cells (the stored outputs are ignored) in a
+new ``python3`` kernel with the working directory ``tutorials/``, exactly as
+``tutorials/_build.py`` executes them. A cell that raises fails the test. The committed outputs
+must stay small: no image over 200 kB, and no cell left with an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+NOTEBOOKS = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.ipynb"))
+MAX_IMAGE_BYTES = 200 * 1024
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("tutorials_build", TUTORIALS / "_build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _images(nb: nbformat.NotebookNode) -> list[tuple[int, int]]:
+    """(cell index, decoded size in bytes) of every PNG/JPEG output."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            for mime, data in output.get("data", {}).items():
+                if mime.startswith("image/") and mime != "image/svg+xml":
+                    found.append((i, len(base64.b64decode(data))))
+    return found
+
+
+def test_every_notebook_is_listed_and_built_from_the_script() -> None:
+    build = _build_module()
+    assert sorted(build.NOTEBOOKS) == NOTEBOOKS, "tutorials/_build.py and tutorials/ disagree"
+    readme = (TUTORIALS / "README.md").read_text(encoding="utf-8")
+    for name in NOTEBOOKS:
+        assert name in readme, f"{name} is not listed in tutorials/README.md"
+        stored = nbformat.read(TUTORIALS / name, as_version=4)
+        expected = build.build(name)
+        assert [c.source for c in stored.cells] == [c.source for c in expected.cells], (
+            f"{name} differs from tutorials/_build.py: rebuild it "
+            f"(.venv/bin/python tutorials/_build.py {name[:2]})"
+        )
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_outputs_are_small_and_clean(name: str) -> None:
+    nb = nbformat.read(TUTORIALS / name, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), f"{name} is not executed"
+    errors = [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{name} was saved with an error output"
+    big = [(i, n) for i, n in _images(nb) if n > MAX_IMAGE_BYTES]
+    assert not big, f"{name}: images over 200 kB (cell, bytes): {big}"
+    assert (TUTORIALS / name).stat().st_size < 1_000_000, f"{name} is over 1 MB"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_top_to_bottom(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = _build_module()
+    # A private cache: LAFA's index is built afresh and nothing is written to ~/.cache.
+    monkeypatch.setenv("CAPTUM_LAYER_SALIENCY_CACHE", str(tmp_path / "cache"))
+    stored = nbformat.read(TUTORIALS / name, as_version=4)
+    fresh = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(c.source)
+            if c.cell_type == "code"
+            else nbformat.v4.new_markdown_cell(c.source)
+            for c in stored.cells
+        ],
+        metadata=stored.metadata,
+    )
+    fresh.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
+    build.execute(fresh)  # raises CellExecutionError on the first failing cell
+    interpreter = fresh.cells[0].outputs[0].text.strip()
+    assert Path(interpreter).parent == Path(sys.executable).parent, interpreter
+    big = [(i, n) for i, n in _images(fresh) if n > MAX_IMAGE_BYTES]
+    assert not big, f"{name}: images over 200 kB (cell, bytes): {big}"
