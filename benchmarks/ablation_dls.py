@@ -43,7 +43,7 @@ MAPPINGS: list[Mapping] = [
     ("decoded", "exclude", None, True, "example"),
 ]
 # The full mapping grid for grad_x_act; the other aggregations get the main contrasts only.
-SMALL_MAPPINGS: list[Mapping] = [MAPPINGS[0], MAPPINGS[3]]
+SMALL_MAPPINGS: list[Mapping] = [MAPPINGS[0]]
 SELECTORS = [
     (score, rule, theta)
     for score in ("self_recovery", "input_mass", "own_prob")
