@@ -1005,12 +1005,25 @@ class DLSAttributor(Attributor):
         return scores
 
 
+#: Unlabelled texts the ``dls`` method fits its layer selector on, for the default models.
+DLS_CALIBRATION_TEXTS = 128
+
+
 def dls_factory(
-    clf: TextClassifier, layer: int | None = None, *, seed: int = 0, **options: Any
+    clf: TextClassifier,
+    layer: int | None = None,
+    *,
+    seed: int = 0,
+    calibration: int = DLS_CALIBRATION_TEXTS,
+    **options: Any,
 ) -> TokenAttributor:
     """Decoded Layer Saliency, at its defaults or fixed at one layer.
 
     The DLS module is imported here, not at module import, so the registry works without it.
+    For the default models, the layer selector is fitted once, label-free, on ``calibration``
+    unlabelled training texts of the model's task (the task's default reference corpus), so
+    each explanation runs one layer; for other models (or ``calibration=0``) it selects per
+    example, online, which decodes every candidate layer.
 
     Args:
         clf: the classifier bundle; ``clf.lm_head`` is the decoding head.
@@ -1018,6 +1031,7 @@ def dls_factory(
             (so ``dls_layer3`` is the output of block 3, "layer 3" in DLS's layer names), used
             alone with no selector; or None for DLS's default.
         seed: recorded for reports; DLS itself is deterministic.
+        calibration: how many unlabelled texts fit the selector (0: select online).
         **options: passed to ``DecodedLayerSaliency.for_model``.
 
     Returns:
@@ -1044,6 +1058,24 @@ def dls_factory(
         clf.model, clf.lm_head, tokenizer=clf.tokenizer, **options
     )
     recorded = {k: v for k, v in options.items() if k != "layers"}
+    selector = getattr(explainer, "selector", None)
+    if layer is None and selector is not None and calibration > 0:
+        from .neighbours import default_corpus, default_task_of
+
+        task = default_task_of(clf)
+        if task is not None:
+            texts = default_corpus(task, size=calibration)
+            explainer.fit_selector(
+                (enc["input_ids"], enc["attention_mask"])
+                for enc in (
+                    clf.encode(texts[i : i + 32], truncation="truncate")
+                    for i in range(0, len(texts), 32)
+                )
+            )
+            recorded["calibration"] = f"{len(texts)} unlabelled {task} training texts"
+            recorded["selected_layers"] = [
+                explainer.layer_names[i] for i in selector.selected_ or []
+            ]
     return DLSAttributor(clf, explainer, seed=seed, layer=layer, **recorded)
 
 

@@ -437,6 +437,14 @@ def cached_index(
     return index
 
 
+def default_task_of(clf: Any) -> str | None:
+    """The task of a default classifier, from its name (``minilm-sst2``, ``minilm-ag_news``)."""
+    for task in ("ag_news", "sst2"):
+        if str(getattr(clf, "name", "")).endswith(task):
+            return task
+    return None
+
+
 def default_corpus(task: str, size: int | None = DEFAULT_CORPUS_SIZE, seed: int = 0) -> list[str]:
     """A task's default reference corpus: its training texts, deduplicated.
 

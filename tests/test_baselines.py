@@ -392,3 +392,25 @@ def test_real_dls_contract(
     assert scores.shape == ids.shape and torch.isfinite(scores).all()
     again = B.get_method(name, tiny_classifier).attribute(ids, mask, target)
     assert torch.equal(scores, again)
+
+
+def test_dls_fits_its_selector_on_unlabelled_task_text(tiny_classifier, tiny_batch, monkeypatch):
+    """For a default model, ``dls`` fits the selector once (label-free), then runs one layer."""
+    import dataclasses
+
+    import captum_layer_saliency.neighbours as neighbours
+
+    texts = ["the movie was good", "a dull , boring story .", "i think it is fun"] * 3
+    monkeypatch.setattr(neighbours, "default_corpus", lambda task, size=None: texts[:size])
+    clf = dataclasses.replace(tiny_classifier, name="tiny-sst2")
+    method = B.get_method("dls", clf, calibration=6)
+    explainer = method.explainer  # type: ignore[attr-defined]
+    assert explainer.selector.fitted and explainer.selector.n_positions_ > 0
+    assert method.options["calibration"] == "6 unlabelled sst2 training texts"
+    scores = method.attribute(
+        tiny_batch["input_ids"], tiny_batch["attention_mask"], tiny_batch["target"]
+    )
+    assert explainer.last_layer_scores_ is None  # fitted: no online scoring
+    assert scores.shape == tiny_batch["input_ids"].shape
+    online = B.get_method("dls", clf, calibration=0).explainer  # type: ignore[attr-defined]
+    assert not online.selector.fitted

@@ -60,6 +60,7 @@ from ..neighbours import (
     cached_index,
     default_corpus,
     default_encoder,
+    default_task_of,
 )
 from ..surgery import find_model_parts
 
@@ -539,14 +540,6 @@ class LAFAAttributor(Attributor):
         return self.explainer.attribute(input_ids, target=target, attention_mask=attention_mask)
 
 
-def _task_of(clf: TextClassifier) -> str | None:
-    """The task of a default classifier, from its name (``minilm-sst2``, ``minilm-ag_news``)."""
-    for task in ("ag_news", "sst2"):
-        if clf.name.endswith(task):
-            return task
-    return None
-
-
 def lafa_factory(
     clf: TextClassifier,
     *,
@@ -583,7 +576,7 @@ def lafa_factory(
         ValueError: no reference corpus can be found for ``clf``.
     """
     if index is None and reference_texts is None:
-        task = task or _task_of(clf)
+        task = task or default_task_of(clf)
         if task is None:
             raise ValueError(
                 f"lafa needs a reference corpus for {clf.name!r}: pass task='sst2'|'ag_news', "
