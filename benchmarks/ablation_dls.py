@@ -53,6 +53,7 @@ SELECTORS = [
         ("deepest", 0.85),
         ("deepest", 0.9),
         ("argmax", 1.0),
+        ("elbow", 0.0),
         ("weighted", 0.8),
         ("weighted", 0.9),
     ]

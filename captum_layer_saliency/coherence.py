@@ -49,7 +49,7 @@ COHERENCE_SCORES: dict[str, Callable[[DecodedLayer, Tensor], Tensor]] = {
     "neg_entropy": _neg_entropy,
 }
 
-SELECTION_RULES = ("deepest", "argmax", "fixed", "weighted")
+SELECTION_RULES = ("elbow", "deepest", "argmax", "fixed", "weighted")
 
 
 def position_coherence(decoded: DecodedLayer, input_ids: Tensor, score: str) -> Tensor:
@@ -69,6 +69,9 @@ class LayerCoherenceSelector:
     :class:`~captum_layer_saliency.DecodedLayerSaliency` scores every candidate layer on each
     batch it explains (online). Rules, applied to the per-layer scores ``c_l``:
 
+    * ``"elbow"``: the layer just before the steepest fall of coherence from one layer to the
+      next (the last layer when coherence never falls): the deepest layer before fine-tuning
+      stops preserving token identity. It needs no threshold;
     * ``"deepest"``: the deepest layer with ``c_l >= theta * max(c)``: late, but still coherent;
     * ``"argmax"``: the most coherent layer;
     * ``"fixed"``: layer ``layer`` whatever the scores (the scores are still recorded);
@@ -95,7 +98,7 @@ class LayerCoherenceSelector:
         self,
         lm_head: nn.Module | None = None,
         score: str = "self_recovery",
-        rule: str = "deepest",
+        rule: str = "elbow",
         theta: float = 0.85,
         layer: int | None = None,
         decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
@@ -166,6 +169,13 @@ class LayerCoherenceSelector:
             return [index], torch.ones(1)
         if self.rule == "argmax":
             return [int(scores.argmax())], torch.ones(1)
+        if self.rule == "elbow":
+            if n_layers == 1:
+                return [0], torch.ones(1)
+            falls = scores[:-1] - scores[1:]
+            if float(falls.max()) <= 0:
+                return [n_layers - 1], torch.ones(1)
+            return [int(falls.argmax())], torch.ones(1)
         # A coherence threshold needs a positive scale: shift scores that can be negative.
         shifted = scores - min(0.0, float(scores.min()))
         good = [i for i in range(n_layers) if shifted[i] >= self.theta * float(shifted.max())]

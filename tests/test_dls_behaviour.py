@@ -111,9 +111,11 @@ def test_fixed_selector_equals_that_layer_and_runs_only_it(models) -> None:
 
 def test_weighted_selector_fuses_layers(models) -> None:
     ids, mask = batch()
-    per_layer = build(models, selector=None).attribute(ids, 0, attention_mask=mask)
+    per_layer = build(models, selector=None, mapping="decoded").attribute(
+        ids, 0, attention_mask=mask
+    )
     sel = LayerCoherenceSelector(rule="weighted", theta=0.0, score="own_prob")
-    dls = build(models, selector=sel)
+    dls = build(models, selector=sel, mapping="decoded")
     dls.fit_selector([{"input_ids": ids, "attention_mask": mask}])
     assert sel.weights_ is not None
     torch.testing.assert_close(sel.weights_.sum(), torch.tensor(1.0))
@@ -155,7 +157,7 @@ def test_frozen_model_still_attributes(models) -> None:
     for p in clf.parameters():
         p.requires_grad_(False)
     try:
-        out = build(models).attribute(ids, 0, attention_mask=mask)
+        out = build(models, mapping="decoded").attribute(ids, 0, attention_mask=mask)
         assert out.abs().sum() > 0
     finally:
         for p, f in zip(clf.parameters(), flags, strict=False):
@@ -183,7 +185,9 @@ def test_hidden_size_mismatch_names_both_sizes(models) -> None:
         DecodedLayerSaliency.for_model(clf, other)
     # An explicit module of the wrong size is caught on the first decoded batch.
     ids, mask = batch()
-    dls = DecodedLayerSaliency(clf, clf.bert.embeddings, load_lm_head(nn.Linear(8, 60)))
+    dls = DecodedLayerSaliency(
+        clf, clf.bert.embeddings, load_lm_head(nn.Linear(8, 60)), mapping="decoded"
+    )
     with pytest.raises(ValueError, match="hidden size 8.*16"):
         dls.attribute(ids, 0, (mask,), attention_mask=mask)
 
@@ -193,7 +197,7 @@ def test_vocabulary_mismatch_is_rejected(models) -> None:
     small_head = load_lm_head(nn.Linear(16, 10))
     with pytest.raises(HeadMismatchError, match="vocabulary of 10"):
         load_lm_head(small_head, model=clf)
-    dls = DecodedLayerSaliency(clf, clf.bert.embeddings, small_head)
+    dls = DecodedLayerSaliency(clf, clf.bert.embeddings, small_head, mapping="decoded")
     ids, mask = batch()
     with pytest.raises(ValueError, match="outside the LM head's vocabulary"):
         dls.attribute(ids, 0, (mask,), attention_mask=mask)
@@ -289,3 +293,19 @@ def test_visualize_text_takes_the_output(models) -> None:
     )
     html = viz.visualize_text([record], legend=False)
     assert "t5" in html.data
+
+
+@pytest.mark.parametrize(
+    ("scores", "rule", "theta", "expected"),
+    [
+        ([0.76, 0.79, 0.78, 0.70, 0.65, 0.67, 0.57], "elbow", 0.0, [5]),  # steepest fall 5 -> 6
+        ([0.77, 0.81, 0.80, 0.78, 0.77, 0.74, 0.70], "elbow", 0.0, [5]),
+        ([0.1, 0.2, 0.3], "elbow", 0.0, [2]),  # never falls: the last layer
+        ([0.76, 0.79, 0.78, 0.70, 0.65, 0.67, 0.57], "deepest", 0.8, [5]),
+        ([0.76, 0.79, 0.78, 0.70, 0.65, 0.67, 0.57], "deepest", 0.9, [2]),
+        ([0.76, 0.79, 0.78, 0.70, 0.65, 0.67, 0.57], "argmax", 0.0, [1]),
+    ],
+)
+def test_selection_rules_by_hand(scores, rule, theta, expected) -> None:
+    picked, weights = LayerCoherenceSelector(rule=rule, theta=theta).select(torch.tensor(scores))
+    assert picked == expected and weights.tolist() == [1.0]

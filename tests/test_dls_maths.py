@@ -17,6 +17,8 @@ SPECIAL = [0]
 
 
 def make(**options: object) -> DecodedLayerSaliency:
+    # The specification's decoded mapping is what these hand computations check.
+    options.setdefault("mapping", "decoded")
     model = ToyClassifier()
     return DecodedLayerSaliency(model, model.emb, toy_head(), special_token_ids=SPECIAL, **options)
 

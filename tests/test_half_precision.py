@@ -40,7 +40,9 @@ def bf16_classifier(tiny_classifier: TextClassifier) -> TextClassifier:
 
 def _dls(clf: TextClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     assert clf.lm_head is not None
-    dls = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, tokenizer=clf.tokenizer)
+    dls = DecodedLayerSaliency.for_model(
+        clf.model, clf.lm_head, tokenizer=clf.tokenizer, mapping="decoded"
+    )
     out = dls.attribute(
         batch["input_ids"], target=batch["target"], attention_mask=batch["attention_mask"]
     )
