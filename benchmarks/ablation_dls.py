@@ -250,7 +250,7 @@ def summarise(rows_path: Path, stem: Path, fitted: dict, layer_names: list[str],
             }
         )
     table.sort(key=lambda r: -r["comp"])
-    best = table[0]["variant"]
+    best = next(r["variant"] for r in table if "@" in r["variant"])  # the best DLS variant
     ig = "integrated_gradients"
     diff = c[best] - c[ig]
     selectors = {}

@@ -126,9 +126,10 @@ print("layer chosen per example:", [dls.layer_names[k[0]] for k in dls.last_sele
 The selector is not fitted here, so it scores every candidate layer on each example and picks per
 example (`dls.last_selected_`). Notebook 2 fits it once on unlabelled sentences instead.
 
-Explanations of this small model are not always this readable: on some sentences punctuation or
-function words collect much of the saliency. Judge a method by measured faithfulness over many
-sentences (notebook 3), not by a few examples.
+By default DLS reads grad × activation at the selected layer with the identity mapping (each
+position's saliency stays on its own token); the decoded mapping is an option
+(`mapping="decoded"`). Both defaults were chosen by the measured ablation in BENCHMARKS.md. Judge
+a method by measured faithfulness over many sentences (notebook 3), not by a few examples.
 
 Explaining the *other* class flips the picture:
 """),
@@ -307,7 +308,8 @@ viz.plot_layer_token_heatmap(
     md("""
 Each row is scaled to ±1 (saliency magnitudes differ by orders of magnitude across layers); the
 starred, outlined row is the layer the selector chose for this sentence. Shallow rows are noisy;
-the deepest rows spread saliency onto tokens that the fine-tuned layers no longer represent well.
+in the last block the gradient reaches only [CLS] (the pooler reads nothing else), so its
+identity map is empty.
 """),
     md("""
 ## The coherence curve: pre-trained encoder vs fine-tuned classifiers
@@ -365,17 +367,18 @@ viz.plot_coherence_curves(
 """),
     md("""
 The pre-trained encoder stays coherent through its last block; fine-tuning on SST-2 erodes the
-late blocks most, AG News less. The stars mark the default rule's pick, `deepest`: the deepest
-layer whose score is at least `theta = 0.85` of the best, i.e. late, but still coherent. (The
-curves on all 872 dev sentences are in [docs/default_models.md](../docs/default_models.md).)
+late blocks most, AG News less. The stars mark the default rule's pick, `elbow`: the layer just
+before the steepest fall of coherence from one layer to the next, i.e. the deepest layer before
+fine-tuning stops preserving token identity; it needs no threshold. (The curves on all 872 dev
+sentences are in [docs/default_models.md](../docs/default_models.md).)
 
 ## Scores and rules
 
 Four per-position scores are available (`COHERENCE_SCORES`): `self_recovery`, `input_mass` (the
 decoded probability on any of the input's tokens), `own_prob` (the probability of the position's
 own token) and `neg_entropy`. The rules (`SELECTION_RULES`) turn per-layer scores into a choice:
-`deepest`, `argmax`, `weighted` (fuse every layer within `theta` of the best, weighted by score)
-and `fixed`. A fitted selector keeps its scores, so re-applying a rule is free (`select`).
+`elbow` (the default), `deepest` (the deepest layer within `theta` of the best), `argmax`,
+`weighted` (fuse every layer within `theta` of the best, weighted by score) and `fixed`. A fitted selector keeps its scores, so re-applying a rule is free (`select`).
 """),
     code("""
 import pandas as pd
@@ -391,7 +394,7 @@ for score in COHERENCE_SCORES:
             model_forward(clf.model), sst2_layers, batches, special_token_ids=specials
         )
     score_curves[score] = fitted.scores_
-    for rule in ("deepest", "argmax", "weighted"):
+    for rule in ("elbow", "deepest", "argmax", "weighted"):
         idx, weights = LayerCoherenceSelector(score=score, rule=rule).select(fitted.scores_)
         rows.append({
             "score": score,
@@ -416,19 +419,19 @@ viz.plot_coherence_curves(
 
 `dls.fit_selector(batches)` fits the explainer's own selector on unlabelled batches; afterwards
 `attribute` runs only the selected layer(s), with no per-example scoring. A fitted selector keeps
-its scores, so the other rules need no second fit: copy it and re-apply the rule. The three rules
-on our sentence:
+its scores, so the other rules need no second fit: copy it and re-apply the rule. The rules on
+our sentence:
 """),
     code("""
 import copy
 
 from IPython.display import HTML
 
-dls.fit_selector(batches)  # the default selector: self_recovery, deepest
+dls.fit_selector(batches)  # the default selector: self_recovery, elbow
 print(dls.selector)
 
 fragments = []
-for rule in ("deepest", "argmax", "weighted"):
+for rule in ("elbow", "deepest", "argmax", "weighted"):
     sel = copy.copy(dls.selector)  # shares the fitted scores
     sel.rule = rule
     sel.selected_, sel.weights_ = sel.select(sel.scores_)
