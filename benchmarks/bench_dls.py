@@ -83,9 +83,9 @@ def make_methods(model: Any, tok: Any, head: torch.nn.Module, layer_index: int) 
     return {
         "lgxa_one_layer": ("lgxa", LayerGradientXActivation(forward, parts[layer_index])),
         "lgxa_all_layers": ("lgxa", LayerGradientXActivation(forward, parts)),
-        "dls_fitted_decoded": ("dls_fit", dls(selector=fixed)),
+        "dls_fitted_decoded": ("dls_fit", dls(selector=fixed, mapping="decoded")),
         "dls_fitted_identity": ("dls_fit", dls(selector=fixed, mapping="identity")),
-        "dls_online_decoded": ("dls", dls()),
+        "dls_online_decoded": ("dls", dls(mapping="decoded")),
         "dls_online_identity": ("dls", dls(mapping="identity")),
     }
 
