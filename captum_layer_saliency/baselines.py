@@ -30,6 +30,7 @@ Batching: IG takes ``internal_batch_size``; the perturbation methods ``perturbat
 
 from __future__ import annotations
 
+import abc
 import difflib
 import functools
 import importlib
@@ -303,7 +304,7 @@ class _LogitsModule(nn.Module):
 # Attributors
 
 
-class Attributor:
+class Attributor(abc.ABC):
     """Base of the built-in attributors: validation, seeding and the zeroing of special tokens.
 
     Subclasses implement :meth:`_scores`; ``self.options`` records the resolved settings for
@@ -343,6 +344,7 @@ class Attributor:
         scores = scores.detach().to(torch.float32).reshape(input_ids.shape)
         return torch.where(valid, scores, torch.zeros_like(scores))
 
+    @abc.abstractmethod
     def _scores(
         self,
         input_ids: Tensor,
@@ -350,8 +352,7 @@ class Attributor:
         target: Tensor,
         special: Tensor,
         valid: Tensor,
-    ) -> Tensor:
-        raise NotImplementedError
+    ) -> Tensor: ...
 
     def _each_example(
         self,
@@ -429,7 +430,7 @@ class _EmbeddingAttributor(Attributor):
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
     ) -> Tensor:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must override _layer_attribution or _scores")
 
 
 class SaliencyAttributor(_EmbeddingAttributor):
@@ -691,6 +692,7 @@ class _PerturbationAttributor(Attributor):
         with torch.no_grad():
             return self._each_example(input_ids, attention_mask, target, valid, explain)
 
+    @abc.abstractmethod
     def _perturb(
         self,
         input_ids: Tensor,
@@ -700,7 +702,7 @@ class _PerturbationAttributor(Attributor):
         valid: Tensor,
     ) -> Tensor:
         """Scores for one example ``(1, n)`` cut to its real tokens."""
-        raise NotImplementedError
+        ...
 
 
 class OcclusionAttributor(_PerturbationAttributor):
@@ -809,8 +811,8 @@ class _SurrogateAttributor(_PerturbationAttributor):
         )
         return result
 
-    def _method(self) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _method(self) -> Any: ...
 
 
 class LimeAttributor(_SurrogateAttributor):
@@ -975,8 +977,9 @@ class RandomAttributor(Attributor):
         )
 
 
-class DLSAttributor(Attributor):
-    """Adapts ``DecodedLayerSaliency`` to :class:`TokenAttributor`."""
+class ExplainerAttributor(Attributor):
+    """Adapts an explainer with ``attribute(ids, target=, attention_mask=)`` (DLS, LAFA) to
+    :class:`TokenAttributor`."""
 
     def __init__(self, clf: TextClassifier, explainer: Any, seed: int = 0, **options: Any) -> None:
         super().__init__(clf, seed, **options)
@@ -1076,7 +1079,7 @@ def dls_factory(
             recorded["selected_layers"] = [
                 explainer.layer_names[i] for i in selector.selected_ or []
             ]
-    return DLSAttributor(clf, explainer, seed=seed, layer=layer, **recorded)
+    return ExplainerAttributor(clf, explainer, seed=seed, layer=layer, **recorded)
 
 
 def register_dls_layers(model_or_count: nn.Module | int) -> list[str]:

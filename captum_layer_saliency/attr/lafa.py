@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from ..baselines import (
     GRADIENT,
-    Attributor,
+    ExplainerAttributor,
     MethodSpec,
     TokenAttributor,
     embedding_layer,
@@ -522,24 +522,6 @@ def _word_embeddings(layer: nn.Module) -> nn.Module:
 # The comparison harness
 
 
-class LAFAAttributor(Attributor):
-    """Adapts :class:`LAFA` to the registry's :class:`TokenAttributor`."""
-
-    def __init__(self, clf: TextClassifier, explainer: LAFA, seed: int = 0, **options: Any):
-        super().__init__(clf, seed, **options)
-        self.explainer = explainer
-
-    def _scores(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        target: Tensor,
-        special: Tensor,
-        valid: Tensor,
-    ) -> Tensor:
-        return self.explainer.attribute(input_ids, target=target, attention_mask=attention_mask)
-
-
 def lafa_factory(
     clf: TextClassifier,
     *,
@@ -598,7 +580,7 @@ def lafa_factory(
         top_matches=top_matches,
         min_similarity=min_similarity,
     )
-    return LAFAAttributor(
+    return ExplainerAttributor(
         clf,
         explainer,
         seed=seed,
