@@ -750,8 +750,9 @@ class OcclusionAttributor(_PerturbationAttributor):
         return result
 
 
-class ShapleySamplingAttributor(_PerturbationAttributor):
-    """Shapley value sampling over tokens (``n_samples`` random permutations)."""
+class _SampledAttributor(_PerturbationAttributor):
+    """Captum perturbation methods driven by ``n_samples`` token coalitions or permutations
+    (Shapley value sampling, LIME, KernelSHAP): one ``attribute`` call, one token per feature."""
 
     def __init__(
         self,
@@ -764,33 +765,6 @@ class ShapleySamplingAttributor(_PerturbationAttributor):
     ) -> None:
         super().__init__(clf, seed, perturbations_per_eval, baseline_token_id, n_samples=n_samples)
         self.n_samples = n_samples
-
-    def _perturb(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        target: Tensor,
-        baselines: Tensor,
-        valid: Tensor,
-    ) -> Tensor:
-        from captum.attr import ShapleyValueSampling
-
-        result: Tensor = ShapleyValueSampling(self.forward).attribute(
-            input_ids,
-            baselines=baselines,
-            target=target,
-            additional_forward_args=(attention_mask,),
-            feature_mask=token_feature_mask(valid),
-            n_samples=self.n_samples,
-            perturbations_per_eval=self.perturbations_per_eval,
-        )
-        return result
-
-
-class _SurrogateAttributor(_PerturbationAttributor):
-    """LIME and KernelSHAP: a surrogate model fitted to ``n_samples`` token coalitions."""
-
-    n_samples: int
 
     def _perturb(
         self,
@@ -815,7 +789,16 @@ class _SurrogateAttributor(_PerturbationAttributor):
     def _method(self) -> Any: ...
 
 
-class LimeAttributor(_SurrogateAttributor):
+class ShapleySamplingAttributor(_SampledAttributor):
+    """Shapley value sampling over tokens (``n_samples`` random permutations, 25 by default)."""
+
+    def _method(self) -> Any:
+        from captum.attr import ShapleyValueSampling
+
+        return ShapleyValueSampling(self.forward)
+
+
+class LimeAttributor(_SampledAttributor):
     """LIME with Captum's defaults (Lasso, alpha 0.01; exponential cosine kernel), 25 samples."""
 
     def __init__(
@@ -829,8 +812,13 @@ class LimeAttributor(_SurrogateAttributor):
         interpretable_model: Any = None,
         similarity_func: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(clf, seed, perturbations_per_eval, baseline_token_id, n_samples=n_samples)
-        self.n_samples = n_samples
+        super().__init__(
+            clf,
+            seed=seed,
+            n_samples=n_samples,
+            perturbations_per_eval=perturbations_per_eval,
+            baseline_token_id=baseline_token_id,
+        )
         self.interpretable_model, self.similarity_func = interpretable_model, similarity_func
 
     def _method(self) -> Any:
@@ -839,20 +827,8 @@ class LimeAttributor(_SurrogateAttributor):
         return Lime(self.forward, self.interpretable_model, self.similarity_func)
 
 
-class KernelShapAttributor(_SurrogateAttributor):
+class KernelShapAttributor(_SampledAttributor):
     """KernelSHAP over tokens with 25 coalitions by default (as LIME, for an equal budget)."""
-
-    def __init__(
-        self,
-        clf: TextClassifier,
-        *,
-        seed: int = 0,
-        n_samples: int = 25,
-        perturbations_per_eval: int = 16,
-        baseline_token_id: int | None = None,
-    ) -> None:
-        super().__init__(clf, seed, perturbations_per_eval, baseline_token_id, n_samples=n_samples)
-        self.n_samples = n_samples
 
     def _method(self) -> Any:
         from captum.attr import KernelShap
