@@ -306,3 +306,50 @@ def test_aopc_metrics_are_the_mean_of_the_curves(
     for name in ("comprehensiveness", "sufficiency"):
         direct = metrics.METRICS[name].fn(*args)
         assert curves[name].mean(-1).tolist() == pytest.approx(direct.tolist())
+
+
+def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
+    tiny_classifier: TextClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kendall τ's leave-one-out does not depend on the method: one pass per batch, same τ."""
+    _, metrics = _real_registries()
+    calls = []
+    original = metrics.leave_one_out
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "leave_one_out", counting)
+    data = toy_dataset(["the movie was very good", "boring .", "a great film"])
+    methods = ["input_x_gradient", "saliency", "random"]
+    run_comparison(
+        tiny_classifier,
+        data,
+        methods,
+        tmp_path,
+        metrics=["kendall_tau_loo"],
+        batch_size=2,
+        progress=False,
+        report=False,
+    )
+    assert sorted(calls) == [1, 2]  # two batches, whatever the number of methods
+    rows = load_rows(tmp_path)
+    torch = importlib.import_module("torch")
+    for row in rows:
+        ids = torch.tensor([row["input_ids"]])
+        mask = torch.ones_like(ids)
+        scores = torch.tensor([[0.0 if a is None else a for a in row["attributions"]]])
+        tau = metrics.kendall_tau_loo(
+            tiny_classifier.forward_func,
+            ids,
+            mask,
+            scores,
+            torch.tensor([row["target"]]),
+            tiny_classifier.special_mask(ids),
+        )
+        expected = row["metrics"]["kendall_tau_loo"]
+        if expected is None:
+            assert torch.isnan(tau).all()
+        else:
+            assert tau.item() == pytest.approx(expected, abs=1e-6)

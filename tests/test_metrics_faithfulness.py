@@ -316,3 +316,29 @@ def test_metric_metadata() -> None:
     assert not directions["sufficiency"] and not directions["deletion_auc"]
     assert not directions["log_odds"] and directions["kendall_tau_loo"]
     assert all(callable(m.fn) and m.description for m in METRICS.values())
+
+
+def test_kendall_tau_loo_reuses_a_given_leave_one_out(abcd: dict[str, Tensor]) -> None:
+    loo = leave_one_out(
+        bag_forward,
+        abcd["input_ids"],
+        abcd["attention_mask"],
+        abcd["target"],
+        abcd["special_mask"],
+    )
+    fresh = call(kendall_tau_loo, abcd)
+    reused = call(kendall_tau_loo, abcd, loo=loo)
+    torch.testing.assert_close(reused, fresh, equal_nan=True)
+    # A given leave-one-out is used as is, not recomputed: reversing it reverses tau.
+    perfect = batch(([CLS, 3, 4, 5, 6, SEP], [0.0, 1.0, 2.0, -1.0, 0.5, 0.0]))
+    perfect_loo = leave_one_out(
+        bag_forward,
+        perfect["input_ids"],
+        perfect["attention_mask"],
+        perfect["target"],
+        perfect["special_mask"],
+    )
+    assert call(kendall_tau_loo, perfect, loo=perfect_loo).item() == pytest.approx(1.0)
+    assert call(kendall_tau_loo, perfect, loo=-perfect_loo).item() == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="loo has shape"):
+        call(kendall_tau_loo, abcd, loo=loo[:, :2])

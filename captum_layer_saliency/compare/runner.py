@@ -404,6 +404,9 @@ class _Batch:
         ids_host = self.input_ids.cpu()
         self.ids: list[list[int]] = [ids_host[i][keep[i]].tolist() for i in range(len(examples))]
         self.tokens = [clf.tokenizer.convert_ids_to_tokens(ids) for ids in self.ids]
+        # Leave-one-out importance depends on the inputs only: filled by the first method whose
+        # metrics need it and reused by the others (it costs one forward per token).
+        self.leave_one_out: Tensor | None = None
         self.rationale: Tensor | None = None
         if with_rationales:
             # Built on the host (one small list per example), moved to the device once.
@@ -442,6 +445,17 @@ def _score(
         elif metrics.METRICS[name].kind == "plausibility":
             assert batch.rationale is not None
             values[name] = _metric_fn(name)(scores, batch.rationale, batch.valid)
+        elif name == "kendall_tau_loo":
+            if batch.leave_one_out is None:
+                batch.leave_one_out = metrics.leave_one_out(
+                    forward,
+                    batch.input_ids,
+                    batch.attention_mask,
+                    batch.target,
+                    batch.special,
+                    **common,
+                )
+            values[name] = metrics.kendall_tau_loo(*args, **common, loo=batch.leave_one_out)
         else:
             values[name] = _metric_fn(name)(*args, **common)
     return values, curves

@@ -550,6 +550,7 @@ def kendall_tau_loo(
     batch_size: int = 64,
     pad_token_id: int = 0,
     replacement: Replacement = DELETE,
+    loo: Tensor | None = None,
 ) -> Tensor:
     """Kendall τ-b between the scores and leave-one-out importance, over the valid tokens.
 
@@ -565,21 +566,29 @@ def kendall_tau_loo(
         batch_size: perturbed inputs per forward call.
         pad_token_id: the padding id of re-packed inputs.
         replacement: ``"delete"`` or a token id.
+        loo: the batch's :func:`leave_one_out` importance, when already computed. It does not
+            depend on the scores, so a comparison of many methods on one batch computes it once
+            (one forward per token) instead of once per method.
 
     Returns:
         ``(batch,)`` float64; NaN with fewer than two valid tokens or a constant side.
     """
     valid, _, _, target = _prepare(input_ids, attention_mask, scores, target, special_mask)
-    loo = leave_one_out(
-        forward,
-        input_ids,
-        attention_mask,
-        target,
-        special_mask,
-        batch_size,
-        pad_token_id,
-        replacement,
-    )
+    if loo is None:
+        loo = leave_one_out(
+            forward,
+            input_ids,
+            attention_mask,
+            target,
+            special_mask,
+            batch_size,
+            pad_token_id,
+            replacement,
+        )
+    elif loo.shape != input_ids.shape:
+        raise ValueError(
+            f"loo has shape {tuple(loo.shape)}; expected the inputs' {tuple(input_ids.shape)}"
+        )
     # Kendall's tau runs on the host: copy the batch once rather than syncing per example.
     scores_host, loo_host, valid_host = scores.detach().cpu(), loo.cpu(), valid.cpu()
     taus = [
