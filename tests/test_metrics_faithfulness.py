@@ -240,14 +240,18 @@ def test_log_odds_by_hand(abcd: dict[str, Tensor]) -> None:
     assert half[0].item() == pytest.approx(math.log(sig(1.0 + 0.5 + 0.5)) - math.log(sig(2.5)))
 
 
-def test_leave_one_out_by_hand(abcd: dict[str, Tensor]) -> None:
-    loo = leave_one_out(
+def loo_of(data: dict[str, Tensor]) -> Tensor:
+    return leave_one_out(
         bag_forward,
-        abcd["input_ids"],
-        abcd["attention_mask"],
-        abcd["target"],
-        abcd["special_mask"],
+        data["input_ids"],
+        data["attention_mask"],
+        data["target"],
+        data["special_mask"],
     )
+
+
+def test_leave_one_out_by_hand(abcd: dict[str, Tensor]) -> None:
+    loo = loo_of(abcd)
     p = sig(2.5)
     expected = [0.0, p - sig(1.5), p - sig(0.5), p - sig(3.5), p - sig(2.0), 0.0]
     torch.testing.assert_close(loo[0], torch.tensor(expected, dtype=torch.float64))
@@ -319,25 +323,13 @@ def test_metric_metadata() -> None:
 
 
 def test_kendall_tau_loo_reuses_a_given_leave_one_out(abcd: dict[str, Tensor]) -> None:
-    loo = leave_one_out(
-        bag_forward,
-        abcd["input_ids"],
-        abcd["attention_mask"],
-        abcd["target"],
-        abcd["special_mask"],
-    )
+    loo = loo_of(abcd)
     fresh = call(kendall_tau_loo, abcd)
     reused = call(kendall_tau_loo, abcd, loo=loo)
     torch.testing.assert_close(reused, fresh, equal_nan=True)
     # A given leave-one-out is used as is, not recomputed: reversing it reverses tau.
     perfect = batch(([CLS, 3, 4, 5, 6, SEP], [0.0, 1.0, 2.0, -1.0, 0.5, 0.0]))
-    perfect_loo = leave_one_out(
-        bag_forward,
-        perfect["input_ids"],
-        perfect["attention_mask"],
-        perfect["target"],
-        perfect["special_mask"],
-    )
+    perfect_loo = loo_of(perfect)
     assert call(kendall_tau_loo, perfect, loo=perfect_loo).item() == pytest.approx(1.0)
     assert call(kendall_tau_loo, perfect, loo=-perfect_loo).item() == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="loo has shape"):
