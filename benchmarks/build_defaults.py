@@ -23,6 +23,7 @@ CURVES = {
     "pretrained": "pre-trained encoder",
     "sst2": "SST-2 classifier",
     "ag_news": "AG News classifier",
+    "hatexplain": "HateXplain classifier",
 }
 
 

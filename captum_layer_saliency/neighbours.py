@@ -438,8 +438,8 @@ def cached_index(
 
 
 def default_task_of(clf: Any) -> str | None:
-    """The task of a default classifier, from its name (``minilm-sst2``, ``minilm-ag_news``)."""
-    for task in ("ag_news", "sst2"):
+    """The task of a default classifier, from its name (``minilm-sst2``, ``minilm-ag_news``...)."""
+    for task in ("ag_news", "sst2", "hatexplain"):
         if str(getattr(clf, "name", "")).endswith(task):
             return task
     return None
@@ -453,9 +453,11 @@ def default_corpus(task: str, size: int | None = DEFAULT_CORPUS_SIZE, seed: int 
       encoder about half an hour on two CPU cores; 5,000 take a couple of minutes, once).
     * ``"ag_news"``: the 6,000 ``train_part`` texts the default classifier was trained on
       (disjoint from the ``heldout`` evaluation rows), sampled down to ``size`` if larger.
+    * ``"hatexplain"``: the 1,922 validation posts the default classifier was trained on
+      (disjoint from the test posts it is evaluated on).
 
     Args:
-        task: ``"sst2"`` or ``"ag_news"``.
+        task: ``"sst2"``, ``"ag_news"`` or ``"hatexplain"``.
         size: the most texts to keep (``None`` keeps all).
         seed: the sampling seed.
 
@@ -474,8 +476,14 @@ def default_corpus(task: str, size: int | None = DEFAULT_CORPUS_SIZE, seed: int 
         from .data.ag_news import load_ag_news
 
         texts = [t.strip() for t in load_ag_news("train_part")["text"]]
+    elif task == "hatexplain":
+        from .data.hatexplain import load_hatexplain
+
+        texts = [t.strip() for t in load_hatexplain("validation")["text"]]
     else:
-        raise ValueError(f"no default reference corpus for task {task!r}; use 'sst2' or 'ag_news'")
+        raise ValueError(
+            f"no default reference corpus for task {task!r}; use 'sst2', 'ag_news' or 'hatexplain'"
+        )
     seen: set[str] = set()
     unique = []
     for text in texts:

@@ -26,13 +26,15 @@ from captum_layer_saliency.hf import TextClassifier
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+HATEXPLAIN_MIN_ACCURACY = 0.55
+
 
 @pytest.fixture(scope="module")
 def fast_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache built once, in the tiny configuration, shared by the tests below (read-only)."""
     directory = tmp_path_factory.mktemp("fast_cache")
     report = build_defaults(fast=True, cache_dir=directory)
-    assert report["built"] == ["mlm_head", "sst2", "ag_news"]
+    assert report["built"] == ["mlm_head", "sst2", "ag_news", "hatexplain"]
     return directory
 
 
@@ -51,7 +53,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def test_fast_build_writes_verified_artifacts(fast_cache: Path) -> None:
     manifest = read_manifest(fast_cache)
     assert manifest is not None
-    assert set(manifest["entries"]) == {"mlm_head", "sst2", "ag_news"}
+    assert set(manifest["entries"]) == {"mlm_head", "sst2", "ag_news", "hatexplain"}
     for name, entry in manifest["entries"].items():
         assert entry["fast"] is True
         assert sha256_file(fast_cache / entry["file"]) == entry["sha256"]
@@ -152,7 +154,7 @@ def test_unreadable_safetensors_is_reported(fast_cache: Path, tmp_path: Path) ->
 
 
 def test_unknown_task() -> None:
-    with pytest.raises(ValueError, match="sst2, ag_news"):
+    with pytest.raises(ValueError, match="sst2, ag_news, hatexplain"):
         load_default("imdb")
     with pytest.raises(ValueError, match="unknown task"):
         build_defaults(tasks=["imdb"], fast=True)
@@ -162,14 +164,46 @@ def test_packaged_artifacts_are_small_verified_and_meet_targets() -> None:
     manifest = read_manifest(defaults.PACKAGED_DIR)
     assert manifest is not None, "run the build command in docs/default_models.md"
     total = 0
-    for name in ("mlm_head", "sst2", "ag_news"):
+    for name in ("mlm_head", "sst2", "ag_news", "hatexplain"):
         entry = manifest["entries"][name]
         assert entry["fast"] is False
         verify_entry(defaults.PACKAGED_DIR, manifest, name)
+        assert entry["bytes"] < 2 * 1024 * 1024
         total += entry["bytes"]
-    assert total <= 5 * 1024 * 1024
+    assert total <= 6 * 1024 * 1024
     assert manifest["entries"]["sst2"]["metrics"]["accuracy"] >= 0.85
     assert manifest["entries"]["ag_news"]["metrics"]["accuracy"] >= 0.85
+    # Three classes, trained on 1,922 posts; majority class (normal) is 0.41 of test.
+    assert manifest["entries"]["hatexplain"]["metrics"]["accuracy"] >= HATEXPLAIN_MIN_ACCURACY
+    assert set(manifest["coherence"]) >= {"pretrained", "sst2", "ag_news", "hatexplain"}
+
+
+def test_adding_a_classifier_measures_only_its_own_coherence(
+    fast_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache built before a task existed gains it without re-measuring the other curves."""
+    cache = _copy(fast_cache, tmp_path / "cache")
+    manifest = read_manifest(cache)
+    assert manifest is not None
+    before = json.loads(json.dumps(manifest["coherence"]))
+    del manifest["entries"]["hatexplain"]
+    del manifest["coherence"]["hatexplain"]
+    (cache / defaults.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    measured = []
+    original = defaults.layer_coherence
+
+    def counting(model: torch.nn.Module, *args: object) -> dict[str, list[float]]:
+        measured.append(type(model).__name__)
+        return original(model, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(defaults, "layer_coherence", counting)
+    report = build_defaults(tasks=["hatexplain"], fast=True, cache_dir=cache)
+    assert report["built"] == ["hatexplain"]
+    assert measured == ["BertForSequenceClassification"]
+    after = report["coherence"]
+    for name in ("pretrained", "sst2", "ag_news"):
+        assert after[name] == before[name]
+    assert after["hatexplain"] == before["hatexplain"]  # same seed, same tiny build
 
 
 @pytest.mark.usefixtures("user_cache")
@@ -192,6 +226,15 @@ def test_default_ag_news_classifies_a_sports_headline() -> None:
         "title on Sunday, beating Lleyton Hewitt in straight sets at Flushing Meadows."
     )
     assert clf.predict(headline) == ["Sports"]
+
+
+@pytest.mark.usefixtures("user_cache")
+def test_default_hatexplain_tells_a_friendly_post_from_an_insult() -> None:
+    clf = load_default("hatexplain")
+    assert clf.labels == ["hatespeech", "normal", "offensive"]
+    assert clf.name == "minilm-hatexplain"
+    posts = ["i had a lovely day at the park with my family", "shut up you stupid bitch"]
+    assert clf.predict(posts) == ["normal", "offensive"]
 
 
 @pytest.mark.usefixtures("user_cache")

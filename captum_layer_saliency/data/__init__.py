@@ -6,13 +6,16 @@ offline on a fresh install. Other loaders live in their own submodules.
 
 from captum_layer_saliency.data._source import DataUnavailableError, resolve_data_dir
 from captum_layer_saliency.data.ag_news import AG_NEWS_LABELS, load_ag_news
+from captum_layer_saliency.data.hatexplain import HATEXPLAIN_LABELS, load_hatexplain
 from captum_layer_saliency.data.sst2 import SST2_LABELS, load_sst2
 
 __all__ = [
     "AG_NEWS_LABELS",
+    "HATEXPLAIN_LABELS",
     "SST2_LABELS",
     "DataUnavailableError",
     "load_ag_news",
+    "load_hatexplain",
     "load_sst2",
     "resolve_data_dir",
 ]

@@ -11,7 +11,7 @@ plausibility metrics can be computed on the very rows the faithfulness metrics u
 | ``ag_news`` | AG News held-out part | 1,600 | ``ag_news`` | no |
 | ``eraser_movies`` | ERASER movie reviews, test, first 400 words | 199 | ``sst2`` | yes |
 | ``imdb`` | IMDB test | 25,000 | ``sst2`` | no |
-| ``hatexplain`` | HateXplain test, majority labels/rationales | 1,924 | none: bring one | yes |
+| ``hatexplain`` | HateXplain test, majority labels/rationales | 1,924 | ``hatexplain`` | yes |
 
 See ``docs/datasets.md`` for the procedures, provenance and licences.
 """
@@ -59,8 +59,8 @@ class TaskSpec:
     Attributes:
         name: the task's registry name (``--task``).
         description: one line for help texts and reports.
-        model: the name of the default classifier that explains it (``"sst2"``, ``"ag_news"``),
-            or ``None`` when there is none and the user must supply a model.
+        model: the name of the default classifier that explains it (``"sst2"``, ``"ag_news"``,
+            ``"hatexplain"``), or ``None`` when there is none and the user must supply a model.
         loader: ``loader(split, data_dir) -> Dataset``.
         default_split: the split used when none is given.
         splits: the valid splits.
@@ -86,7 +86,7 @@ class TaskSpec:
             ``self.model``.
 
         Raises:
-            ValueError: the task has no default classifier (e.g. ``hatexplain``).
+            ValueError: the task has no default classifier (its ``model`` is ``None``).
         """
         if self.model is None:
             raise ValueError(
@@ -211,7 +211,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             name="hatexplain",
             description="HateXplain test with majority labels and majority token rationales",
-            model=None,
+            model="hatexplain",
             loader=_hatexplain,
             default_split="test",
             splits=("test", "validation"),
