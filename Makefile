@@ -34,8 +34,8 @@ demo: install
 	$(BIN)/python -m captum_layer_saliency demo
 
 lint: install
-	$(BIN)/ruff check captum_layer_saliency tests benchmarks
-	$(BIN)/ruff format --check captum_layer_saliency tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: install
 	$(BIN)/mypy captum_layer_saliency

@@ -2,7 +2,9 @@
 
 ``python -m captum_layer_saliency compare --task sst2 --methods dls,ig --limit 50 --out runs/x``
 explains, scores, writes rows (resumable: rerun the same command after an interruption) and the
-report. ``report`` rebuilds the report from the rows, ``merge`` folds the files of a sharded run,
+report. ``report`` rebuilds the report from the rows, ``summarize`` prints one table for the rows
+of several runs (say a cheap run of every method and an expensive one on a subset), optionally of
+an index range only, ``merge`` folds the files of a sharded run,
 ``list-methods`` / ``list-tasks`` show what exists, ``build-defaults`` trains the default models,
 and ``demo`` runs a quick comparison of the fast methods on SST-2.
 
@@ -27,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from .compare import distributed
-from .compare.report import NoResultsError, write_report
+from .compare.report import (
+    NoResultsError,
+    combine_runs,
+    format_markdown,
+    summarize,
+    write_report,
+)
 from .compare.results import (
     ConfigMismatchError,
     CorruptResultsError,
@@ -449,6 +457,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="method for the paired differences (default: dls)")
     p.add_argument("--examples", type=int, default=20, help="examples in the HTML gallery")
 
+    p = sub.add_parser(
+        "summarize",
+        help="one summary table over the rows of one or more compare runs (printed as markdown)",
+    )
+    p.add_argument("out", nargs="+", help="output directories of compare runs (same task, model)")
+    p.add_argument("--index-from", type=int, help="keep examples whose index is at least this")
+    p.add_argument("--index-to", type=int, help="keep examples whose index is below this")
+    p.add_argument("--methods", help="comma-separated methods to keep (default: all)")
+    p.add_argument("--reference", help="method for the paired differences (default: dls)")
+    p.add_argument("--json", help="also write the summary (and the combined config) here")
+
     p = sub.add_parser("merge", help="merge the row files of a sharded run and write the report")
     p.add_argument("--out", required=True, help="the output directory of the sharded run")
 
@@ -459,6 +478,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="tiny build for tests (useless models)")
     p.add_argument("--force", action="store_true", help="rebuild even valid artifacts")
     return parser
+
+
+def _summarize(
+    out_dirs: Sequence[str],
+    index_from: int | None,
+    index_to: int | None,
+    methods: str | None,
+    reference: str | None,
+    json_path: str | None,
+) -> int:
+    names = _check_methods(_split_list(methods) or []) if methods else None
+    if reference is not None:
+        reference = _check_methods([reference])[0]
+    try:
+        rows, config = combine_runs(
+            out_dirs, index_from=index_from, index_to=index_to, methods=names
+        )
+        summary = summarize(rows, reference=reference, seed=int(config.get("seed", 0)))
+    except ValueError as exc:
+        if isinstance(exc, NoResultsError):
+            raise
+        raise CLIError(str(exc)) from None
+    if json_path is not None:
+        import json
+
+        target = Path(json_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(
+            json.dumps({"config": config, "summary": summary}, indent=2, allow_nan=False),
+            encoding="utf-8",
+        )
+    print(format_markdown(summary, config))
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -485,6 +537,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if args.command == "report":
         return _report(args.out, args.reference, args.examples)
+    if args.command == "summarize":
+        return _summarize(
+            args.out, args.index_from, args.index_to, args.methods, args.reference, args.json
+        )
     if args.command == "merge":
         out = Path(args.out)
         if not out.is_dir():

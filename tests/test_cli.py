@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -182,6 +183,55 @@ def test_report_errors(toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "is not a directory" in _error_line(capsys)
     assert cli.main(["report", "--out", str(tmp_path)]) == 2
     assert "no result rows" in _error_line(capsys)
+
+
+def test_summarize_combines_runs_on_an_index_range(
+    toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cheap run of every method plus an expensive one on a subset: one table, paired."""
+    cheap, subset = tmp_path / "cheap", tmp_path / "subset"
+    assert cli.main(_compare(cheap)) == 0
+    args = ["compare", "--task", "toy", "--methods", "dls,random", "--limit", "3"]
+    assert cli.main([*args, "--out", str(subset), "--batch-size", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    json_path = tmp_path / "combined" / "summary.json"
+    # The toy rows have idx 100, 101, ...
+    argv = ["summarize", str(cheap), str(subset), "--index-from", "101", "--json", str(json_path)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Rows combined from" in printed and "index in [101, end)" in printed
+    saved = json.loads(json_path.read_text("utf-8"))
+    methods = saved["summary"]["methods"]
+    # Examples 101..104 of the cheap run; the subset's rows for the same keys are duplicates.
+    assert {m: methods[m]["n"] for m in methods} == {
+        "dls": 4,
+        "input_x_gradient": 4,
+        "random": 4,
+    }
+    assert saved["config"]["index_range"] == [101, None]
+    assert cli.main(["summarize", str(cheap), "--methods", "ixg", "--index-to", "102"]) == 0
+    assert "| input_x_gradient | 2 |" in capsys.readouterr().out
+
+
+def test_summarize_errors(
+    toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert cli.main(_compare(run)) == 0
+    capsys.readouterr()
+    assert cli.main(["summarize", str(tmp_path / "missing")]) == 2
+    assert "not a comparison directory" in _error_line(capsys)
+    assert cli.main(["summarize", str(run), "--index-from", "999"]) == 2
+    assert "no rows left" in _error_line(capsys)
+    assert cli.main(["summarize", str(run), "--methods", "nonsense"]) == 2
+    assert "unknown method" in _error_line(capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((run / "run.json").read_text("utf-8"))
+    (other / "run.json").write_text(json.dumps({**config, "model": "another"}), "utf-8")
+    (other / "rows.jsonl").write_bytes((run / "rows.jsonl").read_bytes())
+    assert cli.main(["summarize", str(run), str(other)]) == 2
+    assert "differ in model" in _error_line(capsys)
 
 
 def test_listings(toy: FakeTask, capsys: pytest.CaptureFixture[str]) -> None:

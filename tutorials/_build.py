@@ -378,7 +378,8 @@ Four per-position scores are available (`COHERENCE_SCORES`): `self_recovery`, `i
 decoded probability on any of the input's tokens), `own_prob` (the probability of the position's
 own token) and `neg_entropy`. The rules (`SELECTION_RULES`) turn per-layer scores into a choice:
 `elbow` (the default), `deepest` (the deepest layer within `theta` of the best), `argmax`,
-`weighted` (fuse every layer within `theta` of the best, weighted by score) and `fixed`. A fitted selector keeps its scores, so re-applying a rule is free (`select`).
+`weighted` (fuse every layer within `theta` of the best, weighted by score) and `fixed`. A fitted
+selector keeps its scores, so re-applying a rule is free (`select`).
 """),
     code("""
 import pandas as pd

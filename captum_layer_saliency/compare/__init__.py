@@ -5,7 +5,15 @@ on disk (JSONL rows, ``run.json``), ``report`` turns rows into tables, plots and
 ``distributed`` runs the shards under ``torchrun``.
 """
 
-from .report import NoResultsError, bootstrap_ci, format_table, summarize, write_report
+from .report import (
+    NoResultsError,
+    bootstrap_ci,
+    combine_runs,
+    format_markdown,
+    format_table,
+    summarize,
+    write_report,
+)
 from .results import (
     ConfigMismatchError,
     CorruptResultsError,
@@ -31,6 +39,8 @@ __all__ = [
     "NoResultsError",
     "OutputDirError",
     "bootstrap_ci",
+    "combine_runs",
+    "format_markdown",
     "format_table",
     "load_rows",
     "merge_shards",

@@ -335,6 +335,20 @@ def format_markdown(summary: Mapping[str, Any], config: Mapping[str, Any] | None
             f"seed {config.get('seed')}, limit {config.get('limit')}, "
             f"batch size {config.get('batch_size')}."
         )
+    if config.get("combined_from"):
+        low, high = config.get("index_range") or (None, None)
+        where = (
+            ""
+            if low is None and high is None
+            else f", examples with index in [{0 if low is None else low}, "
+            f"{'end' if high is None else high})"
+        )
+        parts.append(
+            "Rows combined from "
+            + ", ".join(f"`{d}`" for d in config["combined_from"])
+            + where
+            + "; methods run on different subsets have different `n`."
+        )
     parts += [
         "The explained class is the model's prediction. Cells are means with percentile "
         f"bootstrap {int(100 * summary['confidence'])} % confidence intervals "
@@ -448,6 +462,82 @@ def _gallery(
             parts.append(viz.render_html(shown["tokens"], scores, title=method))
         parts.append("</section>")
     return "\n".join(parts)
+
+
+#: What must agree between runs whose rows are summarised together: the same model explaining
+#: the same examples the same way (method lists, limits and metrics may differ).
+COMBINABLE_KEYS = ("task", "model", "max_length", "truncation", "labels")
+
+
+def combine_runs(
+    out_dirs: Sequence[str | os.PathLike[str]],
+    *,
+    index_from: int | None = None,
+    index_to: int | None = None,
+    methods: Sequence[str] | None = None,
+) -> tuple[list[results.Row], dict[str, Any]]:
+    """The rows of several comparison directories, for one summary.
+
+    A common use: a cheap run of many methods on a whole dataset and an expensive method (say
+    Shapley sampling) on a subset, in another directory, summarised together so that paired
+    differences are taken on the examples both explained. Rows of the same ``(index, method)``
+    in two directories are the same computation (the runs are seeded); the first is kept.
+
+    Args:
+        out_dirs: comparison directories (each with its ``run.json``).
+        index_from: keep examples whose ``index`` is at least this.
+        index_to: keep examples whose ``index`` is below this.
+        methods: keep only these methods (default: all).
+
+    Returns:
+        ``(rows, config)``: the kept rows, and the first directory's configuration with
+        ``combined_from`` (the directories) and ``index_range`` added.
+
+    Raises:
+        NoResultsError: a directory is missing or holds no rows, or nothing is left to report.
+        ValueError: the runs explain different tasks or models, or settings that change what
+            the examples are (:data:`COMBINABLE_KEYS`).
+    """
+    if not out_dirs:
+        raise NoResultsError("no comparison directories given")
+    rows: list[results.Row] = []
+    config: dict[str, Any] = {}
+    for out_dir in out_dirs:
+        out = Path(out_dir)
+        recorded = results.read_config(out) if out.is_dir() else None
+        if recorded is None:
+            raise NoResultsError(f"{out} is not a comparison directory (no run.json)")
+        if not config:
+            config = dict(recorded)
+        clash = [
+            f"{k}: {config.get(k)!r} vs {recorded.get(k)!r}"
+            for k in COMBINABLE_KEYS
+            if config.get(k) != recorded.get(k)
+        ]
+        if clash:
+            raise ValueError(
+                f"{out} cannot be summarised with {out_dirs[0]}: they differ in " + "; ".join(clash)
+            )
+        found = results.load_rows(out)
+        if not found:
+            raise NoResultsError(f"{out} holds no result rows (rows*.jsonl)")
+        rows.extend(found)
+    wanted = set(methods) if methods else None
+    kept = [
+        row
+        for row in results.dedupe(rows)
+        if (index_from is None or int(row["index"]) >= index_from)
+        and (index_to is None or int(row["index"]) < index_to)
+        and (wanted is None or row["method"] in wanted)
+    ]
+    if not kept:
+        raise NoResultsError(
+            f"no rows left after the filters (index in [{index_from}, {index_to}), "
+            f"methods {sorted(wanted) if wanted else 'all'})"
+        )
+    config["combined_from"] = [str(d) for d in out_dirs]
+    config["index_range"] = [index_from, index_to]
+    return [dict(row) for row in kept], config
 
 
 def write_report(
