@@ -37,17 +37,26 @@ def data_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_registry_lists_the_tasks() -> None:
-    assert available_tasks() == ["ag_news", "eraser_movies", "hatexplain", "imdb", "sst2"]
+    assert available_tasks() == [
+        "ag_news",
+        "eraser_movies",
+        "hatexplain",
+        "hatexplain_toxic",
+        "imdb",
+        "sst2",
+    ]
     assert {n: TASKS[n].model for n in TASKS} == {
         "sst2": "sst2",
         "ag_news": "ag_news",
         "eraser_movies": "sst2",
         "imdb": "sst2",
         "hatexplain": "hatexplain",
+        "hatexplain_toxic": "hatexplain",
     }
     assert [n for n in available_tasks() if TASKS[n].has_rationales] == [
         "eraser_movies",
         "hatexplain",
+        "hatexplain_toxic",
         "sst2",
     ]
     for spec in TASKS.values():
@@ -59,7 +68,7 @@ def test_get_task_normalises_and_suggests() -> None:
     assert get_task(" eraser-movies ") is TASKS["eraser_movies"]
     with pytest.raises(ValueError, match="Did you mean 'hatexplain'") as info:
         get_task("hatexplian")
-    assert "ag_news, eraser_movies, hatexplain, imdb, sst2" in str(info.value)
+    assert "ag_news, eraser_movies, hatexplain, hatexplain_toxic, imdb, sst2" in str(info.value)
     with pytest.raises(ValueError, match="unknown task 'zzz'. Valid tasks"):
         get_task("zzz")
 
@@ -72,7 +81,9 @@ def test_a_task_without_a_default_model_says_what_to_pass() -> None:
         orphan.default_model()
 
 
-@pytest.mark.parametrize("name", ["sst2", "ag_news", "eraser_movies", "hatexplain"])
+@pytest.mark.parametrize(
+    "name", ["sst2", "ag_news", "eraser_movies", "hatexplain", "hatexplain_toxic"]
+)
 def test_every_task_loads_with_its_schema(data_dir: Path, name: str) -> None:
     spec = get_task(name)
     ds = spec.load(limit=5)
@@ -104,6 +115,16 @@ def test_eraser_task_truncates_visibly_and_shuffles_reproducibly(data_dir: Path)
     first = spec.load(limit=20)
     assert first["idx"] == ds["idx"][:20] == spec.load(limit=20)["idx"]
     assert set(first["label"]) == {0, 1}  # the source is sorted by label; the prefix is not
+
+
+def test_hatexplain_toxic_is_the_test_posts_with_a_rationale(data_dir: Path) -> None:
+    everything = get_task("hatexplain").load()
+    toxic = get_task("hatexplain_toxic").load()
+    assert len(everything) == 1924 and len(toxic) == 1106
+    pairs = zip(everything["idx"], everything["rationale"], strict=True)
+    with_rationale = [i for i, r in pairs if any(r)]
+    assert toxic["idx"] == with_rationale  # same posts, same order, same idx
+    assert "normal" not in {toxic.features["label"].int2str(x) for x in set(toxic["label"])}
 
 
 def test_imdb_task_limit_holds_both_classes(data_dir: Path) -> None:

@@ -12,6 +12,7 @@ plausibility metrics can be computed on the very rows the faithfulness metrics u
 | ``eraser_movies`` | ERASER movie reviews, test, first 400 words | 199 | ``sst2`` | yes |
 | ``imdb`` | IMDB test | 25,000 | ``sst2`` | no |
 | ``hatexplain`` | HateXplain test, majority labels/rationales | 1,924 | ``hatexplain`` | yes |
+| ``hatexplain_toxic`` | the same, posts with a majority rationale | 1,106 | ``hatexplain`` | yes |
 
 See ``docs/datasets.md`` for the procedures, provenance and licences.
 """
@@ -161,6 +162,10 @@ def _hatexplain(split: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
     return load_hatexplain(split, data_dir=data_dir)
 
 
+def _hatexplain_toxic(split: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
+    return load_hatexplain(split, data_dir=data_dir, rationale_only=True)
+
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -213,6 +218,18 @@ TASKS: dict[str, TaskSpec] = {
             description="HateXplain test with majority labels and majority token rationales",
             model="hatexplain",
             loader=_hatexplain,
+            default_split="test",
+            splits=("test", "validation"),
+            has_rationales=True,
+            label_names=HATEXPLAIN_LABELS,
+        ),
+        TaskSpec(
+            name="hatexplain_toxic",
+            description=(
+                "HateXplain test, only the posts with a human rationale (hatespeech/offensive)"
+            ),
+            model="hatexplain",
+            loader=_hatexplain_toxic,
             default_split="test",
             splits=("test", "validation"),
             has_rationales=True,
