@@ -329,13 +329,14 @@ def format_markdown(summary: Mapping[str, Any], config: Mapping[str, Any] | None
     """The whole ``summary.md``: the setup, the main table and the paired differences."""
     config = config or {}
     parts = ["# Comparison summary", ""]
-    if config:
+    if config and not config.get("combined_from"):
         parts.append(
             f"Task `{config.get('task')}`, model `{config.get('model')}`, "
             f"seed {config.get('seed')}, limit {config.get('limit')}, "
             f"batch size {config.get('batch_size')}."
         )
     if config.get("combined_from"):
+        parts.append(f"Task `{config.get('task')}`, model `{config.get('model')}`.")
         low, high = config.get("index_range") or (None, None)
         where = (
             ""
