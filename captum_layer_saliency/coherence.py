@@ -15,10 +15,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .decoding import DEFAULT_DECODE_CHUNK, DecodedLayer, candidate_mask, decode_layer
+from .decoding import (
+    DEFAULT_DECODE_CHUNK,
+    DecodedLayer,
+    candidate_mask,
+    decode_layer,
+    decode_top1,
+)
 from .layer_capture import layer_outputs
 
-__all__ = ["COHERENCE_SCORES", "SELECTION_RULES", "LayerCoherenceSelector", "position_coherence"]
+__all__ = [
+    "COHERENCE_SCORES",
+    "SELECTION_RULES",
+    "LayerCoherenceSelector",
+    "layer_position_coherence",
+    "position_coherence",
+]
 
 
 def _input_mass(decoded: DecodedLayer, input_ids: Tensor) -> Tensor:
@@ -60,6 +72,41 @@ def position_coherence(decoded: DecodedLayer, input_ids: Tensor, score: str) -> 
         raise ValueError(
             f"unknown coherence score {score!r}; choose from {sorted(COHERENCE_SCORES)}"
         ) from None
+
+
+def layer_position_coherence(
+    hidden: Tensor,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    candidates: Tensor,
+    lm_head: nn.Module,
+    score: str,
+    chunk_size: int = DEFAULT_DECODE_CHUNK,
+) -> Tensor:
+    """Per-position coherence ``(B, n)`` of one layer's hidden states, decoding only what the
+    score needs.
+
+    ``self_recovery`` needs only each position's most probable token (:func:`decode_top1`),
+    which skips the normalisation of the ``positions x V`` logits that the other scores need;
+    they go through the full :func:`decode_layer`. Either way the values equal
+    ``position_coherence(decode_layer(...), input_ids, score)``.
+
+    Args:
+        hidden: ``(B, n, K)``.
+        input_ids: ``(B, n)``.
+        attention_mask: ``(B, n)``, 0 at padding.
+        candidates: ``(B, n)`` bool: real, non-special positions.
+        lm_head: the decoding head.
+        score: one of :data:`COHERENCE_SCORES`.
+        chunk_size: rows decoded at once.
+
+    Returns:
+        ``(B, n)`` float scores.
+    """
+    if score == "self_recovery":
+        return (decode_top1(hidden, input_ids, lm_head, chunk_size) == input_ids).float()
+    decoded = decode_layer(hidden, input_ids, attention_mask, candidates, lm_head, chunk_size)
+    return position_coherence(decoded, input_ids, score)
 
 
 class LayerCoherenceSelector:
@@ -142,13 +189,10 @@ class LayerCoherenceSelector:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def layer_sums(
-        self, decoded: Sequence[DecodedLayer], input_ids: Tensor, rows: Tensor
-    ) -> tuple[Tensor, int]:
-        """Sum of the position scores over ``rows`` for each layer, and the number of rows."""
-        sums = torch.stack(
-            [(position_coherence(d, input_ids, self.score) * rows).sum() for d in decoded]
-        )
+    @staticmethod
+    def layer_sums(position_scores: Sequence[Tensor], rows: Tensor) -> tuple[Tensor, int]:
+        """Sum of each layer's ``(B, n)`` position scores over ``rows``, and the number of rows."""
+        sums = torch.stack([(scores * rows).sum() for scores in position_scores])
         return sums.double().cpu(), int(rows.sum())
 
     def select(self, scores: Tensor) -> tuple[list[int], Tensor]:
@@ -239,10 +283,13 @@ class LayerCoherenceSelector:
                 forward_func, list(layers), input_ids, (mask,), to_input=attribute_to_layer_input
             )
             rows = candidate_mask(input_ids, mask, special_token_ids)
-            decoded = [
-                decode_layer(h, input_ids, mask, rows, head, self.decode_chunk_size) for h in hidden
+            scores = [
+                layer_position_coherence(
+                    h, input_ids, mask, rows, head, self.score, self.decode_chunk_size
+                )
+                for h in hidden
             ]
-            self.update(*self.layer_sums(decoded, input_ids, rows.float()))
+            self.update(*self.layer_sums(scores, rows.float()))
             seen += 1
         if seen == 0:
             raise ValueError("fit() got no batches")

@@ -32,6 +32,7 @@ __all__ = [
     "LMHead",
     "check_head_compatible",
     "decode_layer",
+    "decode_top1",
     "load_lm_head",
     "sparsify_rows",
 ]
@@ -265,6 +266,63 @@ def token_counts(input_ids: Tensor, candidates: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def _check_hidden_size(hidden: Tensor, lm_head: nn.Module) -> None:
+    head_hidden = getattr(lm_head, "hidden_size", None)
+    if head_hidden is not None and head_hidden != hidden.shape[-1]:
+        raise HeadMismatchError(
+            f"the LM head takes hidden size {head_hidden} but this layer's hidden size is "
+            f"{hidden.shape[-1]}"
+        )
+
+
+def _check_vocab(input_ids: Tensor, vocab: int) -> None:
+    max_id = int(input_ids.max())
+    if max_id >= vocab:
+        raise HeadMismatchError(
+            f"token id {max_id} is outside the LM head's vocabulary of {vocab}: the "
+            "head and the tokenizer do not belong together"
+        )
+
+
+def decode_top1(
+    hidden: Tensor,
+    input_ids: Tensor,
+    lm_head: nn.Module,
+    chunk_size: int = DEFAULT_DECODE_CHUNK,
+) -> Tensor:
+    """The most probable decoded token of every position, and nothing else.
+
+    The same tokens as :func:`decode_layer`'s ``top1``, without the normalisation, the
+    entropy and the gathered probabilities: those cost two passes of ``exp`` over
+    ``positions x V`` logits, which dominate decoding time on a CPU, and the ``self_recovery``
+    coherence score needs only the argmax.
+
+    Args:
+        hidden: ``(B, n, K)``.
+        input_ids: ``(B, n)``.
+        lm_head: maps ``(..., K)`` to ``(..., V)`` logits.
+        chunk_size: rows (batch x positions) decoded at once.
+
+    Returns:
+        ``(B, n)`` token ids.
+
+    Raises:
+        HeadMismatchError: as :func:`decode_layer`.
+    """
+    batch, n, _ = hidden.shape
+    _check_hidden_size(hidden, lm_head)
+    step = max(1, chunk_size // max(batch, 1))
+    top1 = torch.zeros_like(input_ids)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        logits = lm_head(hidden[:, start:stop]).float()
+        if start == 0:
+            _check_vocab(input_ids, logits.shape[-1])
+        top1[:, start:stop] = logits.argmax(-1)
+        del logits
+    return top1
+
+
 def decode_layer(
     hidden: Tensor,
     input_ids: Tensor,
@@ -292,13 +350,8 @@ def decode_layer(
         HeadMismatchError: the head's hidden size differs from ``K``, or an input id lies
             outside the head's vocabulary.
     """
-    batch, n, hidden_size = hidden.shape
-    head_hidden = getattr(lm_head, "hidden_size", None)
-    if head_hidden is not None and head_hidden != hidden_size:
-        raise HeadMismatchError(
-            f"the LM head takes hidden size {head_hidden} but this layer's hidden size is "
-            f"{hidden_size}"
-        )
+    batch, n, _ = hidden.shape
+    _check_hidden_size(hidden, lm_head)
     real = attention_mask.bool()
     columns = input_ids[:, None, :]
     step = max(1, chunk_size // max(batch, 1))
@@ -308,14 +361,8 @@ def decode_layer(
     for start in range(0, n, step):
         stop = min(n, start + step)
         logits = lm_head(hidden[:, start:stop]).float()
-        vocab = logits.shape[-1]
         if start == 0:
-            max_id = int(input_ids.max())
-            if max_id >= vocab:
-                raise HeadMismatchError(
-                    f"token id {max_id} is outside the LM head's vocabulary of {vocab}: the "
-                    "head and the tokenizer do not belong together"
-                )
+            _check_vocab(input_ids, logits.shape[-1])
         log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
         gathered = logits.gather(-1, columns.expand(batch, stop - start, n)) - log_norm
         probs[:, start:stop] = gathered.exp()

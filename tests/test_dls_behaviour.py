@@ -14,6 +14,12 @@ from captum_layer_saliency import (
     LayerCoherenceSelector,
     load_lm_head,
 )
+from captum_layer_saliency.coherence import (
+    COHERENCE_SCORES,
+    layer_position_coherence,
+    position_coherence,
+)
+from captum_layer_saliency.decoding import candidate_mask, decode_layer, decode_top1
 
 SPECIAL = [0, 1, 2]  # pad, [CLS], [SEP] in these tests
 
@@ -67,6 +73,43 @@ def test_online_selection_is_per_example(models) -> None:
         alone = dls.attribute(ids[b : b + 1, :n], attention_mask=mask[b : b + 1, :n])
         assert dls.last_selected_ == [picks[b]]  # type: ignore[index]
         torch.testing.assert_close(together[b : b + 1, :n], alone, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("score", sorted(COHERENCE_SCORES))
+def test_online_scores_decode_only_what_they_need_and_agree_with_full_decoding(
+    models, score: str
+) -> None:
+    """The argmax-only path of self_recovery gives the full decoding's scores and picks."""
+    clf, mlm = models
+    ids, mask = batch()
+    head = load_lm_head(mlm)
+    candidates = candidate_mask(ids, mask, SPECIAL)
+    with torch.no_grad():
+        hidden = clf.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    full = decode_layer(hidden, ids, mask, candidates, head, chunk_size=5)
+    fast = layer_position_coherence(hidden, ids, mask, candidates, head, score, chunk_size=5)
+    torch.testing.assert_close(fast, position_coherence(full, ids, score))
+    torch.testing.assert_close(decode_top1(hidden, ids, head, chunk_size=3), full.top1)
+    # Online, identity mapping (no decoding for the maps) and decoded mapping (the maps' own
+    # decoding reused) select the same layers from the same scores.
+    selector = LayerCoherenceSelector(score=score)
+    identity = build(models, selector=selector, mapping="identity")
+    identity.attribute(ids, attention_mask=mask)
+    decoded = build(models, selector=LayerCoherenceSelector(score=score), mapping="decoded")
+    decoded.attribute(ids, attention_mask=mask)
+    assert identity.last_selected_ == decoded.last_selected_
+    assert identity.last_layer_scores_ is not None and decoded.last_layer_scores_ is not None
+    torch.testing.assert_close(identity.last_layer_scores_, decoded.last_layer_scores_)
+
+
+def test_argmax_only_decoding_still_checks_the_head(models) -> None:
+    clf, _ = models
+    ids, _ = batch()
+    hidden = torch.zeros(*ids.shape, 16)
+    with pytest.raises(HeadMismatchError, match="outside the LM head's vocabulary of 10"):
+        decode_top1(hidden, ids, load_lm_head(nn.Linear(16, 10)))
+    with pytest.raises(HeadMismatchError, match="hidden size 8"):
+        decode_top1(hidden, ids, load_lm_head(nn.Linear(8, 60)))
 
 
 def test_output_is_detached_and_specials_get_zero(models) -> None:

@@ -12,7 +12,7 @@ from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..coherence import LayerCoherenceSelector, position_coherence
+from ..coherence import LayerCoherenceSelector, layer_position_coherence, position_coherence
 from ..decoding import (
     DEFAULT_DECODE_CHUNK,
     candidate_mask,
@@ -381,15 +381,30 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         ]
         candidates_mask = candidate_mask(ids, mask, self.special_token_ids)
         need_scores = len(candidates) > 1 and self.selector is not None and run_all
-        need_decoding = self.mapping != "identity" or need_scores
+        # The identity mapping needs no decoding; online selection then decodes only what its
+        # coherence score needs (for self_recovery: an argmax, no softmax over the vocabulary).
         decoded = (
             [
                 decode_layer(h, ids, mask, candidates_mask, self.lm_head, self.decode_chunk_size)
                 for h in hidden
             ]
-            if need_decoding
+            if self.mapping != "identity"
             else None
         )
+        position_scores: list[Tensor] | None = None
+        if need_scores:
+            assert self.selector is not None
+            score = self.selector.score
+            position_scores = (
+                [position_coherence(d, ids, score) for d in decoded]
+                if decoded is not None
+                else [
+                    layer_position_coherence(
+                        h, ids, mask, candidates_mask, self.lm_head, score, self.decode_chunk_size
+                    )
+                    for h in hidden
+                ]
+            )
         maps = [
             self._map_back(
                 saliency[k],
@@ -404,7 +419,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             return maps[0].detach()
         if self.selector is None:
             return [m.detach() for m in maps]
-        return self._select(maps, decoded, ids, candidates_mask, run_all, run_idx).detach()
+        return self._select(maps, position_scores, candidates_mask, run_all, run_idx).detach()
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -494,8 +509,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
     def _select(
         self,
         maps: list[Tensor],
-        decoded: list[Any] | None,
-        ids: Tensor,
+        position_scores: list[Tensor] | None,
         candidates: Tensor,
         online: bool,
         run_idx: list[int],
@@ -508,14 +522,10 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             self.last_selected_ = [list(run_idx)] * stacked.shape[0]
             self.last_layer_scores_ = None
             return _fuse(stacked, weights)
-        assert decoded is not None
+        assert position_scores is not None
         rows = candidates.float()
         per_example = torch.stack(
-            [
-                (position_coherence(d, ids, self.selector.score) * rows).sum(-1)
-                / rows.sum(-1).clamp_min(1)
-                for d in decoded
-            ],
+            [(scores * rows).sum(-1) / rows.sum(-1).clamp_min(1) for scores in position_scores],
             dim=1,
         )  # (B, L)
         out = torch.zeros_like(stacked[:, 0])
