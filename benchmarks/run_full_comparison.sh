@@ -32,7 +32,11 @@ compare --task ag_news --out runs/full/ag_news_rest --metrics $FAITH --limit 200
 # 6. AG News, Shapley value sampling, first 48.
 compare --task ag_news --out runs/full/ag_news_shapley --metrics $FAITH --limit 48 \
   --methods dls,input_x_gradient,shapley_sampling
-# 7. HateXplain test posts with a human rationale, first 600.
+# 7. AG News, the curve metrics and Kendall tau, first 32 (~100 forwards per text per method).
+compare --task ag_news --out runs/full/ag_news_curves --limit 32 \
+  --metrics deletion_auc,insertion_auc,kendall_tau_loo \
+  --methods dls,input_x_gradient,saliency,integrated_gradients,gradient_shap,deeplift_shap,occlusion,lime,attention_cls,random
+# 8. HateXplain test posts with a human rationale, first 600.
 compare --task hatexplain_toxic --out runs/full/hatexplain --metrics $FAITH,$PLAUS --limit 600 \
   --methods dls,input_x_gradient,saliency,integrated_gradients,deeplift,deeplift_shap,gradient_shap,occlusion,lime,kernel_shap,attention_cls,attention_rollout,random,lafa
 
