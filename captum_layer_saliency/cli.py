@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -496,13 +497,11 @@ def _summarize(
             out_dirs, index_from=index_from, index_to=index_to, methods=names
         )
         summary = summarize(rows, reference=reference, seed=int(config.get("seed", 0)))
-    except ValueError as exc:
-        if isinstance(exc, NoResultsError):
-            raise
+    except NoResultsError:
+        raise
+    except ValueError as exc:  # runs that cannot be summarised together
         raise CLIError(str(exc)) from None
     if json_path is not None:
-        import json
-
         target = Path(json_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(
