@@ -26,6 +26,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,32 +196,31 @@ def _print_summary(out: Path) -> None:
     print(f"rows:   {out.resolve()}")
 
 
-def _compare(
-    *,
-    task_name: str | None,
-    methods: Sequence[str],
-    out_dir: str,
-    limit: int | None,
-    batch_size: int,
-    seed: int,
-    data_dir: str | None,
-    data_file: str | None,
-    device: str,
-    metrics: Sequence[str] | None,
-    model: str | None,
-    lm_head: str | None,
-    split: str | None,
-    progress: bool,
-    shard: tuple[int, int] | None,
-    max_length: int | None,
-    truncation: str,
-) -> int:
+@dataclass(frozen=True)
+class _Run:
+    """What a ``compare``/``demo`` run explains and how: every option but where it runs."""
+
+    task_name: str | None
+    methods: Sequence[str]
+    out_dir: str
+    limit: int | None
+    batch_size: int
+    seed: int
+    data_dir: str | None
+    data_file: str | None
+    metrics: Sequence[str] | None
+    model: str | None
+    lm_head: str | None
+    split: str | None
+    max_length: int | None
+    truncation: str
+
+
+def _compare(run: _Run, *, device: str, shard: tuple[int, int] | None, progress: bool) -> int:
     """``compare``/``demo``: one process, one manual shard, or one rank of a torchrun job."""
-    # Everything but the placement and the shard goes unchanged to _run_shard.
-    run = {k: v for k, v in locals().items() if k not in ("device", "shard", "progress")}
     rank = distributed.torchrun_rank()
     if rank is None:
-        out = _run_shard(**run, device=_device(device), shard=shard, progress=progress)
+        out = _run_shard(run, device=_device(device), shard=shard, progress=progress)
         if shard is None:
             _print_summary(out)
         else:
@@ -233,7 +233,7 @@ def _compare(
         failure: Exception | None = None
         try:
             out = _run_shard(
-                **run, device=str(rank_device), shard=rank.shard, progress=progress and rank.is_main
+                run, device=str(rank_device), shard=rank.shard, progress=progress and rank.is_main
             )
         except Exception as exc:  # every rank must reach all_ok, or the others wait forever
             failure = exc
@@ -256,29 +256,12 @@ def _compare(
     return 0
 
 
-def _run_shard(
-    *,
-    task_name: str | None,
-    methods: Sequence[str],
-    out_dir: str,
-    limit: int | None,
-    batch_size: int,
-    seed: int,
-    data_dir: str | None,
-    data_file: str | None,
-    device: str,
-    metrics: Sequence[str] | None,
-    model: str | None,
-    lm_head: str | None,
-    split: str | None,
-    progress: bool,
-    shard: tuple[int, int] | None,
-    max_length: int | None,
-    truncation: str,
-) -> Path:
+def _run_shard(run: _Run, *, device: str, shard: tuple[int, int] | None, progress: bool) -> Path:
     """Validate everything cheap first, then load the model and data and run (a shard)."""
-    task = None if data_file is not None else _get_task(task_name or "")
-    names = _check_methods(methods)
+    limit, batch_size, max_length, model = run.limit, run.batch_size, run.max_length, run.model
+    data_file, metrics = run.data_file, run.metrics
+    task = None if data_file is not None else _get_task(run.task_name or "")
+    names = _check_methods(run.methods)
     metric_names = metrics
     if task is not None and metrics is not None:
         metric_names = check_metrics(metrics, task.has_rationales)
@@ -288,7 +271,7 @@ def _run_shard(
         raise CLIError(f"--batch-size must be at least 1, got {batch_size}")
     if max_length is not None and max_length < 3:
         raise CLIError(f"--max-length must be at least 3, got {max_length}")
-    out = check_writable(out_dir)
+    out = check_writable(run.out_dir)
     dataset: Any
     if data_file is not None:
         if model is None:
@@ -298,8 +281,8 @@ def _run_shard(
     else:
         assert task is not None
         try:
-            resolved_data = resolve_data_dir(data_dir)
-            dataset = task.load(split=split, data_dir=resolved_data, limit=limit)
+            resolved_data = resolve_data_dir(run.data_dir)
+            dataset = task.load(split=run.split, data_dir=resolved_data, limit=limit)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         task_label = task.name
@@ -312,8 +295,8 @@ def _run_shard(
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     clf = _load_model(model)
-    if lm_head is not None:
-        clf = _attach_lm_head(clf, lm_head)
+    if run.lm_head is not None:
+        clf = _attach_lm_head(clf, run.lm_head)
     clf = _to_device(clf, device)
     return run_comparison(
         clf,
@@ -323,12 +306,12 @@ def _run_shard(
         task=task_label,
         limit=limit,
         batch_size=batch_size,
-        seed=seed,
+        seed=run.seed,
         metrics=metric_names,
         progress=progress,
         shard=shard,
         max_length=max_length,
-        truncation=truncation,
+        truncation=run.truncation,
     )
 
 
@@ -515,7 +498,7 @@ def _summarize(
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("compare", "demo"):
         demo = args.command == "demo"
-        return _compare(
+        run = _Run(
             task_name="sst2" if demo else args.task,
             methods=list(DEMO_METHODS) if demo else (_split_list(args.methods) or []),
             out_dir=args.out,
@@ -524,15 +507,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             seed=args.seed,
             data_dir=args.data_dir,
             data_file=None if demo else args.data_file,
-            device=args.device,
             metrics=_split_list(args.metrics) or (list(DEMO_METRICS) if demo else None),
             model=None if demo else args.model,
             lm_head=None if demo else args.lm_head,
             split=None if demo else args.split,
-            progress=not args.no_progress,
-            shard=None if demo else _parse_shard(args.shard),
             max_length=args.max_length,
             truncation=args.truncation,
+        )
+        return _compare(
+            run,
+            device=args.device,
+            shard=None if demo else _parse_shard(args.shard),
+            progress=not args.no_progress,
         )
     if args.command == "report":
         return _report(args.out, args.reference, args.examples)
