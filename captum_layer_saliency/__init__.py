@@ -10,8 +10,11 @@ from typing import Any
 from .attr.decoded_layer_saliency import DecodedLayerSaliency
 from .coherence import COHERENCE_SCORES, SELECTION_RULES, LayerCoherenceSelector
 from .decoding import HeadMismatchError, LMHead, load_lm_head
+from .explaining import explain
+from .explanation import Explanation, load_explanations, save_explanations
 from .hf import TextClassifier
 from .surgery import UnsupportedModelError, find_model_parts
+from .words import aggregate_to_words
 
 __version__ = "0.1.0"
 
@@ -19,15 +22,20 @@ __all__ = [
     "COHERENCE_SCORES",
     "SELECTION_RULES",
     "DecodedLayerSaliency",
+    "Explanation",
     "HeadMismatchError",
     "LMHead",
     "LayerCoherenceSelector",
     "TextClassifier",
     "UnsupportedModelError",
     "__version__",
+    "aggregate_to_words",
+    "explain",
     "find_model_parts",
     "load_default",
+    "load_explanations",
     "load_lm_head",
+    "save_explanations",
 ]
 
 

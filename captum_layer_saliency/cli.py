@@ -6,7 +6,8 @@ report. ``report`` rebuilds the report from the rows, ``summarize`` prints one t
 of several runs (say a cheap run of every method and an expensive one on a subset), optionally of
 an index range only, ``merge`` folds the files of a sharded run,
 ``list-methods`` / ``list-tasks`` show what exists, ``build-defaults`` trains the default models,
-and ``demo`` runs a quick comparison of the fast methods on SST-2.
+``demo`` runs a quick comparison of the fast methods on SST-2, and ``explain`` explains your own
+texts (see :mod:`captum_layer_saliency.cli_explain`).
 
 Under ``torchrun --nproc_per_node N -m captum_layer_saliency compare ...`` every process runs its
 shard on its own device and rank 0 merges the shards and writes the report (see
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import __version__, cli_explain
 from .compare import distributed
 from .compare.report import (
     NoResultsError,
@@ -56,6 +58,7 @@ from .compare.runner import (
 from .data._source import DataUnavailableError, resolve_data_dir
 from .data.jsonl import DataFileError, load_jsonl
 from .decoding import HeadMismatchError
+from .explanation import ExplanationFileError
 from .hf import TRUNCATION_MODES, TextClassifier, TokenizerMismatchError
 
 #: The quick, cheap methods of ``demo`` (and ``make demo``).
@@ -81,6 +84,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     DataFileError,
     DataUnavailableError,
     EmptyDatasetError,
+    ExplanationFileError,
     HeadMismatchError,
     InvalidComparisonError,
     ModelOutputError,
@@ -356,8 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and the tests)."""
     parser = argparse.ArgumentParser(
         prog="python -m captum_layer_saliency",
-        description="Decoded Layer Saliency: compare attribution methods, build default models.",
+        description="Decoded Layer Saliency: explain texts, compare attribution methods, build "
+        "default models.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def run_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
@@ -455,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="merge the row files of a sharded run and write the report")
     p.add_argument("--out", required=True, help="the output directory of the sharded run")
 
+    cli_explain.add_parser(sub)
     sub.add_parser("list-methods", help="the attribution methods and their aliases")
     sub.add_parser("list-tasks", help="the comparison tasks")
 
@@ -532,6 +539,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise CLIError(f"{str(out)!r} is not a directory")
         merge_shards(out)
         return _report(args.out, None, 20)
+    if args.command == "explain":
+        return cli_explain.run(args)
     if args.command == "list-methods":
         return _list_methods()
     if args.command == "list-tasks":

@@ -88,6 +88,7 @@ def plot_token_heatmap(
     *,
     per_row: int = 12,
     title: str | None = None,
+    unit: str = "tokens",
     save: PathLike | None = None,
 ) -> Figure:
     """One explanation as coloured token cells, wrapped into rows.
@@ -97,6 +98,7 @@ def plot_token_heatmap(
         scores: one score per token (tensor, array or sequence).
         per_row: tokens per row before wrapping.
         title: an optional title.
+        unit: what the cells are, for the axis label (``"tokens"`` or ``"words"``).
         save: a PNG path to write.
 
     Returns:
@@ -130,7 +132,7 @@ def plot_token_heatmap(
         )
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_xlabel("tokens (left to right, wrapped)")
+    ax.set_xlabel(f"{unit} (left to right, wrapped)")
     if title:
         ax.set_title(_mpl_text(title, max_chars=120))
     fig.colorbar(image, ax=ax, label="attribution", fraction=0.04, pad=0.02)

@@ -1,0 +1,324 @@
+"""Explain texts with any registered method: :func:`explain` returns :class:`Explanation` objects.
+
+This is the engine of ``captum-layer-saliency explain`` and the one-call path of the API::
+
+    from captum_layer_saliency import explain, load_default
+
+    clf = load_default("sst2")
+    [e] = explain(clf, ["a gorgeous, witty, seductive movie."], words=True)
+    e.top(3)                       # [('gorgeous', 0.41), ('witty', 0.30), ...]
+    e.plot(save="movie.png")       # red = for the explained class, blue = against
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .explanation import Explanation
+from .hf import TextClassifier
+from .words import REDUCTIONS, aggregate_to_words
+
+__all__ = ["explain", "explain_batch", "layers_used", "make_attributor", "resolve_target"]
+
+TargetSpec = int | str | None
+
+
+def resolve_target(target: TargetSpec, labels: Sequence[str], n_classes: int) -> int | None:
+    """A class index from a user's target: ``None`` (the prediction), an index, or a name.
+
+    Args:
+        target: ``None``, an int, a string holding an int, or a label name (any case).
+        labels: the model's class names.
+        n_classes: the number of classes.
+
+    Returns:
+        The index, or ``None`` for "the predicted class".
+
+    Raises:
+        ValueError: an index out of range, or an unknown name (the message lists the names).
+    """
+    if target is None:
+        return None
+    if isinstance(target, bool):
+        raise ValueError(f"target must be a class index or a label name, got {target!r}")
+    if isinstance(target, str):
+        text = target.strip()
+        by_name = {str(name).lower(): i for i, name in enumerate(labels)}
+        if text.lower() in by_name:
+            return by_name[text.lower()]
+        try:
+            target = int(text)
+        except ValueError:
+            names = ", ".join(repr(str(n)) for n in labels) or "(the model names none)"
+            raise ValueError(
+                f"unknown target {text!r}: give a class index 0..{n_classes - 1} or a label "
+                f"name: {names}"
+            ) from None
+    if not 0 <= int(target) < n_classes:
+        raise ValueError(f"target {target} is out of range: the model has {n_classes} classes")
+    return int(target)
+
+
+def _n_classes(clf: TextClassifier) -> int:
+    config = getattr(clf.model, "config", None)
+    return int(getattr(config, "num_labels", 0) or len(clf.labels))
+
+
+def make_attributor(clf: TextClassifier, method: str = "dls", **options: Any) -> Any:
+    """The registry's attributor for ``method`` (see ``list-methods``), built for ``clf``.
+
+    Raises:
+        ValueError: an unknown method, bad options, or DLS without an LM head.
+    """
+    from .baselines import get_method, resolve_method_name
+
+    name = resolve_method_name(method)
+    if (name == "dls" or name.startswith("dls_layer")) and clf.lm_head is None:
+        raise ValueError(
+            "DLS decodes with the LM head of the classifier's pre-trained backbone, and this "
+            "model has none: give one (--lm-head DIR, or clf.lm_head = load_lm_head(...)), or "
+            "choose another method"
+        )
+    return get_method(name, clf, **options)
+
+
+def layers_used(attributor: Any, batch: int) -> list[str | None]:
+    """The layer each example of the last batch was attributed at, when the method says.
+
+    DLS records the candidate layers' names (``layer_names``) and the index of the layer(s) it
+    used per example (``last_selected_``); a DLS fixed at one layer has one name. The
+    gradient methods record where they attribute (``"embeddings"``); the others give ``None``.
+    """
+    explainer = getattr(attributor, "explainer", None)
+    names = list(getattr(explainer, "layer_names", None) or [])
+    selected = getattr(explainer, "last_selected_", None)
+    if names and selected is not None and len(selected) == batch:
+        return [", ".join(names[i] for i in row if 0 <= i < len(names)) for row in selected]
+    if len(names) == 1:
+        return [names[0]] * batch
+    layer = getattr(attributor, "options", {}).get("layer")
+    return [layer if isinstance(layer, str) else None] * batch
+
+
+def _encode(
+    clf: TextClassifier,
+    texts: Sequence[str],
+    pairs: Sequence[str | None] | None,
+    max_length: int | None,
+    truncation: str,
+) -> dict[str, torch.Tensor]:
+    if pairs is None or all(p is None for p in pairs):
+        return clf.encode(list(texts), max_length=max_length, truncation=truncation)
+    if "text_pairs" not in inspect.signature(clf.encode).parameters:
+        raise ValueError(
+            "this version of TextClassifier.encode cannot encode text pairs; explain the texts "
+            "one at a time, or join the pair into one text"
+        )
+    if any(p is None for p in pairs):
+        raise ValueError("either every text has a pair or none does (a missing pair text)")
+    return clf.encode(  # type: ignore[call-arg]
+        list(texts), text_pairs=list(pairs), max_length=max_length, truncation=truncation
+    )
+
+
+def explain_batch(
+    clf: TextClassifier,
+    attributor: Any,
+    texts: Sequence[str],
+    *,
+    method: str,
+    text_pairs: Sequence[str | None] | None = None,
+    target: TargetSpec | Sequence[TargetSpec] = None,
+    words: str | None = None,
+    max_length: int | None = None,
+    truncation: str = "error",
+    ids: Sequence[str | int | None] | None = None,
+) -> list[Explanation]:
+    """Explain one batch of texts (see :func:`explain` for the arguments).
+
+    Args:
+        clf: the classifier.
+        attributor: a :class:`~captum_layer_saliency.baselines.TokenAttributor`.
+        texts: the batch.
+        method: the method's canonical name (recorded).
+        text_pairs: the second texts of pairs, or ``None``.
+        target: as in :func:`explain`.
+        words: a reduction in :data:`~captum_layer_saliency.words.REDUCTIONS`, or ``None`` for
+            token scores only.
+        max_length: the token budget (default: the classifier's).
+        truncation: ``"error"`` or ``"truncate"``.
+        ids: one identifier per text (default: none).
+
+    Returns:
+        One explanation per text, in order.
+    """
+    from . import __version__
+
+    n = len(texts)
+    enc = _encode(clf, texts, text_pairs, max_length, truncation)
+    input_ids, mask = enc["input_ids"], enc["attention_mask"]
+    extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    n_classes = _n_classes(clf)
+    specs: list[Any] = list(target) if isinstance(target, (list, tuple)) else [target] * n
+    if len(specs) != n:
+        raise ValueError(f"{len(specs)} targets for {n} texts")
+    wanted = [resolve_target(t, clf.labels, n_classes) for t in specs]
+    with torch.no_grad():
+        logits = clf.model(input_ids=input_ids, attention_mask=mask, **extra)
+        logits = logits.logits if hasattr(logits, "logits") else logits[0]
+        probs = torch.softmax(logits.float(), dim=-1).cpu()
+    predicted = probs.argmax(-1).tolist()
+    targets = [p if w is None else w for p, w in zip(predicted, wanted, strict=True)]
+    scores = attributor.attribute(input_ids, mask, torch.tensor(targets, device=input_ids.device))
+    scores = scores.detach().float().cpu()
+    layers = layers_used(attributor, n)
+    budget = max_length or clf.max_length
+    pairs = list(text_pairs) if text_pairs is not None else None
+    lengths = [
+        len(x)
+        for x in clf.tokenizer(list(texts), pairs, truncation=False, verbose=False)["input_ids"]
+    ]
+    word_scores = (
+        aggregate_to_words(
+            scores, texts, clf.tokenizer, input_ids, mask, text_pairs=text_pairs, reduce=words
+        )
+        if words is not None
+        else None
+    )
+
+    def name(index: int) -> str:
+        return str(clf.labels[index]) if index < len(clf.labels) else str(index)
+
+    options = {k: v for k, v in getattr(attributor, "options", {}).items() if _jsonable(v)}
+    out = []
+    for row in range(n):
+        real = mask[row].bool().cpu()
+        row_ids = input_ids[row].cpu()[real].tolist()
+        ws = word_scores[row] if word_scores is not None else None
+        out.append(
+            Explanation(
+                text=texts[row],
+                text_pair=text_pairs[row] if text_pairs is not None else None,
+                tokens=[str(t) for t in clf.tokenizer.convert_ids_to_tokens(row_ids)],
+                scores=scores[row][real].tolist(),
+                predicted=int(predicted[row]),
+                predicted_label=name(predicted[row]),
+                probability=float(probs[row, predicted[row]]),
+                target=int(targets[row]),
+                target_label=name(targets[row]),
+                target_probability=float(probs[row, targets[row]]),
+                method=method,
+                model=clf.name,
+                version=__version__,
+                words=ws.words if ws is not None else None,
+                word_scores=ws.scores if ws is not None else None,
+                token_words=ws.token_words if ws is not None else None,
+                word_reduce=ws.reduce if ws is not None else None,
+                layer=layers[row],
+                truncated=lengths[row] > budget,
+                id=ids[row] if ids is not None else None,
+                options=options,
+            )
+        )
+    return out
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None))) or (
+        isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value)
+    )
+
+
+def _batches(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+def explain(
+    clf: TextClassifier,
+    texts: str | Sequence[str],
+    *,
+    method: str = "dls",
+    attributor: Any = None,
+    text_pairs: Sequence[str | None] | None = None,
+    target: TargetSpec | Sequence[TargetSpec] = None,
+    words: bool | str = False,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    truncation: str = "error",
+    progress: bool = False,
+) -> list[Explanation]:
+    """Explain texts with one method: token scores, optionally word scores, and the prediction.
+
+    Departs from Captum's ``target`` in one way: ``None`` explains each text's *predicted*
+    class (not "no target"), as everywhere in this package.
+
+    Args:
+        clf: the classifier (DLS needs ``clf.lm_head``).
+        texts: one text or several.
+        method: a registry name or alias (default ``"dls"``; see ``list-methods``).
+        attributor: an already built attributor (overrides ``method``'s construction; reuse it
+            across calls to pay DLS's layer calibration once).
+        text_pairs: the second text of each pair (for pair classifiers).
+        target: ``None`` (the prediction), a class index or a label name, for every text, or one
+            such per text.
+        words: ``False`` (token scores only), ``True`` (words, scores summed), or a reduction
+            (``"sum"``, ``"mean"``, ``"max"``).
+        batch_size: texts per forward/backward batch; the results do not depend on it.
+        max_length: the token budget (default: the classifier's).
+        truncation: ``"error"`` (default) refuses a longer text; ``"truncate"`` cuts it (and
+            the explanation records ``truncated=True``).
+        progress: show a progress bar.
+
+    Returns:
+        One :class:`~captum_layer_saliency.explanation.Explanation` per text, in order.
+
+    Raises:
+        ValueError: an unknown method or target, an empty or over-long text, a bad
+            ``batch_size`` or word reduction.
+    """
+    from .baselines import resolve_method_name
+
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    reduce = _word_reduction(words)
+    name = resolve_method_name(method)
+    built = attributor if attributor is not None else make_attributor(clf, name)
+    targets = list(target) if isinstance(target, (list, tuple)) else None
+    if targets is not None and len(targets) != len(batch):
+        raise ValueError(f"{len(targets)} targets for {len(batch)} texts")
+    if text_pairs is not None and len(text_pairs) != len(batch):
+        raise ValueError(f"{len(text_pairs)} text pairs for {len(batch)} texts")
+    from tqdm.auto import tqdm
+
+    out: list[Explanation] = []
+    with tqdm(total=len(batch), disable=not progress, unit="text") as bar:
+        for rows in _batches(len(batch), batch_size):
+            out += explain_batch(
+                clf,
+                built,
+                [batch[i] for i in rows],
+                method=name,
+                text_pairs=[text_pairs[i] for i in rows] if text_pairs is not None else None,
+                target=[targets[i] for i in rows] if targets is not None else target,
+                words=reduce,
+                max_length=max_length,
+                truncation=truncation,
+            )
+            bar.update(len(rows))
+    return out
+
+
+def _word_reduction(words: bool | str | None) -> str | None:
+    if words is None or words is False:
+        return None
+    if words is True:
+        return "sum"
+    if words not in REDUCTIONS:
+        raise ValueError(f"unknown word reduction {words!r}; choose from {REDUCTIONS}")
+    return str(words)
