@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from captum_layer_saliency import _passes
 from captum_layer_saliency.hf import TextClassifier, classifier_forward
 from captum_layer_saliency.surgery import UnsupportedModelError, find_model_parts
 
@@ -1101,7 +1102,9 @@ class PassCounter:
     the logits. So explaining 8 sentences with IG at 25 steps counts ``forwards == 200`` (plus
     any extra pass the method makes), and the cost per explained example is
     ``forwards / 8`` (:meth:`per_example`). Raw call counts are in ``forward_calls`` and
-    ``backward_calls``.
+    ``backward_calls``. Methods that run only part of the network (DLS's layer methods run the
+    blocks above the selected layer per step) book each row at that fraction
+    (:mod:`captum_layer_saliency._passes`), so the counts are in full-pass equivalents.
 
     Args:
         model: the ``nn.Module`` whose ``forward`` is counted (the classifier itself).
@@ -1109,12 +1112,16 @@ class PassCounter:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.forwards = self.backwards = 0
+        self.forwards: float = 0
+        self.backwards: float = 0
         self.forward_calls = self.backward_calls = 0
         self._handle: Any = None
+        self._listening: Any = None
 
     def __enter__(self) -> PassCounter:
         self._handle = self.model.register_forward_hook(self._on_forward)
+        self._listening = _passes.listening(self._on_report)
+        self._listening.__enter__()
         return self
 
     def __exit__(
@@ -1126,6 +1133,13 @@ class PassCounter:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        if self._listening is not None:
+            self._listening.__exit__(None, None, None)
+            self._listening = None
+
+    def _on_report(self, forwards: float, backwards: float) -> None:
+        self.forwards += forwards
+        self.backwards += backwards
 
     def _on_forward(self, module: nn.Module, args: Any, output: Any) -> None:
         logits = getattr(output, "logits", None)
@@ -1133,7 +1147,7 @@ class PassCounter:
             logits = output[0] if isinstance(output, (tuple, list)) else output
         if not isinstance(logits, Tensor):
             return
-        rows = int(logits.shape[0]) if logits.dim() > 0 else 1
+        rows = (int(logits.shape[0]) if logits.dim() > 0 else 1) * _passes.pass_scale()
         self.forwards += rows
         self.forward_calls += 1
         if logits.requires_grad:
@@ -1141,7 +1155,7 @@ class PassCounter:
             # pass through this forward (torch.autograd.grad included).
             logits.register_hook(functools.partial(self._on_backward, rows))
 
-    def _on_backward(self, rows: int, grad: Tensor) -> None:
+    def _on_backward(self, rows: float, grad: Tensor) -> None:
         self.backwards += rows
         self.backward_calls += 1
 
