@@ -63,6 +63,11 @@ REQUIRED_COLUMNS = ("text", "label")
 RATIONALE_COLUMNS = ("words", "rationale")
 #: The metrics that are the mean over bins of :func:`metrics.aopc_curves`' curves.
 AOPC_METRICS = ("comprehensiveness", "sufficiency")
+#: AOPC scaled to per-example bounds; the bounds depend on the inputs only (cached per batch).
+NORMALISED_AOPC = {
+    "normalised_comprehensiveness": "comprehensiveness",
+    "normalised_sufficiency": "sufficiency",
+}
 
 
 class InvalidComparisonError(ValueError):
@@ -407,6 +412,7 @@ class _Batch:
         # Leave-one-out importance depends on the inputs only: filled by the first method whose
         # metrics need it and reused by the others (it costs one forward per token).
         self.leave_one_out: Tensor | None = None
+        self.aopc_bounds: dict[str, Tensor] | None = None
         self.rationale: Tensor | None = None
         if with_rationales:
             # Built on the host (one small list per example), moved to the device once.
@@ -435,13 +441,24 @@ def _score(
     args = (forward, batch.input_ids, batch.attention_mask, scores, batch.target, batch.special)
     curves = None
     values: dict[str, Tensor] = {}
-    if set(AOPC_METRICS) & set(metric_names):
+    if set(AOPC_METRICS + tuple(NORMALISED_AOPC)) & set(metric_names):
         curves = metrics.aopc_curves(*args, **common)
     for name in metric_names:
         if curves is not None and name in AOPC_METRICS:
             # ERASER's AOPC is the mean of the per-bin curve (as metrics.comprehensiveness and
             # metrics.sufficiency compute it): reusing the curves halves the AOPC forwards.
             values[name] = curves[name].mean(-1)
+        elif curves is not None and name in NORMALISED_AOPC:
+            if batch.leave_one_out is None:
+                batch.leave_one_out = metrics.leave_one_out(*args[:3], *args[4:], **common)
+            if batch.aopc_bounds is None:
+                batch.aopc_bounds = metrics.aopc_bounds(
+                    *args[:3], *args[4:], **common, loo=batch.leave_one_out
+                )
+            key = NORMALISED_AOPC[name]
+            values[name] = metrics.normalise_aopc(
+                curves[key].mean(-1), batch.aopc_bounds[key].to(curves[key])
+            )
         elif metrics.METRICS[name].kind == "plausibility":
             assert batch.rationale is not None
             values[name] = _metric_fn(name)(scores, batch.rationale, batch.valid)

@@ -31,6 +31,12 @@ from captum_layer_saliency.metrics.faithfulness import (
     log_odds,
     sufficiency,
 )
+from captum_layer_saliency.metrics.normalised import (
+    aopc_bounds,
+    normalise_aopc,
+    normalised_comprehensiveness,
+    normalised_sufficiency,
+)
 from captum_layer_saliency.metrics.plausibility import (
     auprc,
     average_precision,
@@ -77,6 +83,22 @@ METRICS: dict[str, Metric] = {
             FAITHFULNESS,
             "ERASER AOPC of p(x) - p(top-k only), bins 1/5/10/20/50 %, tokens deleted",
             sufficiency,
+        ),
+        Metric(
+            "normalised_comprehensiveness",
+            True,
+            FAITHFULNESS,
+            "comprehensiveness scaled to its per-example bounds (Edin et al. 2024; "
+            "leave-one-out orderings as the bounds)",
+            normalised_comprehensiveness,
+        ),
+        Metric(
+            "normalised_sufficiency",
+            False,
+            FAITHFULNESS,
+            "sufficiency scaled to its per-example bounds (Edin et al. 2024; "
+            "leave-one-out orderings as the bounds)",
+            normalised_sufficiency,
         ),
         Metric(
             "deletion_auc",
@@ -151,6 +173,7 @@ __all__ = [
     "METRICS",
     "PLAUSIBILITY",
     "Metric",
+    "aopc_bounds",
     "aopc_curves",
     "auprc",
     "average_precision",
@@ -163,6 +186,9 @@ __all__ = [
     "leave_one_out",
     "log_odds",
     "metrics_of_kind",
+    "normalise_aopc",
+    "normalised_comprehensiveness",
+    "normalised_sufficiency",
     "sufficiency",
     "token_f1_at_k",
     "tokens_for_fraction",
