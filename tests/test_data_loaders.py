@@ -50,8 +50,11 @@ def test_sst2_offline() -> None:
     assert sum(dev["label"]) == 444
     train = load_sst2("train")
     assert len(train) == 67349 and sum(train["label"]) == 37569
+    test = load_sst2("test")
+    assert len(test) == 1821 and set(test["label"]) == {-1}  # unlabelled, as in GLUE
+    assert test[0] == {"idx": 0, "text": "uneasy mishmash of styles and genres .", "label": -1}
     with pytest.raises(ValueError, match="validation"):
-        load_sst2("test")
+        load_sst2("dev")
 
 
 @pytest.mark.usefixtures("offline")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_metrics_faithfulness import CLS, SEP, batch, bag_forward, sig
+from test_metrics_faithfulness import CLS, SEP, bag_forward, batch, sig
 
 from captum_layer_saliency.metrics import (
     METRICS,

@@ -17,9 +17,15 @@ import datasets
 from captum_layer_saliency.data._source import hub_then_local, resolve_data_dir
 
 SST2_LABELS = ["negative", "positive"]
-SPLITS = ("train", "validation")
-_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
-_VENDORED = {"train": "sst2_train.tsv.gz", "validation": "sst2_dev.tsv.gz"}
+SPLITS = ("train", "validation", "test")
+_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+_VENDORED = {
+    "train": "sst2_train.tsv.gz",
+    "validation": "sst2_dev.tsv.gz",
+    "test": "sst2_test.tsv.gz",
+}
+#: The label of the unlabelled GLUE test rows (the hub's convention).
+NO_LABEL = -1
 _VENDORED_DIR = Path(__file__).parent / "vendored"
 
 _FEATURES = datasets.Features(
@@ -32,8 +38,14 @@ _FEATURES = datasets.Features(
 
 
 def _parse_tsv(lines: list[str]) -> datasets.Dataset:
-    """Parse GLUE's ``sentence\\tlabel`` TSV (header first, no quoting)."""
+    """Parse GLUE's ``sentence\\tlabel`` TSV, or the test split's ``index\\tsentence``."""
     header, rows = lines[0].rstrip("\n").split("\t"), lines[1:]
+    if header == ["index", "sentence"]:
+        texts = [line.rstrip("\n").split("\t", 1)[1] for line in rows]
+        return datasets.Dataset.from_dict(
+            {"idx": list(range(len(texts))), "text": texts, "label": [NO_LABEL] * len(texts)},
+            features=_FEATURES,
+        )
     if header != ["sentence", "label"]:
         raise ValueError(f"unexpected SST-2 header {header!r}")
     texts, labels = [], []
@@ -72,7 +84,9 @@ def load_sst2(
     """Load an SST-2 split.
 
     Args:
-        split: ``"train"`` (67,349 phrases) or ``"validation"`` (the 872 dev sentences).
+        split: ``"train"`` (67,349 phrases), ``"validation"`` (the 872 dev sentences) or
+            ``"test"`` (the 1,821 GLUE test sentences, unlabelled: ``label`` is -1, as on the
+            hub; explain them for the predicted class).
         data_dir: a local data directory holding ``sst2_glue/``, used only when neither the hub
             nor the vendored copy is available.
 

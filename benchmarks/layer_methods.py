@@ -1,0 +1,329 @@
+"""DLS layer methods (gradient, integrated gradients, SmoothGrad, GradientSHAP at the selected
+layer; decoded mappings and layer fusion under them) against IG-25, Input x Gradient and random.
+
+Tuning (choose variants here only):
+
+    python benchmarks/layer_methods.py --task sst2 --split validation --stop 300 --variants tune
+    python benchmarks/layer_methods.py --task ag_news --start 0 --stop 200 --variants tune
+
+Confirmation (data never used to choose anything; the target is the prediction):
+
+    python benchmarks/layer_methods.py --task sst2 --split test --variants confirm
+    python benchmarks/layer_methods.py --task ag_news --start 200 --stop 1200 --variants confirm
+
+Every method explains the same batches for the predicted class. Metrics: ERASER AOPC
+comprehensiveness and sufficiency (tokens deleted, bins 1/5/10/20/50 %) and their normalised
+versions (:mod:`captum_layer_saliency.metrics.normalised`, leave-one-out orderings as the
+per-example bounds). Cost: seconds per example, and forward and backward passes per example in
+full-pass equivalents (:class:`~captum_layer_saliency.baselines.PassCounter`). Rows are appended
+batch by batch to ``<out>/rows.jsonl`` (rerun to resume; ``--summary-only`` to re-summarise);
+the summary, with paired bootstrap CIs against IG-25 from the same run, goes to
+``<out>/summary.json`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REFERENCE = "integrated_gradients"
+COST_REFERENCE = "input_x_gradient"
+BASELINES = ("input_x_gradient", "integrated_gradients", "random")
+IG = {"layer_method": "integrated_gradients"}
+#: DLS variants: name -> DecodedLayerSaliency options (``fuse``: also the layer below).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "dls": {},
+    "dls_ig1": {**IG, "n_steps": 1},
+    "dls_ig2": {**IG, "n_steps": 2},
+    "dls_ig4": {**IG, "n_steps": 4},
+    "dls_ig8": {**IG, "n_steps": 8},
+    "dls_ig2_zeros": {**IG, "n_steps": 2, "layer_baseline": "zeros"},
+    "dls_smoothgrad4": {"layer_method": "smoothgrad", "n_steps": 4},
+    "dls_gradient_shap4": {"layer_method": "gradient_shap", "n_steps": 4},
+    "dls_ig2_hybrid": {**IG, "n_steps": 2, "mapping": "hybrid", "normalize": True},
+    "dls_ig2_decoded": {
+        **IG,
+        "n_steps": 2,
+        "mapping": "decoded",
+        "special_rows": "exclude",
+        "normalize": True,
+        "prior": "example",
+    },
+    "dls_ig2_fuse_below": {**IG, "n_steps": 2, "fuse": 1},
+    "dls_ig2_fuse_two_below": {**IG, "n_steps": 2, "fuse": 2},
+}
+SETS = {
+    "tune": [v for v in VARIANTS if v != "dls_ig8"],
+    # Fixed from the first 32 tuning sentences (SST-2 dev) before any confirmation row ran:
+    # every layer method, and the one mapping/fusion variant that did not lose there.
+    "confirm": [
+        "dls",
+        "dls_ig1",
+        "dls_ig2",
+        "dls_ig4",
+        "dls_smoothgrad4",
+        "dls_gradient_shap4",
+        "dls_ig2_fuse_below",
+    ],
+}
+#: Rows are explained in chunks of this many consecutive rows (each sorted by length into
+#: batches), so that any prefix of a run is a prefix of the data, not its longest texts.
+CHUNK = 64
+
+
+def load_texts(task: str, split: str | None, start: int, stop: int | None) -> list[str]:
+    if task == "sst2":
+        from captum_layer_saliency.data.sst2 import load_sst2
+
+        data = load_sst2(split or "validation")
+    else:
+        from captum_layer_saliency.data.ag_news import load_ag_news
+
+        data = load_ag_news(split or "heldout")
+    texts = list(data["text"])
+    return texts[start:stop]
+
+
+class FusedLayers:
+    """DLS at the selected layer and the ones below it, each map L1-normalised, averaged."""
+
+    def __init__(self, explainer: Any) -> None:
+        self.explainer = explainer
+
+    def attribute(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any):
+        from captum_layer_saliency.attr.decoded_layer_saliency import _fuse
+
+        maps = self.explainer.attribute(input_ids, target=target, attention_mask=attention_mask)
+        stacked = torch.stack(maps, dim=1)
+        return _fuse(stacked, torch.full((len(maps),), 1.0 / len(maps)))
+
+
+def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from captum_layer_saliency import DecodedLayerSaliency
+    from captum_layer_saliency.baselines import ExplainerAttributor, get_method
+
+    methods: dict[str, Any] = {name: get_method(name, clf) for name in BASELINES}
+    base = get_method("dls", clf)
+    selector = base.explainer.selector
+    selected = list(selector.selected_)
+    info = {
+        "selected_layers": [base.explainer.layer_names[i] for i in selected],
+        "selector_scores": [float(s) for s in selector.scores_],
+    }
+    for name in names:
+        options = dict(VARIANTS[name])
+        below = options.pop("fuse", 0)
+        if below:
+            layer = selected[-1]
+            explainer = DecodedLayerSaliency.for_model(
+                clf.model,
+                clf.lm_head,
+                clf.tokenizer,
+                layers=list(range(layer - below, layer + 1)),
+                selector=None,
+                **options,
+            )
+            methods[name] = ExplainerAttributor(clf, FusedLayers(explainer))
+            continue
+        explainer = DecodedLayerSaliency.for_model(
+            clf.model, clf.lm_head, clf.tokenizer, selector=selector, **options
+        )
+        methods[name] = ExplainerAttributor(clf, explainer)
+    return methods, info
+
+
+def run(args: argparse.Namespace) -> None:
+    from captum_layer_saliency import load_default
+    from captum_layer_saliency.baselines import PassCounter
+    from captum_layer_saliency.compare.runner import batch_plan
+    from captum_layer_saliency.metrics import aopc_bounds, aopc_curves, normalise_aopc
+    from captum_layer_saliency.metrics.normalised import beyond_bounds
+
+    clf = load_default(args.task)
+    texts = load_texts(args.task, args.split, args.start, args.stop)
+    names = SETS[args.variants] if args.variants in SETS else args.variants.split(",")
+    methods, info = build_methods(clf, names)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k != "summary_only"}
+    config.update(info, methods=list(methods), n_texts=len(texts))
+    if (out / "rows.jsonl").exists() and (out / "config.json").exists():
+        old = json.loads((out / "config.json").read_text())
+        keys = ("task", "split", "start", "stop", "methods", "batch_size")
+        if any(old.get(k) != config.get(k) for k in keys):
+            raise SystemExit(f"{out} holds rows of another configuration; use another --out")
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    rows_path = out / "rows.jsonl"
+    done: set[int] = set()
+    if rows_path.exists():
+        for line in rows_path.read_text().splitlines():
+            try:
+                done.add(json.loads(line)["batch"])
+            except (json.JSONDecodeError, KeyError):
+                continue  # a torn last line: that batch reruns
+    plan = [
+        [start + i for i in batch]
+        for start in range(0, len(texts), CHUNK)
+        for batch in batch_plan(texts[start : start + CHUNK], args.batch_size)
+    ]
+    pad = clf.tokenizer.pad_token_id
+    forward = clf.forward_func
+    with rows_path.open("a") as sink:
+        for batch_no, positions in enumerate(tqdm(plan, desc=f"{args.task} {args.variants}")):
+            if batch_no in done:
+                continue
+            enc = clf.encode([texts[i] for i in positions], truncation="truncate")
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            special = clf.special_mask(ids)
+            with torch.no_grad():
+                target = forward(ids, mask).argmax(-1)
+                bounds = aopc_bounds(forward, ids, mask, target, special, pad_token_id=pad)
+            row: dict[str, Any] = {
+                "batch": batch_no,
+                "index": [args.start + i for i in positions],
+                "n_tokens": mask.sum(-1).tolist(),
+                "methods": {},
+            }
+            for name, method in methods.items():
+                t0 = time.perf_counter()
+                with PassCounter(clf.model) as counter:
+                    scores = method.attribute(ids, mask, target)
+                seconds = time.perf_counter() - t0
+                scores = scores.float().masked_fill(~(mask.bool() & ~special), 0.0)
+                with torch.no_grad():
+                    curves = aopc_curves(
+                        forward, ids, mask, scores, target, special, pad_token_id=pad
+                    )
+                result: dict[str, Any] = {
+                    "seconds": seconds / len(positions),
+                    **counter.per_example(len(positions)),
+                }
+                for key in ("comprehensiveness", "sufficiency"):
+                    value = curves[key].mean(-1)
+                    result[key] = value.tolist()
+                    result[f"normalised_{key}"] = normalise_aopc(
+                        value, bounds[key].to(value)
+                    ).tolist()
+                    result[f"beyond_{key}"] = beyond_bounds(value, bounds[key]).tolist()
+                row["methods"][name] = result
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+
+
+METRICS = (
+    "comprehensiveness",
+    "sufficiency",
+    "normalised_comprehensiveness",
+    "normalised_sufficiency",
+)
+
+
+def summarise(out: Path) -> dict[str, Any]:
+    from captum_layer_saliency.compare.report import bootstrap_ci
+
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for line in (out / "rows.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        n = len(row["index"])
+        for name, res in row["methods"].items():
+            for key in (*METRICS, "beyond_comprehensiveness", "beyond_sufficiency"):
+                per[name][key] += [np.nan if v is None else float(v) for v in res[key]]
+            for key in ("seconds", "forwards", "backwards"):
+                per[name][key] += [res[key]] * n
+    arrays = {m: {k: np.asarray(v, dtype=float) for k, v in d.items()} for m, d in per.items()}
+    ref, cheap = arrays.get(REFERENCE), arrays.get(COST_REFERENCE)
+    table: dict[str, Any] = {}
+    for name, a in arrays.items():
+        entry: dict[str, Any] = {"n": int(len(a["comprehensiveness"]))}
+        for key in METRICS:
+            mean, low, high = bootstrap_ci(a[key], n_boot=2000, seed=0)
+            entry[key] = [mean, low, high]
+            if ref is not None and name != REFERENCE:
+                diff = a[key] - ref[key]
+                entry[f"{key}_minus_ig"] = list(bootstrap_ci(diff, n_boot=2000, seed=1))
+        for key in ("seconds", "forwards", "backwards"):
+            entry[key] = float(np.mean(a[key]))
+        entry["beyond_bounds_share"] = float(
+            np.mean(np.maximum(a["beyond_comprehensiveness"], a["beyond_sufficiency"]))
+        )
+        if ref is not None:
+            entry["seconds_vs_ig"] = entry["seconds"] / float(np.mean(ref["seconds"]))
+        if cheap is not None:
+            entry["seconds_vs_ixg"] = entry["seconds"] / float(np.mean(cheap["seconds"]))
+        table[name] = entry
+    config = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    summary = {"config": config, "methods": table}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(markdown(summary))
+    return summary
+
+
+def _ci(v: list[float]) -> str:
+    return f"{v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    config, table = summary["config"], summary["methods"]
+    n = max((e["n"] for e in table.values()), default=0)
+    lines = [
+        f"Task {config.get('task')} ({config.get('split') or 'default split'}, rows "
+        f"{config.get('start')}..{config.get('start', 0) + n - 1}, n = {n}); DLS layer: "
+        f"{', '.join(config.get('selected_layers', []))}.",
+        "",
+        "| method | comp ↑ | suff ↓ | norm. comp ↑ | norm. suff ↓ | comp − IG-25 (95 % CI) "
+        "| norm. comp − IG-25 | fwd | bwd | s × IxG | s × IG-25 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(table, key=lambda m: -table[m]["comprehensiveness"][0])
+    for name in order:
+        e = table[name]
+        diff = e.get("comprehensiveness_minus_ig")
+        ndiff = e.get("normalised_comprehensiveness_minus_ig")
+        lines.append(
+            f"| {name} | {e['comprehensiveness'][0]:.3f} | {e['sufficiency'][0]:.3f} | "
+            f"{e['normalised_comprehensiveness'][0]:.3f} | {e['normalised_sufficiency'][0]:.3f} | "
+            f"{_ci(diff) if diff else '—'} | {_ci(ndiff) if ndiff else '—'} | "
+            f"{e['forwards']:.2f} | {e['backwards']:.2f} | "
+            f"{e.get('seconds_vs_ixg', float('nan')):.2f} | "
+            f"{e.get('seconds_vs_ig', float('nan')):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="sst2", choices=["sst2", "ag_news"])
+    parser.add_argument("--split", help="sst2: validation (tuning) or test; ag_news: heldout")
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--stop", type=int)
+    parser.add_argument("--variants", default="tune", help="tune, confirm or a comma list")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="default benchmarks/results/layer_methods/<variants>_<task>")
+    parser.add_argument("--summary-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.out = args.out or f"benchmarks/results/layer_methods/{args.variants}_{args.task}"
+    torch.set_num_threads(args.threads)
+    if not args.summary_only:
+        run(args)
+    print(markdown(summarise(Path(args.out))))
+
+
+if __name__ == "__main__":
+    main()
