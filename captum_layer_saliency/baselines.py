@@ -36,9 +36,10 @@ import functools
 import importlib
 import inspect
 import re
+import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -961,6 +962,47 @@ class ExplainerAttributor(Attributor):
     def __init__(self, clf: TextClassifier, explainer: Any, seed: int = 0, **options: Any) -> None:
         super().__init__(clf, seed, **options)
         self.explainer = explainer
+        #: ``(task, n)``: calibrate DLS's layer on ``n`` unlabelled training texts of ``task``
+        #: (the run's own texts when ``task`` is None); set by :func:`dls_factory`.
+        self.calibration_source: tuple[str | None, int] | None = None
+
+    def prepare(self, texts: Sequence[str]) -> dict[str, Any] | None:
+        """Make the explainer's one-off choice before its first explanation, and describe it.
+
+        For DLS with ``selection="model"``: a layer selection stored with the model is used as
+        it is (no cost); otherwise the layer is calibrated, label-free, on the task's training
+        texts (default models) or on the first of ``texts`` (the texts to explain; labels are
+        never read), the same way as ``DecodedLayerSaliency.calibrate``. Called by the
+        comparison once it knows rows remain to compute, so a finished run never calibrates.
+
+        Args:
+            texts: the run's texts, in order.
+
+        Returns:
+            The selection (layer, names, per-layer coherence, calibration) plus
+            ``calibration_seconds`` (0 for a stored selection), or None for other explainers.
+        """
+        explainer = self.explainer
+        if not hasattr(explainer, "calibrate") or getattr(explainer, "selector", None) is None:
+            return None
+        seconds = 0.0
+        if explainer.selection_ is None and self.calibration_source is not None:
+            from .neighbours import default_corpus
+
+            task, n = self.calibration_source
+            chosen = default_corpus(task, size=n) if task is not None else list(texts)[:n]
+            start = time.perf_counter()
+            with torch.enable_grad():
+                fitted = explainer.calibrate(chosen, tokenizer=self.clf.tokenizer)
+            seconds = time.perf_counter() - start
+            fitted.calibration = (
+                f"{len(chosen)} unlabelled {task or 'run'} "
+                f"{'training ' if task else ''}texts ({fitted.n_positions} word tokens)"
+            )
+        selection = explainer.selection_
+        if selection is None:
+            return None
+        return {**selection.to_dict(), "name": selection.name, "calibration_seconds": seconds}
 
     def _scores(
         self,
@@ -1038,25 +1080,13 @@ def dls_factory(
         clf.model, clf.lm_head, tokenizer=clf.tokenizer, **options
     )
     recorded = {k: v for k, v in options.items() if k != "layers"}
-    selector = getattr(explainer, "selector", None)
-    if layer is None and selector is not None and calibration > 0:
-        from .neighbours import default_corpus, default_task_of
+    attributor = ExplainerAttributor(clf, explainer, seed=seed, layer=layer, **recorded)
+    if layer is None and calibration > 0:
+        from .neighbours import default_task_of
 
         task = default_task_of(clf)
-        if task is not None:
-            texts = default_corpus(task, size=calibration)
-            explainer.fit_selector(
-                (enc["input_ids"], enc["attention_mask"])
-                for enc in (
-                    clf.encode(texts[i : i + 32], truncation="truncate")
-                    for i in range(0, len(texts), 32)
-                )
-            )
-            recorded["calibration"] = f"{len(texts)} unlabelled {task} training texts"
-            recorded["selected_layers"] = [
-                explainer.layer_names[i] for i in selector.selected_ or []
-            ]
-    return ExplainerAttributor(clf, explainer, seed=seed, layer=layer, **recorded)
+        attributor.calibration_source = (task, calibration)
+    return attributor
 
 
 def register_dls_layers(model_or_count: nn.Module | int) -> list[str]:

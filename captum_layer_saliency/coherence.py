@@ -166,6 +166,9 @@ class LayerCoherenceSelector:
         self.theta = theta
         self.layer = layer
         self.decode_chunk_size = decode_chunk_size
+        #: candidate indices never selected (their gradient cannot reach the input tokens);
+        #: a property of the model, so :meth:`reset` keeps it.
+        self.excluded_: set[int] = set()
         self.reset()
 
     def reset(self) -> None:
@@ -176,6 +179,25 @@ class LayerCoherenceSelector:
         self.selected_: list[int] | None = None
         self.weights_: Tensor | None = None
         self.n_positions_: int = 0
+
+    def exclude(self, indices: Iterable[int]) -> None:
+        """Never select these candidate indices (their scores are still kept and shown).
+
+        :class:`~captum_layer_saliency.DecodedLayerSaliency` excludes a layer whose gradient
+        does not reach the input tokens (the last block under a [CLS]-only pooler).
+        """
+        self.excluded_ = set(self.excluded_) | {int(i) for i in indices}
+        if self.scores_ is not None:
+            self.selected_, self.weights_ = self.select(self.scores_)
+
+    def restore(self, scores: Sequence[float], n_positions: int) -> None:
+        """Set the per-layer scores of an earlier fit (e.g. stored with a model) and select."""
+        values = torch.as_tensor(list(scores), dtype=torch.float64)
+        self._sums = values * n_positions
+        self._counts = max(int(n_positions), 1)
+        self.n_positions_ = self._counts
+        self.scores_ = values.float()
+        self.selected_, self.weights_ = self.select(self.scores_)
 
     @property
     def fitted(self) -> bool:
@@ -192,11 +214,15 @@ class LayerCoherenceSelector:
     @staticmethod
     def layer_sums(position_scores: Sequence[Tensor], rows: Tensor) -> tuple[Tensor, int]:
         """Sum of each layer's ``(B, n)`` position scores over ``rows``, and the number of rows."""
-        sums = torch.stack([(scores * rows).sum() for scores in position_scores])
+        sums = torch.stack([(scores * rows).sum() for scores in position_scores]).detach()
         return sums.double().cpu(), int(rows.sum())
 
     def select(self, scores: Tensor) -> tuple[list[int], Tensor]:
         """Apply the rule to per-layer scores.
+
+        Layers in :attr:`excluded_` keep their place in the curve (the elbow still sees the
+        fall into them) but are never returned; when every layer is excluded, the exclusion is
+        ignored.
 
         Args:
             scores: ``(L,)`` mean coherence per candidate layer.
@@ -205,6 +231,7 @@ class LayerCoherenceSelector:
             The selected candidate indices and their weights (summing to 1).
         """
         n_layers = scores.numel()
+        allowed = [i for i in range(n_layers) if i not in self.excluded_] or list(range(n_layers))
         if self.rule == "fixed":
             assert self.layer is not None
             index = self.layer if self.layer >= 0 else n_layers + self.layer
@@ -212,19 +239,18 @@ class LayerCoherenceSelector:
                 raise ValueError(f"layer={self.layer} is out of range for {n_layers} candidates")
             return [index], torch.ones(1)
         if self.rule == "argmax":
-            return [int(scores.argmax())], torch.ones(1)
+            return [max(allowed, key=lambda i: float(scores[i]))], torch.ones(1)
         if self.rule == "elbow":
-            if n_layers == 1:
-                return [0], torch.ones(1)
-            falls = scores[:-1] - scores[1:]
-            if float(falls.max()) <= 0:
-                return [n_layers - 1], torch.ones(1)
-            return [int(falls.argmax())], torch.ones(1)
+            falls = {i: float(scores[i] - scores[i + 1]) for i in allowed if i + 1 < n_layers}
+            if not falls or max(falls.values()) <= 0:
+                return [allowed[-1]], torch.ones(1)
+            return [max(falls, key=lambda i: (falls[i], -i))], torch.ones(1)
         # A coherence threshold needs a positive scale: shift scores that can be negative.
         shifted = scores - min(0.0, float(scores.min()))
-        good = [i for i in range(n_layers) if shifted[i] >= self.theta * float(shifted.max())]
+        best = max(float(shifted[i]) for i in allowed)
+        good = [i for i in allowed if shifted[i] >= self.theta * best]
         if not good:
-            good = [int(scores.argmax())]
+            good = [max(allowed, key=lambda i: float(scores[i]))]
         if self.rule == "deepest":
             return [good[-1]], torch.ones(1)
         weights = shifted[good].double()

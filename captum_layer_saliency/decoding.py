@@ -115,13 +115,22 @@ def _config_dim(config: Any, *names: str) -> int | None:
 def check_head_compatible(head: nn.Module, model: nn.Module) -> None:
     """Raise :class:`HeadMismatchError` when ``head`` cannot decode ``model``'s hidden states.
 
-    Compares the head's hidden size with the model's (``hidden_size``/``dim``/``n_embd``) and the
-    head's vocabulary with the model's ``vocab_size``. A head of unknown size passes here and is
-    checked again on the first decoded batch.
+    Compares the head's family (when it came from a Hugging Face LM model) with the model's
+    ``config.model_type``, the head's hidden size with the model's (``hidden_size``/``dim``/
+    ``n_embd``) and the head's vocabulary with the model's ``vocab_size``. A head of unknown
+    size passes here and is checked again on the first decoded batch.
     """
     config = getattr(model, "config", None)
     if config is None:
         return
+    head_family = getattr(head, "family", None)
+    model_family_name = getattr(config, "model_type", None)
+    if head_family and isinstance(model_family_name, str) and head_family != model_family_name:
+        raise HeadMismatchError(
+            f"the LM head comes from a {head_family!r} model but the classifier is a "
+            f"{model_family_name!r} model: the head must come from the classifier's pre-trained "
+            "backbone (their hidden states and vocabularies do not correspond)"
+        )
     model_hidden = _config_dim(config, "hidden_size", "dim", "n_embd", "d_model")
     model_vocab = _config_dim(config, "vocab_size")
     head_hidden = getattr(head, "hidden_size", None) or _first_in_features(head)

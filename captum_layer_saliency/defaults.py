@@ -1162,7 +1162,10 @@ def load_default(task: str, cache_dir: str | os.PathLike[str] | None = None) -> 
         A :class:`~captum_layer_saliency.hf.TextClassifier` whose ``.model`` is an eval-mode
         ``BertForSequenceClassification`` and whose ``.lm_head`` maps hidden states
         ``(..., 384)`` to vocabulary logits ``(..., 30522)``; the head's decoder shares the
-        model's (unchanged, pre-trained) word embeddings.
+        model's (unchanged, pre-trained) word embeddings. The model's config carries its
+        label-free DLS layer selection (``config.dls_layer_selection``, fitted on unlabelled
+        training texts by :mod:`captum_layer_saliency.default_selection`), so
+        ``DecodedLayerSaliency.for_model`` runs the chosen layer from its first call.
 
     Raises:
         ValueError: an unknown task.
@@ -1171,6 +1174,9 @@ def load_default(task: str, cache_dir: str | os.PathLike[str] | None = None) -> 
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     directory, manifest = _resolve([HEAD, task], cache_dir)
     model = _classifier_from(task, directory, manifest)
+    from .default_selection import apply_stored_selection
+
+    apply_stored_selection(model, manifest, task)
     head = load_head(
         verify_entry(directory, manifest, HEAD), model.bert.embeddings.word_embeddings.weight
     )

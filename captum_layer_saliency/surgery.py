@@ -6,7 +6,7 @@ the model's type in the message, rather than guessing and decoding the wrong ten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -18,6 +18,7 @@ __all__ = [
     "UnsupportedModelError",
     "find_model_parts",
     "get_submodule",
+    "layer_names",
     "model_family",
 ]
 
@@ -138,6 +139,8 @@ class ModelParts:
     embeddings: nn.Module
     blocks: list[nn.Module]
     final_norm: nn.Module | None
+    #: module paths of :attr:`layers` inside the model (``"bert.encoder.layer.4"``).
+    layer_paths: list[str] = field(default_factory=list)
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -146,7 +149,14 @@ class ModelParts:
 
     @property
     def layer_names(self) -> list[str]:
-        return ["embeddings"] + [f"layer {i}" for i in range(1, len(self.blocks) + 1)]
+        """The one naming scheme of the library: ``"embeddings"`` (index 0), ``"block l"``."""
+        return layer_names(len(self.blocks))
+
+
+def layer_names(n_blocks: int) -> list[str]:
+    """``["embeddings", "block 1", ..., "block n"]``: index 0 is the embeddings' output,
+    index ``l`` the output of block ``l`` (counted from 1, unlike module paths)."""
+    return ["embeddings"] + [f"block {i}" for i in range(1, n_blocks + 1)]
 
 
 def find_model_parts(model: nn.Module) -> ModelParts:
@@ -175,4 +185,7 @@ def find_model_parts(model: nn.Module) -> ModelParts:
     if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
         raise UnsupportedModelError(f"{family}: {spec.blocks!r} is not a non-empty ModuleList")
     final_norm = get_submodule(base, spec.final_norm) if spec.final_norm else None
-    return ModelParts(family, get_submodule(base, spec.embeddings), list(blocks), final_norm)
+    embeddings = get_submodule(base, spec.embeddings)
+    paths = {id(m): name for name, m in model.named_modules()}
+    layer_paths = [paths.get(id(m), "") for m in [embeddings, *blocks]]
+    return ModelParts(family, embeddings, list(blocks), final_norm, layer_paths)

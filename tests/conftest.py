@@ -109,3 +109,20 @@ def tiny_batch(tiny_classifier: TextClassifier) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         logits = tiny_classifier.forward_func(enc["input_ids"], enc["attention_mask"])
     return {**enc, "target": logits.argmax(-1)}
+
+
+@pytest.fixture
+def layer_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of layers each DLS forward/backward captures, appended per ``attribute`` call
+    (a frozen per-model selection captures 1)."""
+    from captum_layer_saliency.attr import decoded_layer_saliency as dls_module
+
+    runs: list[int] = []
+    real = dls_module.layer_gradients_and_outputs
+
+    def spy(forward: object, layers: list, *args: object, **kwargs: object) -> object:
+        runs.append(len(layers))
+        return real(forward, layers, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dls_module, "layer_gradients_and_outputs", spy)
+    return runs

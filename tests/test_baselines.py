@@ -394,8 +394,10 @@ def test_real_dls_contract(
     assert torch.equal(scores, again)
 
 
-def test_dls_fits_its_selector_on_unlabelled_task_text(tiny_classifier, tiny_batch, monkeypatch):
-    """For a default model, ``dls`` fits the selector once (label-free), then runs one layer."""
+@pytest.mark.filterwarnings("ignore:the LM head decodes at most")  # the fixture's head is random
+def test_dls_calibrates_its_layer_when_prepared(tiny_classifier, tiny_batch, monkeypatch):
+    """``dls`` chooses its layer once, label-free, when the comparison prepares it: on the
+    task's training texts for a default model, on the run's own texts otherwise."""
     import dataclasses
 
     import captum_layer_saliency.neighbours as neighbours
@@ -405,12 +407,23 @@ def test_dls_fits_its_selector_on_unlabelled_task_text(tiny_classifier, tiny_bat
     clf = dataclasses.replace(tiny_classifier, name="tiny-sst2")
     method = B.get_method("dls", clf, calibration=6)
     explainer = method.explainer  # type: ignore[attr-defined]
-    assert explainer.selector.fitted and explainer.selector.n_positions_ > 0
-    assert method.options["calibration"] == "6 unlabelled sst2 training texts"
+    assert explainer.selection_ is None  # nothing is spent before the run needs it
+    record = method.prepare(["not used for a default task"])  # type: ignore[attr-defined]
+    assert explainer.selector.fitted and explainer._mode() == "frozen"
+    assert record["calibration"].startswith("6 unlabelled sst2 training texts")
+    assert record["calibration_seconds"] > 0 and record["name"] == explainer.selection_.name
+    assert record["layer"] in record["layer_indices"] and len(record["scores"]) == 3
     scores = method.attribute(
         tiny_batch["input_ids"], tiny_batch["attention_mask"], tiny_batch["target"]
     )
-    assert explainer.last_layer_scores_ is None  # fitted: no online scoring
+    assert explainer.last_layer_scores_ is None  # frozen: no online scoring
     assert scores.shape == tiny_batch["input_ids"].shape
-    online = B.get_method("dls", clf, calibration=0).explainer  # type: ignore[attr-defined]
-    assert not online.selector.fitted
+    # A second prepare (a resumed run) changes nothing and costs nothing.
+    assert method.prepare(texts)["calibration_seconds"] == 0.0  # type: ignore[attr-defined]
+    custom = B.get_method("dls", tiny_classifier, calibration=2)
+    record = custom.prepare(["the movie was good", "boring .", "fun"])  # type: ignore[attr-defined]
+    assert record["calibration"].startswith("2 unlabelled run texts")
+    assert record["n_positions"] == 6  # "the movie was good" + "boring ."
+    online = B.get_method("dls", clf, calibration=0)
+    assert online.prepare(texts) is None  # type: ignore[attr-defined]
+    assert online.explainer._mode() == "calibrate"  # type: ignore[attr-defined]

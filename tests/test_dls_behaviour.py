@@ -12,6 +12,7 @@ from captum_layer_saliency import (
     DecodedLayerSaliency,
     HeadMismatchError,
     LayerCoherenceSelector,
+    find_model_parts,
     load_lm_head,
 )
 from captum_layer_saliency.coherence import (
@@ -64,7 +65,7 @@ def test_batched_equals_one_at_a_time(models, aggregation: str, mapping: str) ->
 
 
 def test_online_selection_is_per_example(models) -> None:
-    dls = build(models)
+    dls = build(models, selection="example")
     ids, mask = batch()
     together = dls.attribute(ids, attention_mask=mask)
     picks = dls.last_selected_
@@ -93,9 +94,12 @@ def test_online_scores_decode_only_what_they_need_and_agree_with_full_decoding(
     # Online, identity mapping (no decoding for the maps) and decoded mapping (the maps' own
     # decoding reused) select the same layers from the same scores.
     selector = LayerCoherenceSelector(score=score)
-    identity = build(models, selector=selector, mapping="identity")
+    per_example = {"selection": "example", "position_sample": None}
+    identity = build(models, selector=selector, mapping="identity", **per_example)
     identity.attribute(ids, attention_mask=mask)
-    decoded = build(models, selector=LayerCoherenceSelector(score=score), mapping="decoded")
+    decoded = build(
+        models, selector=LayerCoherenceSelector(score=score), mapping="decoded", **per_example
+    )
     decoded.attribute(ids, attention_mask=mask)
     assert identity.last_selected_ == decoded.last_selected_
     assert identity.last_layer_scores_ is not None and decoded.last_layer_scores_ is not None
@@ -209,9 +213,31 @@ def test_frozen_model_still_attributes(models) -> None:
 
 def test_layer_indices_and_names(models) -> None:
     dls = build(models, layers=[0, -1])
-    assert dls.layer_names == ["bert.embeddings", "bert.encoder.layer.1"]
+    # One scheme: index 0 = embeddings, l = block l (module paths count blocks from 0).
+    assert dls.layer_indices == [0, 2]
+    assert dls.layer_names == ["embeddings", "block 2"]
+    assert dls.layer_paths == ["bert.embeddings", "bert.encoder.layer.1"]
+    assert dls.layer_name(2) == "block 2 (bert.encoder.layer.1)"
+    assert find_model_parts(models[0]).layer_names == ["embeddings", "block 1", "block 2"]
     with pytest.raises(ValueError, match="out of range"):
         build(models, layers=[5])
+    with pytest.raises(ValueError, match="out of range"):
+        build(models, layers=3)
+
+
+def test_int_layer_is_one_module_and_returns_a_tensor(models) -> None:
+    clf, _ = models
+    ids, mask = batch()
+    by_index = build(models, layers=1)
+    assert by_index.selector is None and by_index.layer_names == ["block 1"]
+    out = by_index.attribute(ids, 0, attention_mask=mask)
+    assert isinstance(out, torch.Tensor) and out.shape == ids.shape
+    by_module = build(models, layers=clf.bert.encoder.layer[0])
+    torch.testing.assert_close(out, by_module.attribute(ids, 0, attention_mask=mask))
+    torch.testing.assert_close(
+        build(models, layers=-1).attribute(ids, 0, attention_mask=mask),
+        build(models, layers=2).attribute(ids, 0, attention_mask=mask),
+    )
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -226,10 +252,16 @@ def test_hidden_size_mismatch_names_both_sizes(models) -> None:
     )
     with pytest.raises(HeadMismatchError, match=r"hidden size 8.*hidden size is 16"):
         DecodedLayerSaliency.for_model(clf, other)
-    # An explicit module of the wrong size is caught on the first decoded batch.
+    # An explicit module of the wrong size is refused at construction when the forward is the
+    # model, and caught on the first decoded batch when it is a plain function.
+    with pytest.raises(HeadMismatchError, match="hidden size 8.*16"):
+        DecodedLayerSaliency(clf, clf.bert.embeddings, load_lm_head(nn.Linear(8, 60)))
     ids, mask = batch()
     dls = DecodedLayerSaliency(
-        clf, clf.bert.embeddings, load_lm_head(nn.Linear(8, 60)), mapping="decoded"
+        lambda i, m: clf(input_ids=i, attention_mask=m).logits,
+        clf.bert.embeddings,
+        load_lm_head(nn.Linear(8, 60)),
+        mapping="decoded",
     )
     with pytest.raises(ValueError, match="hidden size 8.*16"):
         dls.attribute(ids, 0, (mask,), attention_mask=mask)
@@ -240,7 +272,14 @@ def test_vocabulary_mismatch_is_rejected(models) -> None:
     small_head = load_lm_head(nn.Linear(16, 10))
     with pytest.raises(HeadMismatchError, match="vocabulary of 10"):
         load_lm_head(small_head, model=clf)
-    dls = DecodedLayerSaliency(clf, clf.bert.embeddings, small_head, mapping="decoded")
+    with pytest.raises(HeadMismatchError, match="vocabulary of 10"):
+        DecodedLayerSaliency(clf, clf.bert.embeddings, small_head)
+    dls = DecodedLayerSaliency(
+        lambda i, m: clf(input_ids=i, attention_mask=m).logits,
+        clf.bert.embeddings,
+        small_head,
+        mapping="decoded",
+    )
     ids, mask = batch()
     with pytest.raises(ValueError, match="outside the LM head's vocabulary"):
         dls.attribute(ids, 0, (mask,), attention_mask=mask)

@@ -117,3 +117,19 @@ def test_mismatched_head_and_classifier(checkpoints) -> None:
     )
     with pytest.raises(HeadMismatchError, match="vocabulary of 60.*99"):
         load_lm_head(checkpoints["bert"], model=clf)
+
+
+@pytest.mark.parametrize("family", sorted(f for f in FAMILIES if f != "albert"))
+def test_a_head_of_another_family_is_refused_at_construction(checkpoints, family: str) -> None:
+    """Every tiny family has vocabulary 60 and hidden size 16: only the family tells a GPT-2
+    head from a Llama head, and the classifier must refuse it before any explanation."""
+    config = FAMILIES[family]
+    config.num_labels = 2
+    config.pad_token_id = 0
+    clf = T.AutoModelForSequenceClassification.from_config(config).eval()
+    for other in sorted(f for f in FAMILIES if f != family):
+        with pytest.raises(HeadMismatchError, match=f"comes from a '{other}' model"):
+            DecodedLayerSaliency.for_model(clf, str(checkpoints[other]))
+        head = load_lm_head(checkpoints[other])
+        with pytest.raises(HeadMismatchError, match="must come from the classifier's"):
+            DecodedLayerSaliency(clf, find_model_parts(clf).blocks[0], head)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,18 +12,20 @@ from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..coherence import LayerCoherenceSelector, layer_position_coherence, position_coherence
+from ..coherence import LayerCoherenceSelector
 from ..decoding import (
     DEFAULT_DECODE_CHUNK,
     candidate_mask,
+    check_head_compatible,
     decode_layer,
-    default_layers,
     load_lm_head,
     sparsify_rows,
 )
 from ..hf import classifier_forward, special_token_ids
 from ..layer_capture import layer_gradients_and_outputs
+from . import _calibration as cal
 from ._layer_methods import LayerMethod, layer_method_attributions
+from ._selection import SelectionMixin, model_layers, resolve_layers
 
 __all__ = [
     "AGGREGATIONS",
@@ -97,7 +99,7 @@ def _target_indices(target: TargetType, batch: int) -> list[int] | None:
     return [int(v) for v in values]
 
 
-class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
+class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution):
     r"""Decoded Layer Saliency: gradient saliency at hidden layers, decoded onto input tokens.
 
     For a layer with hidden states ``H`` (``B x n x K``) and ``G = dy_target/dH``:
@@ -113,8 +115,16 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
     Padding contributes nothing and gets 0; special tokens get 0. One forward and one backward
     serve every candidate layer. With several candidate layers and a
     :class:`~captum_layer_saliency.LayerCoherenceSelector`, the selector picks the layer (or
-    weights several) label-free: once from :meth:`fit_selector` calibration batches, or per
-    example from the batch being explained when it is not fitted.
+    weights several) label-free, **once per model** by default (``selection="model"``): from
+    a selection stored in the model's config (the default models carry theirs), from
+    :meth:`calibrate` / :meth:`fit_selector`, or else on the first :meth:`attribute` calls until
+    ``calibration_tokens`` real tokens were scored, after which it is frozen. With
+    ``selection="example"`` each example's own coherence curve picks its layer (noisier, and
+    about 1.5-2x the cost). A layer whose gradient does not reach the input tokens (the last
+    block under a [CLS]-only pooler) is detected from the gradients and never selected.
+
+    Layers are named one way everywhere: index 0 is the embeddings, ``l`` is block ``l``
+    (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths).
     """
 
     def __init__(
@@ -132,6 +142,9 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         prior: str = "none",
         special_token_ids: Sequence[int] | None = None,
         decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+        selection: str = "model",
+        calibration_tokens: int = cal.DEFAULT_CALIBRATION_TOKENS,
+        position_sample: float | None = cal.DEFAULT_POSITION_SAMPLE,
         device_ids: list[int] | None = None,
         layer_method: str | LayerMethod = "gradient",
         n_steps: int | None = None,
@@ -166,6 +179,16 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
                 ``top_k`` and ``normalize``. Default: ``"none"``
             special_token_ids (Sequence[int], optional): ids that never receive saliency.
             decode_chunk_size (int, optional): rows decoded at once (memory vs speed).
+            selection (str, optional): ``"model"`` (one layer per model, chosen label-free
+                before or at the first explanation, then frozen) or ``"example"`` (each
+                example's own coherence curve picks its layer). Default: ``"model"``
+            calibration_tokens (int, optional): with ``selection="model"`` and an unfitted
+                selector, the real (non-special) tokens the first :meth:`attribute` calls
+                score before the choice freezes. Default: 2000 (measured in BENCHMARKS.md)
+            position_sample (float, optional): with ``selection="example"`` and the
+                ``self_recovery`` score, the fraction of each example's word positions whose
+                decoding is scored (at least 4, evenly spaced); ``None`` scores all.
+                Default: 0.25
             device_ids (list[int], optional): kept for Captum's signature; must be None, since
                 DLS does not run through ``DataParallel`` (shard examples across processes).
             layer_method (str or LayerMethod, optional): the saliency method at the layer:
@@ -209,11 +232,18 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
         if not isinstance(lm_head, nn.Module):
             raise TypeError(f"lm_head must be a torch.nn.Module, got {type(lm_head).__name__}")
+        if selection not in cal.SELECTIONS:
+            raise ValueError(f"selection must be one of {cal.SELECTIONS}, got {selection!r}")
+        if position_sample is not None and not 0 < position_sample <= 1:
+            raise ValueError(
+                f"position_sample must lie in (0, 1] or be None, got {position_sample}"
+            )
         layers = [layer] if isinstance(layer, nn.Module) else list(layer)
         if not layers:
             raise ValueError("layer must be a module or a non-empty list of modules")
         if isinstance(forward_func, nn.Module):
             _check_layers_in_model(layers, forward_func)
+            check_head_compatible(lm_head, forward_func)
         self.lm_head = lm_head
         self.selector = selector
         self.aggregation = aggregation
@@ -233,7 +263,9 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         )
         #: forward and backward passes per example of the last call (full-pass equivalents).
         self.last_cost_: dict[str, float] | None = None
-        self.layer_names: list[str] = [f"layer {i}" for i in range(len(layers))]
+        self._init_selection(
+            layers, forward_func, selection, cal.Calibrator(calibration_tokens), position_sample
+        )
         self._pad_token_id: int | None = None
         self._mask_is_forward_arg = False
         #: the Hugging Face model, when built with :meth:`for_model`.
@@ -259,47 +291,51 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         model: nn.Module,
         lm_head: nn.Module | str,
         tokenizer: Any = None,
-        layers: Sequence[nn.Module | int] | nn.Module | None = None,
+        layers: Sequence[nn.Module | int] | nn.Module | int | None = None,
         selector: LayerCoherenceSelector | None | str = "default",
+        *,
+        calibration_texts: Sequence[str] | None = None,
         **options: Any,
     ) -> DecodedLayerSaliency:
         """Build DLS for a Hugging Face sequence classifier in one line.
 
+        With the default ``selection="model"``, the layer is chosen once for the model: from the
+        selection stored in ``model.config`` (the default models of :func:`load_default` carry
+        theirs, so the first call already costs about one Input x Gradient), else by
+        :meth:`calibrate` on ``calibration_texts``, else on the first :meth:`attribute` calls
+        (``calibration_tokens`` real tokens), then frozen. The choice is logged once (logger
+        ``captum_layer_saliency``, INFO) with the layer's name and the coherence curve.
+
         Args:
             model: a ``*ForSequenceClassification`` model (put it in eval mode).
             lm_head: the pre-trained backbone's head: a module, or a checkpoint name/path for
-                :func:`~captum_layer_saliency.load_lm_head`. Checked against the model.
-            tokenizer: its tokenizer; gives the special-token and padding ids.
-            layers: candidate layers as modules or as indices into
-                ``[embeddings, block 1, ..., block L]``; default: all of them.
+                :func:`~captum_layer_saliency.load_lm_head`. Checked against the model: a head
+                of another vocabulary, hidden size or family raises ``HeadMismatchError``.
+            tokenizer: its tokenizer; gives the special-token and padding ids, and tokenises
+                ``calibration_texts``.
+            layers: one layer index (0 = embeddings, ``l`` = block ``l``) or module, which gives
+                a single map (a tensor); or a list of them as candidates; default: all layers.
             selector: a selector, ``None`` for one map per layer, or ``"default"`` for
-                ``LayerCoherenceSelector()`` with its default score and rule.
-            **options: passed to the constructor (``aggregation``, ``mapping``, ``top_k``...).
+                ``LayerCoherenceSelector()`` (``self_recovery`` score, ``elbow`` rule).
+            calibration_texts: unlabelled in-domain texts (plain strings) to choose the layer
+                from at construction; they override a stored selection.
+            **options: passed to the constructor (``aggregation``, ``mapping``, ``selection``,
+                ``calibration_tokens``, ``position_sample``, ...).
 
         Returns:
             A :class:`DecodedLayerSaliency` whose forward is
             ``f(input_ids, attention_mask) -> logits``; :meth:`attribute` passes
             ``attention_mask`` to it.
+
+        Raises:
+            ValueError: a layer index out of range, or ``calibration_texts`` without a
+                tokenizer.
+            HeadMismatchError: a head that does not fit the model.
         """
         head = load_lm_head(lm_head, model=model)
-        all_layers = default_layers(model)
-        names = _layer_names(model, all_layers)
-        if layers is None:
-            chosen = all_layers
-        elif isinstance(layers, nn.Module):
-            chosen = [layers]
-        else:
-            chosen = []
-            for item in layers:
-                if isinstance(item, int):
-                    if not -len(all_layers) <= item < len(all_layers):
-                        raise ValueError(
-                            f"layer index {item} is out of range: the model has "
-                            f"{len(all_layers)} candidate layers ({names[0]} .. {names[-1]})"
-                        )
-                    chosen.append(all_layers[item])
-                else:
-                    chosen.append(item)
+        all_layers, names, paths, indices = model_layers(model)
+        single = isinstance(layers, (nn.Module, int))
+        chosen = resolve_layers(layers, all_layers, names, indices)
         _check_layers_in_model(chosen, model)
         if selector == "default":
             selector = LayerCoherenceSelector(head) if len(chosen) > 1 else None
@@ -307,35 +343,22 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             raise ValueError("selector must be a LayerCoherenceSelector, None or 'default'")
         if tokenizer is not None and "special_token_ids" not in options:
             options["special_token_ids"] = special_token_ids(tokenizer)
-        layer_arg: ModuleOrModuleList = chosen[0] if isinstance(layers, nn.Module) else chosen
+        layer_arg: ModuleOrModuleList = chosen[0] if single else chosen
         dls = cls(classifier_forward(model), layer_arg, head, selector, **options)
-        index = {id(m): i for i, m in enumerate(all_layers)}
-        dls.layer_names = [names[index[id(m)]] if id(m) in index else "layer" for m in chosen]
+        where = {id(m): k for k, m in enumerate(all_layers)}
+        known = [where.get(id(m)) for m in chosen]
+        dls.layer_indices = [indices[k] if k is not None else -1 for k in known]
+        dls.layer_names = [names[k] if k is not None else "layer" for k in known]
+        dls.layer_paths = [paths[k] if k is not None else "" for k in known]
         dls._mask_is_forward_arg = True
         dls._pad_token_id = getattr(tokenizer, "pad_token_id", None)
         dls.model = model
+        dls.tokenizer = tokenizer
+        if calibration_texts is not None:
+            dls.calibrate(calibration_texts)
+        else:
+            dls._use_stored_selection(model)
         return dls
-
-    def fit_selector(
-        self, batches: Iterable[Mapping[str, Tensor] | tuple[Tensor, Tensor]]
-    ) -> LayerCoherenceSelector:
-        """Fit the selector once on unlabelled ``(input_ids, attention_mask)`` batches.
-
-        After this, :meth:`attribute` runs only the selected layer(s): no online scoring.
-
-        Returns:
-            The fitted selector (``scores_``, ``selected_``, ``weights_``).
-        """
-        if self.selector is None:
-            raise ValueError("this DecodedLayerSaliency has no selector to fit")
-        self.selector.reset()
-        return self.selector.fit(
-            self.forward_func,
-            self.candidate_layers,
-            batches,
-            special_token_ids=self.special_token_ids,
-            lm_head=self.lm_head,
-        )
 
     @log_usage()
     def attribute(
@@ -387,11 +410,10 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         targets = _target_indices(target, batch)
         forward, predicted = self._checked_forward(targets, target is None)
 
-        run_all = self.selector is None or not self.selector.fitted
+        mode = self._mode()  # "all" (one map per layer), "frozen", "calibrate" or "example"
         candidates = self.candidate_layers
-        if isinstance(self.layer, nn.Module) or run_all:
-            run_idx = list(range(len(candidates)))
-        else:
+        run_idx = list(range(len(candidates)))
+        if mode == "frozen":
             assert self.selector is not None and self.selector.selected_ is not None
             run_idx = list(self.selector.selected_)
         if self.layer_method.name == "gradient":
@@ -437,8 +459,10 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             for g, a in zip(grads, acts, strict=True)
         ]
         candidates_mask = candidate_mask(ids, mask, self.special_token_ids)
-        need_scores = len(candidates) > 1 and self.selector is not None and run_all
-        # The identity mapping needs no decoding; online selection then decodes only what its
+        choosing = mode in ("calibrate", "example") and len(candidates) > 1
+        if choosing:
+            self._note_reach(grads, candidates_mask)
+        # The identity mapping needs no decoding; selection then decodes only what its
         # coherence score needs (for self_recovery: an argmax, no softmax over the vocabulary).
         decoded = (
             [
@@ -449,18 +473,11 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             else None
         )
         position_scores: list[Tensor] | None = None
-        if need_scores:
+        rows = candidates_mask
+        if choosing:
             assert self.selector is not None
-            score = self.selector.score
-            position_scores = (
-                [position_coherence(d, ids, score) for d in decoded]
-                if decoded is not None
-                else [
-                    layer_position_coherence(
-                        h, ids, mask, candidates_mask, self.lm_head, score, self.decode_chunk_size
-                    )
-                    for h in hidden
-                ]
+            position_scores, rows = self._position_scores(
+                hidden, decoded, ids, mask, candidates_mask, sample=mode == "example"
             )
         maps = [
             self._map_back(
@@ -473,10 +490,27 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             for k in range(len(run_idx))
         ]
         if isinstance(self.layer, nn.Module):
-            return maps[0].detach()
+            out = maps[0]
+            cal.warn_zero_maps(
+                out, candidates_mask, self.layer_name(self.layer_indices[0]), self.aggregation
+            )
+            return out.detach()
         if self.selector is None:
             return [m.detach() for m in maps]
-        return self._select(maps, position_scores, candidates_mask, run_all, run_idx).detach()
+        if mode == "calibrate" and len(candidates) > 1:
+            assert position_scores is not None
+            self._calibration_step(position_scores, rows)
+            assert self.selector.selected_ is not None
+            run_idx = list(self.selector.selected_)
+            maps = [maps[i] for i in run_idx]
+        out = self._select(maps, position_scores, rows, mode == "example", run_idx)
+        where = (
+            "the layers chosen per example"
+            if mode == "example"
+            else ", ".join(self.layer_name(self.layer_indices[i]) for i in run_idx)
+        )
+        cal.warn_zero_maps(out, candidates_mask, where, self.aggregation)
+        return out.detach()
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -563,51 +597,6 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         weight = saliency * candidates if self.special_rows == "exclude" else saliency
         return torch.einsum("bi,bij->bj", weight, rows) * candidates
 
-    def _select(
-        self,
-        maps: list[Tensor],
-        position_scores: list[Tensor] | None,
-        candidates: Tensor,
-        online: bool,
-        run_idx: list[int],
-    ) -> Tensor:
-        assert self.selector is not None
-        stacked = torch.stack(maps, dim=1)  # (B, L, n)
-        if not online:
-            assert self.selector.weights_ is not None
-            weights = self.selector.weights_.to(stacked)
-            self.last_selected_ = [list(run_idx)] * stacked.shape[0]
-            self.last_layer_scores_ = None
-            return _fuse(stacked, weights)
-        assert position_scores is not None
-        rows = candidates.float()
-        per_example = torch.stack(
-            [(scores * rows).sum(-1) / rows.sum(-1).clamp_min(1) for scores in position_scores],
-            dim=1,
-        )  # (B, L)
-        out = torch.zeros_like(stacked[:, 0])
-        chosen: list[list[int]] = []
-        # The selector's rules run on the host: one copy for the batch, not one sync per example.
-        per_example_host = per_example.detach().cpu()
-        for b in range(stacked.shape[0]):
-            picked, weights = self.selector.select(per_example_host[b])
-            out[b] = _fuse(stacked[b : b + 1, picked], weights.to(stacked))[0]
-            chosen.append(picked)
-        self.last_layer_scores_ = per_example.detach()
-        self.last_selected_ = chosen
-        return out
-
-
-def _fuse(maps: Tensor, weights: Tensor) -> Tensor:
-    """Weighted sum of per-layer maps ``(B, L, n)``.
-
-    Gradient scales differ by orders of magnitude across layers, so with several layers each
-    map is first scaled to unit L1 norm per example; otherwise the largest layer would decide.
-    """
-    if maps.shape[1] > 1:
-        maps = maps / maps.abs().sum(-1, keepdim=True).clamp_min(1e-30)
-    return torch.einsum("l,bln->bn", weights.to(maps), maps)
-
 
 def _check_layers_in_model(layers: Sequence[nn.Module], model: nn.Module) -> None:
     known = {id(m) for m in model.modules()}
@@ -619,8 +608,3 @@ def _check_layers_in_model(layers: Sequence[nn.Module], model: nn.Module) -> Non
                 f"layer {i} ({type(layer).__name__}) is not a submodule of the model "
                 f"{type(model).__name__}"
             )
-
-
-def _layer_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
-    names = {id(m): name for name, m in model.named_modules()}
-    return [names.get(id(m), f"layer {i}") for i, m in enumerate(layers)]

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import viz
 from . import results
+from .selection_notes import selection_notes, selection_notes_html
 
 #: The method every cost ratio is relative to (the cheapest gradient baseline).
 COST_REFERENCE = "input_x_gradient"
@@ -368,6 +369,7 @@ def format_markdown(summary: Mapping[str, Any], config: Mapping[str, Any] | None
             "",
         ]
     parts += [format_table(summary), ""]
+    parts += selection_notes(config, summary)
     if summary["paired"]:
         parts += [
             f"## Paired differences against `{summary['reference']}`",
@@ -599,6 +601,7 @@ def write_report(
         f"<code>{html.escape(str(config.get('model', '?')))}</code>. The explained class is the "
         "prediction; cells are means with bootstrap 95 % CIs.</p>",
         _html_table(*_table_rows(summary)),
+        selection_notes_html(config, summary),
     ]
     if summary["paired"]:
         body += [

@@ -339,3 +339,16 @@ def check_or_write_config(out_dir: str | os.PathLike[str], config: Mapping[str, 
         fh.write("\n")
     # Atomic rename: ranks of a sharded run may race to write the same file.
     os.replace(tmp, out / CONFIG_FILE)
+
+
+def record_run_info(out_dir: str | os.PathLike[str], key: str, name: str, value: Any) -> None:
+    """Set ``run.json[key][name] = value``: what a run learned (not part of its configuration,
+    so a resumed run is not compared on it), e.g. the layer each DLS method selected."""
+    out = Path(out_dir)
+    recorded = read_config(out) or {}
+    recorded.setdefault(key, {})[name] = _json_safe(value)
+    tmp = out / f"{CONFIG_FILE}.{os.getpid()}.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(recorded, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, out / CONFIG_FILE)

@@ -620,6 +620,7 @@ def run_comparison(
         desc=f"{config['task']}: {len(names)} method(s)",
         disable=not progress,
     )
+    prepared: set[str] = set()
     try:
         with results.RowWriter(own_file) as writer:
             for batch_no, positions in mine:
@@ -630,6 +631,9 @@ def run_comparison(
                 batch_indices = [indices[i] for i in positions]
                 batch = _Batch(clf, batch_examples, has_rationales, budget, batch_indices)
                 for method in todo:
+                    if method not in prepared:  # after the resume check: only if rows remain
+                        prepared.add(method)
+                        _prepare(attributors[method], method, texts, out)
                     _seed_everything(derive_seed(seed, batch_no, method))
                     rows = _explain_batch(
                         clf,
@@ -656,6 +660,14 @@ def run_comparison(
 
         write_report(out)
     return out
+
+
+def _prepare(attributor: Any, method: str, texts: Sequence[str], out: Path) -> None:
+    """Let a method make its one-off choice (DLS: its layer) and record it in ``run.json``."""
+    prepare = getattr(attributor, "prepare", None)
+    record = prepare(texts) if callable(prepare) else None
+    if record is not None:
+        results.record_run_info(out, "layer_selection", method, record)
 
 
 def _explain_batch(
