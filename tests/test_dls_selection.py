@@ -238,3 +238,43 @@ def test_excluded_layers_keep_their_place_in_the_curve() -> None:
     every = LayerCoherenceSelector(rule="argmax")
     every.exclude(range(7))
     assert every.select(curve)[0] == [1]  # all excluded: the exclusion is ignored
+
+
+@pytest.mark.filterwarnings("ignore:the LM head decodes at most")  # the fixture's head is random
+def test_compare_records_the_layer_and_a_finished_run_never_recalibrates(
+    tiny_classifier, tmp_path, monkeypatch
+) -> None:
+    import json
+
+    from compare_fakes import toy_dataset
+
+    from captum_layer_saliency.compare import run_comparison
+
+    def run() -> None:
+        run_comparison(
+            tiny_classifier,
+            toy_dataset(),
+            ["dls"],
+            tmp_path,
+            batch_size=4,
+            progress=False,
+            metrics=["comprehensiveness"],
+        )
+
+    run()
+    config = json.loads((tmp_path / "run.json").read_text())
+    sel = config["layer_selection"]["dls"]
+    assert sel["layer"] in sel["layer_indices"] and sel["calibration_seconds"] > 0
+    assert "unlabelled run texts" in sel["calibration"] and len(sel["scores"]) == 3
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert rows and all(r["method"] == "dls" for r in rows)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Layer selection (cost notes)" in summary and sel["name"] in summary
+    assert "one-off calibration" in summary and "embeddings" in summary
+    assert "Layer selection" in (tmp_path / "report.html").read_text()
+    # A finished run is not recalibrated (the check comes after the resume check).
+    calls: list[int] = []
+    monkeypatch.setattr(DecodedLayerSaliency, "calibrate", lambda *a, **k: calls.append(1))
+    run()
+    assert calls == []
+    assert json.loads((tmp_path / "run.json").read_text())["layer_selection"]["dls"] == sel
