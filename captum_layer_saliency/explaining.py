@@ -89,13 +89,17 @@ def make_attributor(clf: TextClassifier, method: str = "dls", **options: Any) ->
 def layers_used(attributor: Any, batch: int) -> list[str | None]:
     """The layer each example of the last batch was attributed at, when the method says.
 
-    DLS records the candidate layers' names (``layer_names``) and the index of the layer(s) it
-    used per example (``last_selected_``); a DLS fixed at one layer has one name. The
+    DLS records the index of the layer(s) it used per example (``last_selected_``: 0 =
+    embeddings, ``l`` = block ``l``) and names them (``layer_name``: ``"block 5
+    (bert.encoder.layer.4)"``); a DLS fixed at one layer has one name. The
     gradient methods record where they attribute (``"embeddings"``); the others give ``None``.
     """
     explainer = getattr(attributor, "explainer", None)
     names = list(getattr(explainer, "layer_names", None) or [])
     selected = getattr(explainer, "last_selected_", None)
+    name_of = getattr(explainer, "layer_name", None)  # layer index -> "block 5 (path)"
+    if callable(name_of) and selected is not None and len(selected) == batch:
+        return [", ".join(name_of(i) for i in row) for row in selected]
     if names and selected is not None and len(selected) == batch:
         return [", ".join(names[i] for i in row if 0 <= i < len(names)) for row in selected]
     if len(names) == 1:
