@@ -85,8 +85,14 @@ def make_methods(model: Any, tok: Any, head: torch.nn.Module, layer_index: int) 
         "lgxa_all_layers": ("lgxa", LayerGradientXActivation(forward, parts)),
         "dls_fitted_decoded": ("dls_fit", dls(selector=fixed, mapping="decoded")),
         "dls_fitted_identity": ("dls_fit", dls(selector=fixed, mapping="identity")),
-        "dls_online_decoded": ("dls", dls(mapping="decoded")),
-        "dls_online_identity": ("dls", dls(mapping="identity")),
+        # Per-example ("online") selection: every layer scored on every position, as before
+        # issue 11, and on the default sample of a quarter of the positions.
+        "dls_online_decoded": ("dls", dls(mapping="decoded", selection="example")),
+        "dls_online_identity": (
+            "dls",
+            dls(mapping="identity", selection="example", position_sample=None),
+        ),
+        "dls_online_identity_sampled": ("dls", dls(mapping="identity", selection="example")),
     }
 
 
