@@ -213,8 +213,12 @@ def test_sampled_scores_equal_the_full_scores_at_the_sampled_positions(models) -
         hidden = clf.bert(input_ids=ids, attention_mask=mask).last_hidden_state
     full = layer_position_coherence(hidden, ids, mask, words, head, "self_recovery")
     rows = cal.sample_positions(words, 0.25)
-    sampled = cal.sampled_self_recovery(hidden, ids, rows, head, chunk_size=7)
-    torch.testing.assert_close(sampled, full * rows)
+    embedded = clf.bert.embeddings(input_ids=ids).detach()
+    first = layer_position_coherence(embedded, ids, mask, words, head, "self_recovery")
+    for chunk in (7, 64):
+        sampled = cal.sampled_self_recovery([embedded, hidden], ids, rows, head, chunk)
+        torch.testing.assert_close(sampled[0], first * rows)
+        torch.testing.assert_close(sampled[1], full * rows)
 
 
 def test_bad_selection_options(models) -> None:

@@ -230,23 +230,41 @@ def sample_positions(words: Tensor, fraction: float) -> Tensor:
 
 
 def sampled_self_recovery(
-    hidden: Tensor, ids: Tensor, rows: Tensor, lm_head: nn.Module, chunk_size: int
-) -> Tensor:
-    """``self_recovery`` ``(B, n)`` at the positions in ``rows`` only (0 elsewhere).
+    hidden: Sequence[Tensor], ids: Tensor, rows: Tensor, lm_head: nn.Module, chunk_size: int
+) -> list[Tensor]:
+    """``self_recovery`` ``(B, n)`` of every layer, at the positions in ``rows`` only (0 elsewhere).
 
-    Decodes only the gathered positions: the head's cost scales with ``rows.sum()``, not ``B n``.
+    Decodes only the gathered positions, and every layer's in the same head calls: for a few
+    rows the head's cost is reading its ``K x V`` unembedding, so one call for all layers costs
+    about what one call for one layer does.
+
+    Args:
+        hidden: one ``(B, n, K)`` hidden state per layer.
+        ids: ``(B, n)`` input ids.
+        rows: ``(B, n)`` bool, the positions to score.
+        lm_head: the decoding head.
+        chunk_size: rows decoded at once (at least all sampled rows of all layers are
+            decoded together when they fit).
+
+    Returns:
+        One ``(B, n)`` float tensor per layer.
     """
     counts = rows.sum(-1)
     width = max(int(counts.max()), 1)
     # Each example's chosen positions first (stable sort keeps their order), then padding.
     order = torch.sort((~rows).to(torch.int8), dim=-1, stable=True).indices[:, :width]
-    gathered = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
-    gathered_ids = ids.gather(1, order)
-    hits = (decode_top1(gathered, gathered_ids, lm_head, chunk_size) == gathered_ids).float()
+    index = order[..., None].expand(-1, -1, hidden[0].shape[-1])
+    gathered = torch.cat([h.gather(1, index) for h in hidden], dim=1)  # (B, L * width, K)
+    gathered_ids = ids.gather(1, order).repeat(1, len(hidden))
+    chunk = max(chunk_size, gathered.shape[0] * gathered.shape[1])
+    hits = (decode_top1(gathered, gathered_ids, lm_head, chunk) == gathered_ids).float()
     valid = torch.arange(width, device=ids.device)[None, :] < counts[:, None]
-    out = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-    out.scatter_(1, order, hits * valid)
-    return out * rows
+    out = []
+    for k in range(len(hidden)):
+        layer = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+        layer.scatter_(1, order, hits[:, k * width : (k + 1) * width] * valid)
+        out.append(layer * rows)
+    return out
 
 
 def warn_degenerate_head(selector: LayerCoherenceSelector, names: Sequence[str]) -> None:

@@ -221,10 +221,9 @@ class SelectionMixin:
             return [position_coherence(d, ids, score) for d in decoded], words
         if sample and self.position_sample is not None and score == "self_recovery":
             rows = cal.sample_positions(words, self.position_sample)
-            return [
-                cal.sampled_self_recovery(h, ids, rows, self.lm_head, self.decode_chunk_size)
-                for h in hidden
-            ], rows
+            return cal.sampled_self_recovery(
+                hidden, ids, rows, self.lm_head, self.decode_chunk_size
+            ), rows
         return [
             layer_position_coherence(
                 h, ids, mask, words, self.lm_head, score, self.decode_chunk_size
