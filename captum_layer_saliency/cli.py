@@ -56,7 +56,8 @@ from .compare.runner import (
     run_comparison,
 )
 from .data._source import DataUnavailableError, resolve_data_dir
-from .data.jsonl import DataFileError, load_jsonl
+from .data.jsonl import DataFileError
+from .data.table import label_indices, read_table
 from .decoding import HeadMismatchError
 from .explanation import ExplanationFileError
 from .hf import TRUNCATION_MODES, TextClassifier, TokenizerMismatchError
@@ -280,7 +281,7 @@ def _run_shard(run: _Run, *, device: str, shard: tuple[int, int] | None, progres
     if data_file is not None:
         if model is None:
             raise CLIError("--data-file needs --model (a default model name or a path)")
-        dataset = load_jsonl(data_file, limit=limit)
+        dataset = read_table(data_file, limit=limit)
         task_label = f"file:{Path(data_file).name}"
     else:
         assert task is not None
@@ -299,6 +300,8 @@ def _run_shard(run: _Run, *, device: str, shard: tuple[int, int] | None, progres
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     clf = _load_model(model)
+    if data_file is not None:  # labels may be names or digits (CSV/TSV)
+        dataset = label_indices(dataset, clf.labels)
     if run.lm_head is not None:
         clf = _attach_lm_head(clf, run.lm_head)
     clf = _to_device(clf, device)
@@ -412,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--task", help="a task name (see list-tasks)")
     source.add_argument(
         "--data-file",
-        help="your own examples: a JSON Lines file with text and label (optionally idx, words "
-        "and rationale); needs --model",
+        help="your own examples: a CSV, TSV or JSON Lines file with text and label (a class "
+        "index or one of the model's label names; JSON Lines may add idx, words and rationale); "
+        "needs --model",
     )
     p.add_argument(
         "--methods",

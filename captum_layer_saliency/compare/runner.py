@@ -42,6 +42,7 @@ import importlib
 import inspect
 import os
 import random
+import sys
 import time
 import warnings
 import zlib
@@ -57,6 +58,7 @@ from torch import Tensor
 from ..data.tasks import EmptyDatasetError
 from ..hf import TRUNCATION_MODES, TextClassifier
 from . import results
+from .plan import format_plan, plan_comparison
 
 #: Columns every dataset row must have, and the two that carry word-level human rationales.
 REQUIRED_COLUMNS = ("text", "label")
@@ -569,6 +571,18 @@ def run_comparison(
     n_tokens = clf.token_lengths(texts)
     truncated = _truncation_plan(examples, n_tokens, budget, truncation)
     out = results.check_writable(out)
+    if progress:  # the plan of this run (or shard), before any work
+        count_special = getattr(clf.tokenizer, "num_special_tokens_to_add", lambda: 2)
+        n_special = int(count_special())
+        scored = [max(1, min(n, budget) - n_special) for n in n_tokens]
+        share = [
+            scored[i]
+            for k, b in enumerate(batch_plan(texts, batch_size))
+            if k % world == rank
+            for i in b
+        ]
+        cost = plan_comparison(names, metric_names, share, options)
+        print(format_plan(cost, task=task or "custom", model=clf.name), file=sys.stderr)
 
     attributors = {name: _build_method(name, clf, seed, options.get(name, {})) for name in names}
     config = {

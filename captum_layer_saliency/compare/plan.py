@@ -1,0 +1,234 @@
+"""What a comparison will cost, said before it starts: examples, methods, metrics, passes.
+
+``compare`` prints :func:`format_plan` before any work, so a user sees that Shapley sampling
+and the per-token curve metrics dominate a run (they cost a forward pass per token) before
+waiting ten minutes for 16 texts. The numbers are *model forward passes* (rows through the
+classifier), estimated from each method's settings and the texts' token counts; they are
+estimates of work, not of seconds (a backward pass costs about two forwards; DLS also decodes
+with the LM head).
+
+One-off costs (a method's calibration or reference index, paid once per run, not per
+example) are listed apart: :data:`ONE_OFF_NOTES` holds the standing notes, and a method's
+factory options can add one (:func:`one_off_note`); this is the hook for the layer
+calibration of DLS.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..metrics.faithfulness import ERASER_BINS
+
+__all__ = [
+    "ONE_OFF_NOTES",
+    "ComparisonPlan",
+    "format_plan",
+    "method_passes",
+    "metric_passes",
+    "one_off_note",
+    "plan_comparison",
+]
+
+
+def _option(method: str, name: str, options: Mapping[str, Any], default: int) -> int:
+    """An option's value: the user's, else the factory's default, else ``default``."""
+    if name in options:
+        return int(options[name])
+    from ..baselines import METHODS
+
+    factory = getattr(METHODS.get(method), "factory", None)
+    if factory is not None:
+        try:
+            parameter = inspect.signature(factory).parameters.get(name)
+        except (TypeError, ValueError):
+            parameter = None
+        if parameter is not None and isinstance(parameter.default, int):
+            return int(parameter.default)
+    return default
+
+
+def _lafa_k(options: Mapping[str, Any]) -> int:
+    if "k" in options:
+        return int(options["k"])
+    from ..attr.lafa import DEFAULTS
+
+    return int(DEFAULTS["k"])
+
+
+#: Forward passes per example of each method, from its options and ``n`` (the example's
+#: scored tokens). Gradient methods: one forward per path point or sample (each with a
+#: backward); perturbation methods: one forward per perturbed input.
+_METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
+    "saliency": lambda n, o: 1,
+    "input_x_gradient": lambda n, o: 1,
+    "integrated_gradients": lambda n, o: _option("integrated_gradients", "n_steps", o, 25),
+    "deeplift": lambda n, o: 2,
+    "deeplift_shap": lambda n, o: 4,
+    "gradient_shap": lambda n, o: _option("gradient_shap", "n_samples", o, 5),
+    "occlusion": lambda n, o: (
+        1
+        + max(
+            1,
+            (n - _option("occlusion", "window", o, 3)) // _option("occlusion", "stride", o, 1) + 1,
+        )
+    ),
+    "lime": lambda n, o: _option("lime", "n_samples", o, 25) + 1,
+    "kernel_shap": lambda n, o: _option("kernel_shap", "n_samples", o, 25) + 1,
+    "shapley_sampling": lambda n, o: _option("shapley_sampling", "n_samples", o, 25) * n + 1,
+    "attention_cls": lambda n, o: 1,
+    "attention_rollout": lambda n, o: 1,
+    "random": lambda n, o: 0,
+    "dls": lambda n, o: 1,
+    "lafa": lambda n, o: _lafa_k(o) + 1,
+}
+
+#: Standing one-off costs of methods, paid once per run (not per example).
+ONE_OFF_NOTES: dict[str, str] = {
+    "dls": "a default model's layer selection is fitted once, on 128 unlabelled texts of its "
+    "task (one forward and backward each); other models select per example",
+    "lafa": "encodes its reference corpus into a neighbour index once (cached on disk)",
+}
+
+
+def method_passes(method: str, n_tokens: int, options: Mapping[str, Any] | None = None) -> float:
+    """Estimated forward passes for one example of ``n_tokens`` scored tokens.
+
+    Args:
+        method: a canonical method name (``dls_layer<L>`` counts as ``dls``).
+        n_tokens: the example's non-special tokens.
+        options: the method's options (e.g. ``n_steps``), overriding its defaults.
+
+    Returns:
+        The estimate; ``nan`` for a method this module does not know (a user's own).
+    """
+    key = "dls" if method.startswith("dls") else method
+    estimate = _METHOD_PASSES.get(key)
+    return float(estimate(max(1, n_tokens), options or {})) if estimate else float("nan")
+
+
+def metric_passes(metric: str, n_tokens: int) -> float:
+    """Estimated forward passes of one metric for one explanation of ``n_tokens`` tokens.
+
+    ERASER comprehensiveness and sufficiency evaluate one input per bin; the deletion and
+    insertion curves one per token (``n + 1`` points); log-odds one; Kendall tau's
+    leave-one-out ``n`` (computed once per example and shared by every method, see
+    :func:`plan_comparison`); the plausibility metrics none.
+    """
+    n = max(1, n_tokens)
+    return float(
+        {
+            "comprehensiveness": len(ERASER_BINS),
+            "sufficiency": len(ERASER_BINS),
+            "deletion_auc": n + 1,
+            "insertion_auc": n + 1,
+            "log_odds": 1,
+            "kendall_tau_loo": 0,  # counted once per example, not per method
+        }.get(metric, 0)
+    )
+
+
+def one_off_note(method: str, options: Mapping[str, Any] | None = None) -> str | None:
+    """What ``method`` pays once per run, if anything (e.g. a calibration), in words.
+
+    A method's options may carry their own note under ``"one_off"`` (where the DLS layer
+    calibration reports its size and source); otherwise :data:`ONE_OFF_NOTES` is used.
+    """
+    if options and options.get("one_off"):
+        return str(options["one_off"])
+    key = "dls" if method.startswith("dls") else method
+    return ONE_OFF_NOTES.get(key)
+
+
+@dataclass(frozen=True)
+class ComparisonPlan:
+    """The work of a comparison, before it starts.
+
+    Attributes:
+        n_examples: examples to explain (this run's share, before resuming).
+        mean_tokens: their mean number of scored tokens.
+        methods: method -> estimated forward passes for all examples (explanation only).
+        metrics: metric -> estimated forward passes for all examples and methods.
+        shared: passes shared by every method (predictions, Kendall tau's leave-one-out).
+        one_off: method -> what it pays once.
+    """
+
+    n_examples: int
+    mean_tokens: float
+    methods: dict[str, float]
+    metrics: dict[str, float]
+    shared: float
+    one_off: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        """All estimated forward passes (``nan`` if a method's are unknown)."""
+        return sum(self.methods.values()) + sum(self.metrics.values()) + self.shared
+
+
+def plan_comparison(
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    token_counts: Sequence[int],
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ComparisonPlan:
+    """Estimate the forward passes of a comparison.
+
+    Args:
+        methods: canonical method names.
+        metrics: metric names.
+        token_counts: each example's scored (non-special) tokens.
+        method_options: method -> its options.
+
+    Returns:
+        The plan.
+    """
+    options = method_options or {}
+    counts = [max(1, int(n)) for n in token_counts]
+    per_method = {m: sum(method_passes(m, n, options.get(m)) for n in counts) for m in methods}
+    per_metric = {k: sum(metric_passes(k, n) for n in counts) * len(methods) for k in metrics}
+    shared = float(len(counts))  # one prediction per example
+    if "kendall_tau_loo" in metrics:
+        shared += sum(counts)
+    notes = {m: note for m in methods if (note := one_off_note(m, options.get(m)))}
+    mean = sum(counts) / len(counts) if counts else 0.0
+    return ComparisonPlan(len(counts), mean, per_method, per_metric, shared, notes)
+
+
+def _count(value: float) -> str:
+    if value != value:  # nan
+        return "?"
+    return f"{value:,.0f}"
+
+
+def format_plan(plan: ComparisonPlan, *, task: str = "custom", model: str = "model") -> str:
+    """The plan as a few lines of text, most expensive first.
+
+    Example::
+
+        plan: 16 examples of ag_news (mean 41.3 scored tokens) with minilm-ag_news
+          methods (forward passes to explain): shapley_sampling 16,541 · dls 16 · ...
+          metrics (for all methods): deletion_auc 2,772 · insertion_auc 2,772 · ...
+          shared: 677 (predictions, leave-one-out)
+          total ≈ 23,000 forward passes
+    """
+
+    def ranked(costs: Mapping[str, float]) -> str:
+        items = sorted(costs.items(), key=lambda kv: -(kv[1] if kv[1] == kv[1] else 1e18))
+        return " · ".join(f"{name} {_count(value)}" for name, value in items) or "none"
+
+    lines = [
+        f"plan: {plan.n_examples} examples of {task} (mean {plan.mean_tokens:.1f} scored "
+        f"tokens) with {model}",
+        f"  methods (forward passes to explain): {ranked(plan.methods)}",
+        f"  metrics (forward passes, all methods): {ranked(plan.metrics)}",
+        f"  shared: {_count(plan.shared)} (one prediction per example"
+        + (", Kendall tau's leave-one-out)" if "kendall_tau_loo" in plan.metrics else ")"),
+        f"  total ≈ {_count(plan.total)} forward passes (a gradient method adds a backward "
+        "to each of its passes)",
+    ]
+    for method, note in plan.one_off.items():
+        lines.append(f"  one-off, {method}: {note}")
+    return "\n".join(lines)
