@@ -33,6 +33,7 @@ __all__ = [
     "CMAP",
     "escape_record",
     "html_page",
+    "method_colours",
     "plot_aopc_curves",
     "plot_coherence_curves",
     "plot_cost_vs_faithfulness",
@@ -50,6 +51,41 @@ PathLike = str | os.PathLike[str]
 
 def _cmap() -> Colormap:
     return colormaps[CMAP]
+
+
+#: The qualitative colour map that gives each method its colour in every figure.
+METHOD_CMAP = "tab20"
+
+
+def method_colours(methods: Iterable[str]) -> dict[str, str]:
+    """One fixed colour per method, the same in every figure and every report.
+
+    The registered methods take their colour from their place in the registry (so ``dls`` has
+    the same colour in a report of two methods and in one of fifteen); other names follow, in
+    the order given. Colours repeat after 20 methods.
+
+    Args:
+        methods: method names (canonical).
+
+    Returns:
+        Method -> ``#rrggbb``.
+    """
+    from .baselines import METHODS
+
+    palette = colormaps[METHOD_CMAP].colors  # type: ignore[attr-defined]
+    known = list(METHODS)
+    # The registry's order, but DLS first: ours gets the strongest colour (tab20's dark blue).
+    known = ["dls", *[m for m in known if m != "dls"]]
+    out: dict[str, str] = {}
+    extra = 0
+    for method in methods:
+        if method in known:
+            slot = known.index(method)
+        else:
+            slot = len(known) + extra
+            extra += 1
+        out[method] = to_hex(palette[(2 * slot + slot // 10) % len(palette)])
+    return out
 
 
 def _as_float_array(values: Any) -> np.ndarray:
@@ -252,6 +288,7 @@ def plot_aopc_curves(
     curves: Mapping[str, Mapping[str, Sequence[float]]],
     bins: Sequence[float],
     *,
+    colors: Mapping[str, str] | None = None,
     title: str | None = None,
     save: PathLike | None = None,
 ) -> Figure:
@@ -261,12 +298,14 @@ def plot_aopc_curves(
         curves: method -> ``{"comprehensiveness": [...], "sufficiency": [...]}``, one mean value
             per bin (a method may lack either key).
         bins: the bins, as percentages of the non-special tokens (e.g. ``[1, 5, 10, 20, 50]``).
+        colors: method -> colour (default :func:`method_colours`).
         title: an optional title.
         save: a PNG path to write.
 
     Returns:
         The figure.
     """
+    colors = dict(colors) if colors is not None else method_colours(curves)
     fig = Figure(figsize=(11.0, 4.2))
     panels = (
         ("comprehensiveness", "comprehensiveness \u2191 (top tokens deleted)"),
@@ -282,7 +321,7 @@ def plot_aopc_curves(
                 ys = _as_float_array(per_key[key]).reshape(-1)
                 if ys.size != len(xs):
                     raise ValueError(f"{method} {key}: {ys.size} values for {len(xs)} bins")
-                ax.plot(xs, ys, marker="o", label=_mpl_text(method, 40))
+                ax.plot(xs, ys, marker="o", label=_mpl_text(method, 40), color=colors.get(method))
         ax.set_xscale("log")
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_xlabel("% of tokens (bin)")
@@ -306,6 +345,7 @@ def plot_cost_vs_faithfulness(
     ylabel: str = "AOPC comprehensiveness \u2191",
     highlight: Iterable[str] = ("dls",),
     logx: bool = True,
+    colors: Mapping[str, str] | None = None,
     title: str | None = None,
     save: PathLike | None = None,
 ) -> Figure:
@@ -319,6 +359,7 @@ def plot_cost_vs_faithfulness(
         ylabel: the y-axis label.
         highlight: methods drawn larger and in bold (ours).
         logx: use a log-scaled cost axis (costs span orders of magnitude).
+        colors: method -> colour (default :func:`method_colours`), as in the other figures.
         title: an optional title.
         save: a PNG path to write.
 
@@ -326,6 +367,7 @@ def plot_cost_vs_faithfulness(
         The figure.
     """
     marked = set(highlight)
+    colors = dict(colors) if colors is not None else method_colours(sorted(set(cost) & set(score)))
     fig = Figure(figsize=(6.5, 4.5))
     ax = fig.add_subplot()
     for method in sorted(set(cost) & set(score)):
@@ -338,7 +380,13 @@ def plot_cost_vs_faithfulness(
             yerr = [[max(0.0, y - lo)], [max(0.0, hi - y)]]
         big = method in marked
         ax.errorbar(
-            [x], [y], yerr=yerr, fmt="*" if big else "o", markersize=14 if big else 7, capsize=3
+            [x],
+            [y],
+            yerr=yerr,
+            fmt="*" if big else "o",
+            markersize=14 if big else 7,
+            capsize=3,
+            color=colors.get(method),
         )
         ax.annotate(
             _mpl_text(method, 40),
@@ -370,7 +418,12 @@ body { font-family: system-ui, sans-serif; margin: 2em; line-height: 1.5; color:
 .cls-expl .meta { font-size: 0.85em; color: #555; }
 .cls-expl .tok { padding: 0.1em 0.15em; border-radius: 3px; }
 .cls-legend span { display: inline-block; padding: 0 0.6em; margin-right: 0.3em; }
+.cls-item { margin: 0.8em 0 1.2em 0; }
 table { border-collapse: collapse; } td, th { padding: 0.2em 0.6em; border: 1px solid #ccc; }
+.table-wrap { max-width: 100%; overflow-x: auto; font-size: 0.8em; }
+.table-wrap td, .table-wrap th { padding: 0.2em 0.4em; }
+.table-wrap td { white-space: nowrap; } .table-wrap .ci { color: #666; font-size: 0.85em; }
+img { max-width: 100%; height: auto; }
 """
 
 

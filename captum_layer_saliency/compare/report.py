@@ -25,6 +25,7 @@ import importlib
 import json
 import math
 import os
+import re
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -412,11 +413,24 @@ def _write_csv(summary: Mapping[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+_WITH_CI = re.compile(r"^(\S+) (\[[^\]]*\])$")
+
+
+def _html_cell(text: str) -> str:
+    """An escaped cell; a ``mean [low, high]`` cell puts its interval on a second, small line,
+    which keeps a table of many metrics within the page."""
+    match = _WITH_CI.match(text)
+    if match is None:
+        return html.escape(text)
+    mean, ci = (html.escape(g) for g in match.groups())
+    return f'{mean}<br><span class="ci">{ci}</span>'
+
+
 def _html_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><tr>{head}</tr>{rows}</table>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in r) + "</tr>" for r in body)
+    # The wrapper keeps a wide table inside the page (it scrolls rather than being cut off).
+    return f'<div class="table-wrap"><table><tr>{head}</tr>{rows}</table></div>'
 
 
 def _img(path: Path, alt: str) -> str:
