@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     from . import __version__
     from .baselines import resolve_method_name
     from .cli import CLIError
-    from .explaining import explain_batch, resolve_target
+    from .explaining import explain_batch, prepare, resolve_target
 
     inputs = _read_inputs(args, CLIError)
     if args.batch_size < 1:
@@ -246,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
     explanations = list(done)
     start = len(done)
     todo = range(start, len(inputs.texts))
+    if len(todo):
+        prepare(attributor, inputs.texts)  # e.g. DLS's layer, once, only when work remains
     with tqdm(
         total=len(inputs.texts),
         initial=start,

@@ -22,7 +22,14 @@ from .explanation import Explanation
 from .hf import TextClassifier
 from .words import REDUCTIONS, aggregate_to_words
 
-__all__ = ["explain", "explain_batch", "layers_used", "make_attributor", "resolve_target"]
+__all__ = [
+    "explain",
+    "explain_batch",
+    "layers_used",
+    "make_attributor",
+    "prepare",
+    "resolve_target",
+]
 
 TargetSpec = int | str | None
 
@@ -104,8 +111,20 @@ def layers_used(attributor: Any, batch: int) -> list[str | None]:
         return [", ".join(names[i] for i in row if 0 <= i < len(names)) for row in selected]
     if len(names) == 1:
         return [names[0]] * batch
+    chosen = getattr(getattr(explainer, "selection_", None), "name", None)
+    if chosen:  # one layer chosen for the model
+        return [str(chosen)] * batch
     layer = getattr(attributor, "options", {}).get("layer")
     return [layer if isinstance(layer, str) else None] * batch
+
+
+def prepare(attributor: Any, texts: Sequence[str]) -> None:
+    """Let the attributor make its one-off choice before the first batch (DLS: its layer,
+    chosen label-free for the model, calibrated on ``texts`` when it has nothing stored)."""
+    hook = getattr(attributor, "prepare", None)
+    if callable(hook):
+        with torch.enable_grad():
+            hook(list(texts))
 
 
 def _encode(
@@ -300,6 +319,7 @@ def explain(
         raise ValueError(f"{len(text_pairs)} text pairs for {len(batch)} texts")
     from tqdm.auto import tqdm
 
+    prepare(built, batch)
     out: list[Explanation] = []
     with tqdm(total=len(batch), disable=not progress, unit="text") as bar:
         for rows in _batches(len(batch), batch_size):

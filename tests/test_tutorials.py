@@ -9,6 +9,7 @@ must stay small: no image over 200 kB, and no cell left with an error.
 from __future__ import annotations
 
 import base64
+import re
 import importlib.util
 import sys
 from pathlib import Path
@@ -90,3 +91,41 @@ def test_notebook_runs_top_to_bottom(
     assert Path(interpreter).parent == Path(sys.executable).parent, interpreter
     big = [(i, n) for i, n in _images(fresh) if n > MAX_IMAGE_BYTES]
     assert not big, f"{name}: images over 200 kB (cell, bytes): {big}"
+
+
+MACHINE_PATH = re.compile(r"(?:/home/|/root/|/Users/|/tmp/|/work/|/private/|[A-Za-z]:\\\\Users)")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_stored_outputs_carry_no_path_of_the_machine_that_ran_them(name: str) -> None:
+    nb = nbformat.read(TUTORIALS / name, as_version=4)
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            texts.append(str(output.get("text", "")))
+            texts += [str(d) for m, d in output.get("data", {}).items() if m.startswith("text/")]
+    found = sorted({m.group(0) for t in texts for m in MACHINE_PATH.finditer(t)})
+    root = str(TUTORIALS.parent)
+    assert not found and not any(root in t for t in texts), (
+        f"{name} stores machine paths {found}: rebuild it with tutorials/_build.py, which "
+        "scrubs them"
+    )
+
+
+def test_scrubbing_relativises_the_checkout_and_names_the_rest() -> None:
+    build = _build_module()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+    home = str(Path.home())
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output(
+            "stream",
+            name="stderr",
+            text=f"/somewhere/else/captum_layer_saliency/baselines.py:181: UserWarning\n"
+            f"{TUTORIALS.parent}/README.md {home}/data {sys.prefix}/bin/python",
+        )
+    ]
+    build.scrub_paths(nb)
+    text = nb.cells[0].outputs[0].text
+    assert text.startswith("captum_layer_saliency/baselines.py:181: UserWarning\n")
+    assert "./README.md" in text and "<venv>/bin/python" in text
+    assert str(TUTORIALS.parent) not in text and home not in text

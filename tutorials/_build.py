@@ -2,17 +2,21 @@
 
 The committed notebooks carry their executed outputs; this script is how they are made::
 
-    .venv/bin/python tutorials/_build.py            # write and execute all five
+    .venv/bin/python tutorials/_build.py            # write and execute all of them
     .venv/bin/python tutorials/_build.py 03 --no-execute
 
-Edit the cells here, not in the ``.ipynb`` files, then rebuild. Execution uses the same settings
-as ``tests/test_tutorials.py`` (offline, progress bars off, one kernel per notebook).
+Edit the cells here (or in the ``_*.py`` cell modules beside it), not in the ``.ipynb`` files,
+then rebuild. Execution uses the same settings as ``tests/test_tutorials.py`` (offline, progress
+bars off, one kernel per notebook). The stored outputs carry no path of the machine that ran
+them (:func:`scrub_paths`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import site
 import sys
 import tempfile
 import time
@@ -22,6 +26,8 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _own_texts import OWN_TEXTS  # noqa: E402
 
 #: Common first code cell: offline, one thread, small inline figures.
 SETUP = """\
@@ -884,6 +890,7 @@ NOTEBOOKS = {
     "03_compare_with_captum.ipynb": COMPARE,
     "04_your_own_model.ipynb": OWN_MODEL,
     "05_lafa.ipynb": LAFA_NB,
+    "06_your_own_texts.ipynb": [md(t) if kind == "md" else code(t) for kind, t in OWN_TEXTS],
 }
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -932,6 +939,48 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookN
     return nb
 
 
+#: An absolute path into a copy of the package (``/x/y/captum_layer_saliency/``).
+PACKAGE_PATH = re.compile(r"(?<![\w.~<>-])(?:/[^\s/\"':]+)+/captum_layer_saliency/")
+
+
+def _machine_paths() -> list[tuple[str, str]]:
+    """(absolute path, what to show instead), longest first: the checkout, the environment,
+    the home and temporary folders of the machine that runs the notebooks."""
+    import tempfile as _tempfile
+
+    places = [(str(HERE.parent), "."), (sys.prefix, "<venv>"), (sys.base_prefix, "<python>")]
+    places += [(p, "<site-packages>") for p in site.getsitepackages()]
+    places += [(str(Path.home()), "~"), (os.path.realpath(_tempfile.gettempdir()), "<tmp>")]
+    places += [(_tempfile.gettempdir(), "<tmp>")]
+    return sorted({(p, r) for p, r in places if len(p) > 1}, key=lambda pr: -len(pr[0]))
+
+
+def scrub_paths(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Replace the machine's absolute paths in every output by relative or named ones.
+
+    A warning printed as ``/home/me/checkout/captum_layer_saliency/baselines.py:181`` is stored
+    as ``./captum_layer_saliency/baselines.py:181``; the temporary folder becomes ``<tmp>``.
+    """
+    pattern = re.compile("|".join(re.escape(p) for p, _ in _machine_paths()))
+    replace = dict(_machine_paths())
+
+    def clean(text: str) -> str:
+        # Any other checkout's or environment's copy of the package: shown from the package.
+        text = PACKAGE_PATH.sub("captum_layer_saliency/", text)
+        return pattern.sub(lambda m: replace[m.group(0)], text)
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = clean(output["text"])
+            for mime, data in output.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(data, str):
+                    output["data"][mime] = clean(data)
+            if "traceback" in output:
+                output["traceback"] = [clean(line) for line in output["traceback"]]
+    return nb
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("only", nargs="*", help="notebook name prefixes (default: all)")
@@ -945,7 +994,7 @@ def main() -> int:
         nb = build(name)
         if not args.no_execute:
             start = time.perf_counter()
-            execute(nb)
+            scrub_paths(execute(nb))
             print(f"{name}: executed in {time.perf_counter() - start:.1f} s", flush=True)
         nbformat.validate(nb)
         nbformat.write(nb, HERE / name)
