@@ -9,8 +9,8 @@ must stay small: no image over 200 kB, and no cell left with an error.
 from __future__ import annotations
 
 import base64
-import re
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
