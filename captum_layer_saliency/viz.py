@@ -147,14 +147,15 @@ def plot_token_heatmap(
         raise ValueError(f"per_row must be at least 1, got {per_row}")
     n = max(1, len(tokens))
     rows = math.ceil(n / per_row)
-    grid = np.full((rows, per_row), np.nan)
+    cols = min(n, per_row)  # a short text fills its one row
+    grid = np.full((rows, cols), np.nan)
     grid.flat[: values.size] = values
     norm = _symmetric_norm(values)
-    fig = Figure(figsize=(max(4.0, 0.95 * min(n, per_row) + 1.5), 0.55 * rows + 1.2))
+    fig = Figure(figsize=(max(4.0, 0.95 * cols + 1.5), 0.55 * rows + 1.2))
     ax = fig.add_subplot()
     image = ax.imshow(grid, cmap=_cmap(), norm=norm, aspect="auto")
     for i, token in enumerate(tokens):
-        r, c = divmod(i, per_row)
+        r, c = divmod(i, cols)
         shade = norm(values[i]) if np.isfinite(values[i]) else 0.5
         # White text on the darkest cells keeps every token legible.
         ax.text(
@@ -163,7 +164,8 @@ def plot_token_heatmap(
             _mpl_text(token),
             ha="center",
             va="center",
-            fontsize=9,
+            # Long words get a smaller font so that they stay inside their cell.
+            fontsize=max(6.0, min(9.0, 80.0 / max(1, len(_mpl_text(token))))),
             color="white" if abs(float(shade) - 0.5) > 0.35 else "black",
         )
     ax.set_xticks([])

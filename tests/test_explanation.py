@@ -168,3 +168,62 @@ def test_explaining_another_class(tiny_classifier: TextClassifier) -> None:
             TextClassifier(tiny_classifier.model, tiny_classifier.tokenizer, labels=["a", "b"]),
             "good",
         )
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless chromium to render the page")
+def test_the_page_renders_in_a_browser_with_the_script_shown_as_text(
+    tmp_path: Path, tiny_classifier: TextClassifier
+) -> None:
+    import subprocess
+
+    explanations = explain(tiny_classifier, [SCRIPT, "the movie was very good"], words=True)
+    explanations[0].plot(save=tmp_path / "one.png")
+    page = tmp_path / "page.html"
+    page.write_text(explanations_html(explanations, images=["one.png", None]), encoding="utf-8")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"]
+    browser = str(_chromium())
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "<script" not in dom.lower()  # nothing became an element
+    assert "&lt;script&gt;" in dom or "&lt;" in dom  # the text is shown as text
+    assert dom.count('class="tok"') == sum(len(e.words or []) for e in explanations)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
+
+
+def test_a_method_prepares_once_on_the_texts_before_the_first_batch(
+    tiny_classifier: TextClassifier,
+) -> None:
+    from captum_layer_saliency.explaining import make_attributor
+
+    base = make_attributor(tiny_classifier, "ixg")
+    seen: list[list[str]] = []
+
+    class Preparing:
+        options = base.options
+
+        def prepare(self, texts: list[str]) -> None:
+            seen.append(texts)
+
+        def attribute(self, *args: object) -> object:
+            assert seen, "attribute before prepare"
+            return base.attribute(*args)  # type: ignore[arg-type]
+
+    texts = ["the movie was very good", "boring .", "fun !"]
+    out = explain(tiny_classifier, texts, attributor=Preparing(), method="ixg", batch_size=2)
+    assert seen == [texts] and len(out) == 3
