@@ -361,8 +361,9 @@ def _report(out_dir: str, reference: str | None, examples: int) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and the tests)."""
+    console_script = Path(sys.argv[0]).name.startswith("captum-layer-saliency")
     parser = argparse.ArgumentParser(
-        prog="python -m captum_layer_saliency",
+        prog="captum-layer-saliency" if console_script else "python -m captum_layer_saliency",
         description="Decoded Layer Saliency: explain texts, compare attribution methods, build "
         "default models.",
     )
