@@ -166,7 +166,8 @@ def align_words(
             span = spans[index[key]]
             span[0], span[1] = min(span[0], start), max(span[1], end)
         token_words.append(index[key])
-    words = [sources[seg][a:b] for seg, (a, b) in zip(segments, spans, strict=True)]
+    # Byte-level BPE tokenizers (GPT-2, RoBERTa) may count a word's leading space in its span.
+    words = [sources[seg][a:b].strip() for seg, (a, b) in zip(segments, spans, strict=True)]
     return WordAlignment(words=words, token_words=token_words, segments=segments)
 
 

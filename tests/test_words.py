@@ -158,3 +158,22 @@ def test_a_truncated_row_keeps_the_words_it_has(piece_classifier: TextClassifier
     assert e.truncated
     assert e.words == ["a", "very", "good"]
     assert len(e.tokens) == 5
+
+
+def test_a_byte_level_bpe_tokenizer_gives_the_words_without_their_spaces() -> None:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        ["the movie was good", "the plot was bad"] * 20, vocab_size=300, min_frequency=1,
+        special_tokens=["<s>", "</s>", "<pad>"],
+    )  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    text = "the movie was unflinchingly bleak"
+    alignment = align_words(tokenizer, text)
+    assert alignment.words == ["the", "movie", "was", "unflinchingly", "bleak"]
+    pieces = [t for t, w in zip(tokenizer.tokenize(text), alignment.token_words) if w == 3]
+    assert len(pieces) > 1  # an unseen word: several byte-level pieces, one word
