@@ -134,7 +134,9 @@ print((work / "my_reviews.csv").read_text())
 `explain` runs one method (DLS by default, or any name from `list-methods`) and returns one
 `Explanation` per text. With `words=True` the sub-word scores are summed into the tokenizer's own
 words (`word_ids()`; special tokens dropped), so *unflinchingly*, five tokens, gets one score,
-and the word scores add up to the token scores.
+and the word scores add up to the token scores. DLS chooses its layer once for the model,
+label-free, before the first explanation: for a model without a stored choice it calibrates on
+the texts being explained (no labels are read); `e.layer` names the layer.
 """,
     ),
     (
