@@ -87,8 +87,9 @@ _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
 
 #: Standing one-off costs of methods, paid once per run (not per example).
 ONE_OFF_NOTES: dict[str, str] = {
-    "dls": "a default model's layer selection is fitted once, on 128 unlabelled texts of its "
-    "task (one forward and backward each); other models select per example",
+    "dls": "chooses its layer once per model, label-free: the default models carry their "
+    "choice (no cost); another model calibrates on up to 128 of the run's texts (one forward "
+    "and backward each), before its first row",
     "lafa": "encodes its reference corpus into a neighbour index once (cached on disk)",
 }
 
