@@ -175,5 +175,6 @@ def test_a_byte_level_bpe_tokenizer_gives_the_words_without_their_spaces() -> No
     text = "the movie was unflinchingly bleak"
     alignment = align_words(tokenizer, text)
     assert alignment.words == ["the", "movie", "was", "unflinchingly", "bleak"]
-    pieces = [t for t, w in zip(tokenizer.tokenize(text), alignment.token_words) if w == 3]
+    tokens = tokenizer.tokenize(text)  # no special tokens: one word index per token
+    pieces = [t for t, w in zip(tokens, alignment.token_words, strict=True) if w == 3]
     assert len(pieces) > 1  # an unseen word: several byte-level pieces, one word
