@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from captum_layer_saliency import _passes
 from captum_layer_saliency.hf import TextClassifier, classifier_forward
+from captum_layer_saliency.reductions import check_reduction, reduce_hidden
 from captum_layer_saliency.surgery import UnsupportedModelError, find_model_parts
 
 GRADIENT, PERTURBATION, ATTENTION, LAYER, CONTROL = (
@@ -409,6 +410,8 @@ class _EmbeddingAttributor(Attributor):
         self.layer = embedding_layer(clf.model, layer)
         self.forward = clf.forward_func
         self.baseline_token_id = _resolve_token_id(clf, baseline_token_id)
+        #: how the hidden dimension is reduced (:mod:`captum_layer_saliency.reductions`)
+        self.reduction = check_reduction(options.get("reduction", "sum"))
 
     def _baseline(self, input_ids: Tensor, attention_mask: Tensor, special: Tensor) -> Tensor:
         return pad_baseline(input_ids, attention_mask, special, self.baseline_token_id)
@@ -427,7 +430,7 @@ class _EmbeddingAttributor(Attributor):
         return self._reduce(attr)
 
     def _reduce(self, attr: Tensor) -> Tensor:
-        return attr.sum(-1)
+        return reduce_hidden(attr, self.reduction)
 
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
@@ -447,8 +450,8 @@ class SaliencyAttributor(_EmbeddingAttributor):
         norm: str = "l2",
         baseline_token_id: int | None = None,
     ) -> None:
-        if norm not in ("l1", "l2"):
-            raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+        if norm not in ("l1", "l2", "squared_l2"):
+            raise ValueError(f"norm must be 'l1', 'l2' or 'squared_l2', got {norm!r}")
         super().__init__(clf, seed, layer, baseline_token_id, norm=norm)
         self.norm = norm
 
@@ -464,11 +467,15 @@ class SaliencyAttributor(_EmbeddingAttributor):
         return result
 
     def _reduce(self, attr: Tensor) -> Tensor:
-        return attr.norm(p=1 if self.norm == "l1" else 2, dim=-1)
+        return reduce_hidden(attr, self.norm)
 
 
 class InputXGradientAttributor(_EmbeddingAttributor):
-    """Embedding output × gradient, summed over the hidden dimension (Thermostat's GxA)."""
+    """Embedding output × gradient, summed over the hidden dimension (Thermostat's GxA).
+
+    ``reduction`` (default ``"sum"``) may be any of
+    :data:`~captum_layer_saliency.reductions.REDUCTIONS` (``"squared_l2"``: LAFA's Eq. 3).
+    """
 
     def __init__(
         self,
@@ -477,8 +484,9 @@ class InputXGradientAttributor(_EmbeddingAttributor):
         seed: int = 0,
         layer: str = "embeddings",
         baseline_token_id: int | None = None,
+        reduction: str = "sum",
     ) -> None:
-        super().__init__(clf, seed, layer, baseline_token_id)
+        super().__init__(clf, seed, layer, baseline_token_id, reduction=reduction)
 
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
@@ -492,7 +500,8 @@ class InputXGradientAttributor(_EmbeddingAttributor):
 
 
 class IntegratedGradientsAttributor(_EmbeddingAttributor):
-    """Layer Integrated Gradients from the PAD baseline."""
+    """Layer Integrated Gradients from the PAD baseline, reduced by ``reduction`` (default
+    ``"sum"``; see :data:`~captum_layer_saliency.reductions.REDUCTIONS`)."""
 
     def __init__(
         self,
@@ -504,6 +513,7 @@ class IntegratedGradientsAttributor(_EmbeddingAttributor):
         internal_batch_size: int | None = None,
         layer: str = "embeddings",
         baseline_token_id: int | None = None,
+        reduction: str = "sum",
     ) -> None:
         super().__init__(
             clf,
@@ -513,6 +523,7 @@ class IntegratedGradientsAttributor(_EmbeddingAttributor):
             n_steps=n_steps,
             method=method,
             internal_batch_size=internal_batch_size,
+            reduction=reduction,
         )
         self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
 
@@ -1203,8 +1214,14 @@ class PassCounter:
 def _lafa_factory(clf: TextClassifier, **options: Any) -> TokenAttributor:
     """LAFA, imported on first use (like DLS). ``register_lafa`` then replaces this spec with
     the real factory, whose signature ``get_method`` checks the options against."""
-    importlib.import_module("captum_layer_saliency.attr.lafa").register_lafa()
+    importlib.import_module("captum_layer_saliency.attr.lafa_factory").register_lafa()
     return get_method("lafa", clf, **options)
+
+
+def _smoothgrad_factory(clf: TextClassifier, **options: Any) -> TokenAttributor:
+    """SmoothGrad, imported on first use; ``register_smoothgrad`` replaces this spec."""
+    importlib.import_module("captum_layer_saliency.attr.smoothgrad").register_smoothgrad()
+    return get_method("smoothgrad", clf, **options)
 
 
 def _register_builtins() -> None:
@@ -1235,6 +1252,15 @@ def _register_builtins() -> None:
                 GRADIENT,
             ),
             ("ig", "lig"),
+        ),
+        (
+            MethodSpec(
+                "smoothgrad",
+                "gradient at noisy embeddings, reduced per sample and averaged, 25 samples",
+                _smoothgrad_factory,
+                GRADIENT,
+            ),
+            ("sg", "smooth_grad"),
         ),
         (
             MethodSpec(
@@ -1327,7 +1353,7 @@ def _register_builtins() -> None:
         (
             MethodSpec(
                 "lafa",
-                "LAFA: gradient saliency smoothed over k similar reference texts",
+                "LAFA: a base saliency smoothed over k neighbours in the model's own hidden layer",
                 _lafa_factory,
                 GRADIENT,
             ),

@@ -34,16 +34,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import random
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +54,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_layer_saliency._files import (  # noqa: F401  (re-exported: the cache API)
+    CACHE_ENV,
+    DEFAULT_CACHE_DIR,
+    atomic_write,
+    resolve_cache_dir,
+    sha256_file,
+)
 from captum_layer_saliency._lora import add_lora, lora_state, merge_lora
 from captum_layer_saliency.data.ag_news import AG_NEWS_LABELS
 from captum_layer_saliency.data.hatexplain import HATEXPLAIN_LABELS
@@ -68,8 +73,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "CAPTUM_LAYER_SALIENCY_CACHE"
-DEFAULT_CACHE_DIR = Path("~/.cache/captum_layer_saliency")
 PACKAGED_DIR = Path(__file__).parent / "artifacts"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -294,57 +297,6 @@ def _seed_everything(seed: int) -> torch.Generator:
 
 
 # --------------------------------------------------------------------------- files, hashes, cache
-
-
-def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The user cache directory: ``path``, else ``$CAPTUM_LAYER_SALIENCY_CACHE``, else the default.
-
-    Args:
-        path: an explicit directory.
-
-    Returns:
-        The (not necessarily existing) directory.
-    """
-    chosen = path if path is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
-    return Path(chosen).expanduser()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` so that readers see either the old file or the complete new one.
-
-    ``write`` fills a temporary file in the same directory, which is then renamed over ``path``
-    with :func:`os.replace` (atomic on POSIX and Windows). If ``write`` fails or is interrupted
-    (``KeyboardInterrupt`` included), the temporary file is removed and ``path`` is untouched.
-
-    Args:
-        path: the destination.
-        write: called with the temporary path; must write the whole content there.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        # mkstemp makes 0600 files; give the artifact the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
