@@ -132,7 +132,8 @@ def test_shape_errors_and_bad_k() -> None:
 
 
 def test_plausibility_metadata() -> None:
-    assert {m.name for m in metrics_of_kind("plausibility")} == {"token_f1", "iou_f1", "auprc"}
-    assert all(METRICS[name].higher_is_better for name in ("token_f1", "iou_f1", "auprc"))
+    names = {"token_f1", "iou_f1", "auprc", "word_sentiment_r"}
+    assert {m.name for m in metrics_of_kind("plausibility")} == names
+    assert all(METRICS[name].higher_is_better for name in names)
     with pytest.raises(ValueError):
         metrics_of_kind("speed")

@@ -37,7 +37,6 @@ and ``n_tokens_original``.
 
 from __future__ import annotations
 
-import bisect
 import importlib
 import inspect
 import os
@@ -63,6 +62,8 @@ from .plan import format_plan, plan_comparison
 #: Columns every dataset row must have, and the two that carry word-level human rationales.
 REQUIRED_COLUMNS = ("text", "label")
 RATIONALE_COLUMNS = ("words", "rationale")
+#: The column of per-word SST sentiments (``|label - 2|``) that ``word_sentiment_r`` needs.
+WORD_SENTIMENT = "word_sentiment"
 #: The metrics that are the mean over bins of :func:`metrics.aopc_curves`' curves.
 AOPC_METRICS = ("comprehensiveness", "sufficiency")
 #: AOPC scaled to per-example bounds; the bounds depend on the inputs only (cached per batch).
@@ -117,22 +118,36 @@ def _build_method(
     return attributor
 
 
-def default_metrics(has_rationales: bool) -> list[str]:
-    """Every faithfulness metric, plus the plausibility ones when rationales are available."""
+def _needs_word_sentiment(metric: Any) -> bool:
+    return getattr(metric, "inputs", "rationale") == WORD_SENTIMENT
+
+
+def default_metrics(has_rationales: bool, has_word_sentiment: bool = False) -> list[str]:
+    """Every faithfulness metric, plus the plausibility ones the data supports (rationales;
+    SST word sentiments for ``word_sentiment_r``)."""
     registry = _module("metrics").METRICS
     return [
         name
         for name, metric in registry.items()
-        if metric.kind == "faithfulness" or (has_rationales and metric.kind == "plausibility")
+        if metric.kind == "faithfulness"
+        or (
+            has_rationales
+            and metric.kind == "plausibility"
+            and (has_word_sentiment or not _needs_word_sentiment(metric))
+        )
     ]
 
 
-def check_metrics(names: Sequence[str], has_rationales: bool) -> list[str]:
+def check_metrics(
+    names: Sequence[str], has_rationales: bool, has_word_sentiment: bool | None = None
+) -> list[str]:
     """Validate metric names against the registry and the data, dropping repeats.
 
     Args:
         names: metric names.
         has_rationales: whether the data has human rationales (needed by plausibility metrics).
+        has_word_sentiment: whether the rows have SST word sentiments (needed by
+            ``word_sentiment_r``); ``None``: not known yet, not checked.
 
     Returns:
         The names, in order, without repeats.
@@ -155,6 +170,11 @@ def check_metrics(names: Sequence[str], has_rationales: bool) -> list[str]:
             raise InvalidComparisonError(
                 f"metric {key!r} needs human rationales, and this dataset has none "
                 "(choose a task with rationales, or drop the plausibility metrics)"
+            )
+        if has_word_sentiment is False and _needs_word_sentiment(registry[key]):
+            raise InvalidComparisonError(
+                f"metric {key!r} needs SST word sentiments (a '{WORD_SENTIMENT}' column), and "
+                "this dataset has none (use the task sst2_words)"
             )
         if key not in out:
             out.append(key)
@@ -342,28 +362,10 @@ def word_rationale_to_tokens(
     """
     if len(words) != len(rationale):
         raise ValueError(f"{len(words)} words but {len(rationale)} rationale labels")
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("mapping rationales to tokens needs a fast tokenizer (character offsets)")
-    starts, ends = [], []
-    pos = 0
-    for word in words:
-        at = text.find(word, pos)
-        if at < 0:
-            raise ValueError(f"rationale word {word!r} not found in the text after offset {pos}")
-        starts.append(at)
-        ends.append(at + len(word))
-        pos = at + len(word)
-    enc = tokenizer(text, truncation=True, max_length=len(input_ids), return_offsets_mapping=True)
-    if list(enc["input_ids"]) != list(input_ids):
-        raise ValueError("re-encoding the text for its offsets did not reproduce its token ids")
-    labels = []
-    for start, end in enc["offset_mapping"]:
-        if end <= start:
-            labels.append(0)
-            continue
-        w = bisect.bisect_right(starts, start) - 1
-        labels.append(int(bool(rationale[w])) if w >= 0 and start < ends[w] else 0)
-    return labels
+    word_ids = _module("metrics.sentiment_correlation").token_word_ids(
+        tokenizer, text, words, input_ids
+    )
+    return [int(bool(rationale[w])) if w >= 0 else 0 for w in word_ids]
 
 
 def _finite_list(values: Tensor) -> list[float | None]:
@@ -384,6 +386,7 @@ class _Batch:
         with_rationales: bool,
         max_length: int,
         indices: Sequence[int],
+        with_word_sentiment: bool = False,
     ) -> None:
         texts = [str(e["text"]) for e in examples]
         with warnings.catch_warnings():
@@ -425,6 +428,19 @@ class _Batch:
                 )
                 rat[i, keep[i].nonzero().flatten()] = torch.tensor(labels, dtype=torch.long)
             self.rationale = rat.to(self.input_ids.device) & self.valid.long()
+        self.word_ids: Tensor | None = None
+        self.word_sentiment: Tensor | None = None
+        if with_word_sentiment:
+            token_word_ids = _module("metrics.sentiment_correlation").token_word_ids
+            word_ids = torch.full(ids_host.shape, -1, dtype=torch.long)
+            widest = max(len(ex["words"]) for ex in examples)
+            sentiment = torch.full((len(examples), widest), float("nan"), dtype=torch.float64)
+            for i, ex in enumerate(examples):
+                found = token_word_ids(clf.tokenizer, texts[i], ex["words"], self.ids[i])
+                word_ids[i, keep[i].nonzero().flatten()] = torch.tensor(found, dtype=torch.long)
+                values = [float(v) for v in ex[WORD_SENTIMENT]]
+                sentiment[i, : len(values)] = torch.tensor(values, dtype=torch.float64)
+            self.word_ids, self.word_sentiment = word_ids, sentiment
 
 
 def _score(
@@ -461,6 +477,9 @@ def _score(
             values[name] = metrics.normalise_aopc(
                 curves[key].mean(-1), batch.aopc_bounds[key].to(curves[key])
             )
+        elif _needs_word_sentiment(metrics.METRICS[name]):
+            assert batch.word_ids is not None and batch.word_sentiment is not None
+            values[name] = _metric_fn(name)(scores.cpu(), batch.word_ids, batch.word_sentiment)
         elif metrics.METRICS[name].kind == "plausibility":
             assert batch.rationale is not None
             values[name] = _metric_fn(name)(scores, batch.rationale, batch.valid)
@@ -556,9 +575,13 @@ def run_comparison(
     options = {canonical_method(k): dict(v) for k, v in (method_options or {}).items()}
     examples = _examples(dataset, limit)
     has_rationales = all(c in examples[0] for c in RATIONALE_COLUMNS)
+    has_sentiment = has_rationales and WORD_SENTIMENT in examples[0]
     metric_names = check_metrics(
-        default_metrics(has_rationales) if metrics is None else metrics, has_rationales
+        default_metrics(has_rationales, has_sentiment) if metrics is None else metrics,
+        has_rationales,
+        has_sentiment,
     )
+    with_sentiment = any(_needs_word_sentiment(_module("metrics").METRICS[m]) for m in metric_names)
     rank, world = shard if shard is not None else (0, 1)
     if world < 1 or not 0 <= rank < world:
         raise InvalidComparisonError(
@@ -643,7 +666,9 @@ def run_comparison(
                     continue
                 batch_examples = [examples[i] for i in positions]
                 batch_indices = [indices[i] for i in positions]
-                batch = _Batch(clf, batch_examples, has_rationales, budget, batch_indices)
+                batch = _Batch(
+                    clf, batch_examples, has_rationales, budget, batch_indices, with_sentiment
+                )
                 for method in todo:
                     if method not in prepared:  # after the resume check: only if rows remain
                         prepared.add(method)

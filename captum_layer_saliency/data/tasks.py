@@ -8,6 +8,7 @@ plausibility metrics can be computed on the very rows the faithfulness metrics u
 | task | data (default split) | rows | model | rationales |
 |---|---|---|---|---|
 | ``sst2`` | SST-2 dev + SST phrase rationales | 872 | ``sst2`` | yes |
+| ``sst2_words`` | SST-2 test (or dev) + SST word sentiments | 1,815 | ``sst2`` | yes |
 | ``ag_news`` | AG News held-out part | 1,600 | ``ag_news`` | no |
 | ``eraser_movies`` | ERASER movie reviews, test, first 400 words | 199 | ``sst2`` | yes |
 | ``imdb`` | IMDB test | 25,000 | ``sst2`` | no |
@@ -32,6 +33,7 @@ from .eraser_movies import load_eraser_movies
 from .hatexplain import HATEXPLAIN_LABELS, load_hatexplain
 from .imdb import load_imdb
 from .sst_phrases import load_sst2_phrases
+from .sst_words import load_sst_word_sentiment
 
 ERASER_MAX_WORDS = 400
 """Words kept per ERASER review in the ``eraser_movies`` task. With the default BERT-uncased
@@ -146,6 +148,10 @@ def _sst2(split: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
     return load_sst2_phrases(data_dir=data_dir)
 
 
+def _sst2_words(split: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
+    return load_sst_word_sentiment(split, data_dir=data_dir)[0]
+
+
 def _ag_news(split: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
     return load_ag_news(split, data_dir=data_dir)
 
@@ -176,6 +182,20 @@ TASKS: dict[str, TaskSpec] = {
             loader=_sst2,
             default_split="validation",
             splits=("validation",),
+            has_rationales=True,
+            label_names=SENTIMENT_LABELS,
+        ),
+        TaskSpec(
+            name="sst2_words",
+            description=(
+                "SST-2 test sentences matched to their SST trees (1,815 of 1,821), with the "
+                "word sentiments of LAFA's benchmark (metric word_sentiment_r) and phrase "
+                "rationales"
+            ),
+            model="sst2",
+            loader=_sst2_words,
+            default_split="test",
+            splits=("test", "validation"),
             has_rationales=True,
             label_names=SENTIMENT_LABELS,
         ),

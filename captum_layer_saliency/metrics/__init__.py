@@ -43,6 +43,11 @@ from captum_layer_saliency.metrics.plausibility import (
     iou_f1,
     token_f1_at_k,
 )
+from captum_layer_saliency.metrics.sentiment_correlation import (
+    merge_to_words,
+    sentiment_correlation,
+    token_word_ids,
+)
 
 FAITHFULNESS = "faithfulness"
 PLAUSIBILITY = "plausibility"
@@ -58,6 +63,10 @@ class Metric:
         kind: ``"faithfulness"`` or ``"plausibility"`` (which decides the call signature).
         description: one line for reports.
         fn: the function computing it, one value per example.
+    inputs: what a plausibility metric compares with: ``"rationale"`` (called as
+        ``fn(scores, rationale, valid_mask)``) or ``"word_sentiment"`` (called as
+        ``fn(scores, word_ids, word_sentiment)``; see
+        :func:`~captum_layer_saliency.metrics.sentiment_correlation.sentiment_correlation`).
     """
 
     name: str
@@ -65,6 +74,7 @@ class Metric:
     kind: str
     description: str
     fn: Callable[..., Tensor] | None = None
+    inputs: str = "rationale"
 
 
 METRICS: dict[str, Metric] = {
@@ -149,6 +159,14 @@ METRICS: dict[str, Metric] = {
             "area under the precision-recall curve against the human rationale",
             auprc,
         ),
+        Metric(
+            "word_sentiment_r",
+            True,
+            PLAUSIBILITY,
+            "Pearson r of word attributions with SST word sentiment |label - 2| (LAFA's measure)",
+            sentiment_correlation,
+            inputs="word_sentiment",
+        ),
     )
 }
 
@@ -185,12 +203,15 @@ __all__ = [
     "kendall_tau_loo",
     "leave_one_out",
     "log_odds",
+    "merge_to_words",
     "metrics_of_kind",
     "normalise_aopc",
     "normalised_comprehensiveness",
     "normalised_sufficiency",
+    "sentiment_correlation",
     "sufficiency",
     "token_f1_at_k",
+    "token_word_ids",
     "tokens_for_fraction",
     "top_k_mask",
     "valid_token_mask",
