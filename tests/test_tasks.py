@@ -44,9 +44,11 @@ def test_registry_lists_the_tasks() -> None:
         "hatexplain_toxic",
         "imdb",
         "sst2",
+        "sst2_words",
     ]
     assert {n: TASKS[n].model for n in TASKS} == {
         "sst2": "sst2",
+        "sst2_words": "sst2",
         "ag_news": "ag_news",
         "eraser_movies": "sst2",
         "imdb": "sst2",
@@ -58,6 +60,7 @@ def test_registry_lists_the_tasks() -> None:
         "hatexplain",
         "hatexplain_toxic",
         "sst2",
+        "sst2_words",
     ]
     for spec in TASKS.values():
         assert spec.default_split in spec.splits
