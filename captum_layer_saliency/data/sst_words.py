@@ -35,6 +35,7 @@ from datasets import Sequence as HFSequence
 
 from ._schema import SENTIMENT_LABELS, rationale_dataset
 from ._source import resolve_data_dir
+from .sst2 import load_sst2
 from .sst_phrases import DEFAULT_MAX_PHRASE_WORDS, TreeNode, parse_tree, phrase_rationale
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,6 @@ SPLITS = ("validation", "test")
 _VENDORED = Path(__file__).parent / "vendored"
 _TREES = {"validation": "dev.txt", "test": "test.txt"}
 _VENDORED_TREES = {"validation": "sst_dev_trees.txt.gz", "test": "sst_test_trees.txt.gz"}
-_GLUE = {"validation": "dev.tsv", "test": "test.tsv"}
-_VENDORED_GLUE = {"validation": "sst2_dev.tsv.gz", "test": "sst2_test.tsv.gz"}
 
 
 def leaf_labels(root: TreeNode) -> list[int]:
@@ -108,33 +107,17 @@ def _read_lines(paths: Sequence[Path | None]) -> list[str] | None:
     return None
 
 
-def _local(split: str, data_dir: Path | None) -> tuple[list[str], list[str]]:
-    """The split's tree lines and GLUE TSV lines: the data directory first, then the vendored
-    copies."""
+def _tree_lines(split: str, data_dir: Path | None) -> list[str]:
+    """The split's tree lines: the data directory first, then the vendored copy."""
     trees = _read_lines(
         [
             None if data_dir is None else data_dir / "sst" / "trees" / _TREES[split],
             _VENDORED / _VENDORED_TREES[split],
         ]
     )
-    glue = _read_lines(
-        [
-            None if data_dir is None else data_dir / "sst2_glue" / _GLUE[split],
-            _VENDORED / _VENDORED_GLUE[split],
-        ]
-    )
-    if trees is None or glue is None:
-        raise FileNotFoundError(f"the SST trees or SST-2 sentences of {split!r} are missing")
-    return trees, glue
-
-
-def _sentences(split: str, glue_lines: list[str]) -> list[str]:
-    """The GLUE sentences of a split's TSV (dev: ``sentence\\tlabel``; test:
-    ``index\\tsentence``)."""
-    rows = [line for line in glue_lines[1:] if line.strip()]
-    if split == "test":
-        return [line.split("\t", 1)[1] for line in rows]
-    return [line.rsplit("\t", 1)[0] for line in rows]
+    if trees is None:
+        raise FileNotFoundError(f"the SST trees of {split!r} are missing")
+    return trees
 
 
 def match_trees(
@@ -180,13 +163,13 @@ def load_sst_word_sentiment(
 
     Raises:
         ValueError: an unknown split, or a dev label that disagrees with its tree.
-        FileNotFoundError: neither the data directory nor the package holds the files.
+        FileNotFoundError: neither the data directory nor the package holds the trees.
+        DataUnavailableError: the SST-2 sentences cannot be found.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
-    tree_lines, glue_lines = _local(split, resolve_data_dir(data_dir))
-    trees = [parse_tree(line) for line in tree_lines if line.strip()]
-    sentences = _sentences(split, glue_lines)
+    trees = [parse_tree(line) for line in _tree_lines(split, resolve_data_dir(data_dir)) if line]
+    sentences = [str(t) for t in load_sst2(split, data_dir=data_dir)["text"]]
     matched, unmatched = match_trees(sentences, trees)
     columns: dict[str, list[Any]] = {
         "idx": [],
