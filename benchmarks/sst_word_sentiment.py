@@ -160,6 +160,25 @@ def summarise(done: dict[str, dict[int, float | None]], reference: str) -> str:
             f"{values.std(ddof=1):.3f} | [{low:.3f}, {high:.3f}] | "
             f"{'' if paper is None else f'{paper[0]:.3f} ({paper[1]:.3f})'} |"
         )
+    common = (
+        set.intersection(*({i for i, v in rows.items() if v is not None} for rows in done.values()))
+        if done
+        else set()
+    )
+    if len(done) > 1 and len(common) > 1:
+        lines += [
+            "",
+            f"On the {len(common)} sentences every method scored (same sentences, so the "
+            "orderings compare like with like):",
+            "",
+            "| method | mean r | 95 % CI |",
+            "|---|---|---|",
+        ]
+        order = sorted(done, key=lambda m: -np.mean([done[m][i] for i in common]))
+        for name in order:
+            values = np.array([done[name][i] for i in sorted(common)])
+            low, high = _ci(values)
+            lines.append(f"| {name} | {values.mean():.3f} | [{low:.3f}, {high:.3f}] |")
     if reference in done:
         lines += [
             "",
@@ -193,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--lafa", nargs="*", default=[], help="key=value options for lafa (e.g. layer=3 lam=1)"
     )
+    parser.add_argument(
+        "--options", nargs="*", default=[], help="key=value options for every method run"
+    )
     parser.add_argument("--name", default=None, help="the row name (default: the method's)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -216,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = parse_limits(args.limit)
         for name in args.methods:
             registry, options = METHODS[name]
+            options = {**options, **parse_options(args.options)}
             if registry == "lafa":
                 options = {**options, **parse_options(args.lafa)}
             n = limits.get(name, limits.get("*", len(examples)))
