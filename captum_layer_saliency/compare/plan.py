@@ -50,12 +50,17 @@ def _option(method: str, name: str, options: Mapping[str, Any], default: int) ->
     return default
 
 
-def _lafa_k(options: Mapping[str, Any]) -> int:
-    if "k" in options:
-        return int(options["k"])
+def _lafa_passes(n: int, options: Mapping[str, Any]) -> float:
+    """At most ``k + 1`` runs of the base (the input and its neighbours; a neighbour's base
+    scores are computed once per explainer and reused)."""
     from ..attr.lafa import DEFAULTS
+    from ..attr.lafa_factory import FACTORY_DEFAULTS
 
-    return int(DEFAULTS["k"])
+    k = int(options.get("k", DEFAULTS["k"]))
+    base = options.get("base", FACTORY_DEFAULTS["base"])
+    base_options = {"n_samples": options.get("n_samples", FACTORY_DEFAULTS["n_samples"])}
+    per_run = _METHOD_PASSES[base](n, base_options) if base in _METHOD_PASSES else 1
+    return (k + 1) * per_run
 
 
 #: Forward passes per example of each method, from its options and ``n`` (the example's
@@ -64,6 +69,7 @@ def _lafa_k(options: Mapping[str, Any]) -> int:
 _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
     "saliency": lambda n, o: 1,
     "input_x_gradient": lambda n, o: 1,
+    "smoothgrad": lambda n, o: _option("smoothgrad", "n_samples", o, 25),
     "integrated_gradients": lambda n, o: _option("integrated_gradients", "n_steps", o, 25),
     "deeplift": lambda n, o: 2,
     "deeplift_shap": lambda n, o: 4,
@@ -82,7 +88,7 @@ _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
     "attention_rollout": lambda n, o: 1,
     "random": lambda n, o: 0,
     "dls": lambda n, o: 1,
-    "lafa": lambda n, o: _lafa_k(o) + 1,
+    "lafa": _lafa_passes,
 }
 
 #: Standing one-off costs of methods, paid once per run (not per example).
@@ -90,7 +96,8 @@ ONE_OFF_NOTES: dict[str, str] = {
     "dls": "chooses its layer once per model, label-free: the default models carry their "
     "choice (no cost); another model calibrates on up to 128 of the run's texts (one forward "
     "and backward each), before its first row",
-    "lafa": "encodes its reference corpus into a neighbour index once (cached on disk)",
+    "lafa": "encodes its reference corpus with the classifier into a neighbour index once "
+    "(cached on disk); its passes are an upper bound (neighbours seen before are reused)",
 }
 
 
