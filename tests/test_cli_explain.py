@@ -158,3 +158,24 @@ def test_the_issue_commands_on_the_default_sst2_model(
     assert {w for w, _ in rows[1].top(3)} & {"nothing", "boilerplate"}
     assert (tmp_path / "out" / "explanations.html").exists()
     assert len(list((tmp_path / "out" / "png").glob("*.png"))) == 2
+
+
+def test_text_pairs_from_a_file(
+    tiny: TextClassifier, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import inspect
+
+    if "text_pairs" not in inspect.signature(tiny.encode).parameters:
+        pytest.skip("TextClassifier.encode takes no text pairs in this version")
+    data = tmp_path / "pairs.tsv"
+    data.write_text("premise\thypothesis\nthe movie was good\tit was fun\n", encoding="utf-8")
+    out = tmp_path / "pairs"
+    args = ["explain", "--input", str(data), "--text-column", "premise"]
+    args += ["--text-pair-column", "hypothesis", "--method", "ixg", "--words", "--out", str(out)]
+    assert cli.main(args) == 0
+    [row] = load_explanations(out / "explanations.jsonl")
+    assert row.text_pair == "it was fun"
+    assert row.words == ["the", "movie", "was", "good", "it", "was", "fun"]
+    assert row.tokens.count("[SEP]") == 2
+    html = (out / "explanations.html").read_text(encoding="utf-8")
+    assert all(f'">{word}</span>' in html for word in row.words)
