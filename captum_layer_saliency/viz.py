@@ -246,6 +246,7 @@ def plot_coherence_curves(
     layers: Sequence[int | str] | None = None,
     selected: Mapping[str, int] | None = None,
     ylabel: str = "coherence (share of positions decoding to their own token)",
+    colors: Mapping[str, str] | None = None,
     title: str | None = None,
     save: PathLike | None = None,
 ) -> Figure:
@@ -256,6 +257,8 @@ def plot_coherence_curves(
         layers: the x tick labels (default ``0 .. L-1``).
         selected: model name -> index of the layer its selector picked, marked with a star.
         ylabel: the y-axis label.
+        colors: name -> colour (default: matplotlib's cycle); a report passes
+            :func:`method_colours`.
         title: an optional title.
         save: a PNG path to write.
 
@@ -268,7 +271,8 @@ def plot_coherence_curves(
     for name, values in curves.items():
         ys = _as_float_array(values).reshape(-1)
         longest = max(longest, ys.size)
-        (line,) = ax.plot(range(ys.size), ys, marker="o", label=_mpl_text(name, 60))
+        colour = colors.get(name) if colors else None
+        (line,) = ax.plot(range(ys.size), ys, marker="o", label=_mpl_text(name, 60), color=colour)
         if selected and name in selected:
             i = selected[name]
             ax.plot([i], [ys[i]], marker="*", markersize=16, color=line.get_color(), zorder=3)

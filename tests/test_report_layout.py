@@ -43,3 +43,28 @@ def test_tables_put_the_interval_under_the_mean_and_scroll_rather_than_cut() -> 
     assert "&lt;dls&gt;" in table and "<dls>" not in table
     page = viz.html_page(table)
     assert "img { max-width: 100%" in page and "overflow-x: auto" in page
+
+
+def test_the_report_draws_the_dls_coherence_curve_in_the_methods_colour(tmp_path) -> None:
+    from captum_layer_saliency.compare.report import _coherence_plot
+
+    config = {
+        "layer_selection": {
+            "dls": {
+                "scores": [0.7, 0.8, 0.6],
+                "layer_indices": [0, 1, 2],
+                "layer_names": ["embeddings", "block 1", "block 2"],
+                "layer": 1,
+                "score": "self_recovery",
+            }
+        }
+    }
+    paths: dict = {}
+    images = _coherence_plot(config, tmp_path, paths)
+    assert len(images) == 1 and images[0].startswith("<p><img")
+    assert paths["layer_coherence"].read_bytes()[:4] == b"\x89PNG"
+    assert _coherence_plot({}, tmp_path, {}) == []
+    figure = viz.plot_coherence_curves(
+        {"dls": [0.7, 0.8]}, selected={"dls": 1}, colors=viz.method_colours(["dls"])
+    )
+    assert to_hex(figure.axes[0].get_lines()[0].get_color()) == viz.method_colours(["dls"])["dls"]

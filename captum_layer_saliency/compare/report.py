@@ -609,6 +609,7 @@ def write_report(
     images = []
     if plots:
         images = _plots(summary, out, paths)
+        images += _coherence_plot(config, out, paths)
 
     body = [
         f"<p>Task <code>{html.escape(str(config.get('task', '?')))}</code>, model "
@@ -627,6 +628,36 @@ def write_report(
     title = f"Comparison: {config.get('task', 'custom')} / {config.get('model', 'model')}"
     paths["report_html"].write_text(viz.html_page(body, title=title), encoding="utf-8")
     return paths
+
+
+def _coherence_plot(config: Mapping[str, Any], out: Path, paths: dict[str, Path]) -> list[str]:
+    """The coherence curve of each DLS method's layer choice (recorded in ``run.json`` under
+    ``layer_selection``), the chosen layer starred, in the method's colour."""
+    recorded = config.get("layer_selection") or {}
+    curves, selected, names = {}, {}, None
+    for method, info in recorded.items():
+        scores = info.get("scores") if isinstance(info, Mapping) else None
+        if not scores:
+            continue
+        curves[str(method)] = [math.nan if v is None else float(v) for v in scores]
+        indices = list(info.get("layer_indices") or range(len(scores)))
+        if info.get("layer") in indices:
+            selected[str(method)] = indices.index(info["layer"])
+        names = names or info.get("layer_names")
+    if not curves:
+        return []
+    path = out / "layer_coherence.png"
+    viz.plot_coherence_curves(
+        curves,
+        layers=names,
+        selected=selected,
+        ylabel=f"coherence ({next(iter(recorded.values())).get('score', 'label-free')})",
+        colors=viz.method_colours(curves),
+        title="DLS: coherence per layer (chosen layer starred)",
+        save=path,
+    )
+    paths["layer_coherence"] = path
+    return [_img(path, "DLS layer coherence")]
 
 
 def _plots(summary: Mapping[str, Any], out: Path, paths: dict[str, Path]) -> list[str]:
