@@ -59,6 +59,7 @@ class SelectionMixin:
     last_selected_: list[list[int]] | None
     last_layer_scores_: Tensor | None
     decode_chunk_size: int
+    aggregation: str
     _checked_forward: Callable[..., Any]
 
     def _init_selection(
@@ -265,6 +266,54 @@ class SelectionMixin:
         self.last_selected_ = chosen
         return out
 
+    def _attach_model(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        chosen: Sequence[nn.Module],
+        calibration_texts: Sequence[str] | None,
+    ) -> None:
+        """Name the candidates in the model's scheme, then choose the layer (for_model)."""
+        modules, names, paths, indices = model_layers(model)
+        where = {id(m): k for k, m in enumerate(modules)}
+        known = [where.get(id(m)) for m in chosen]
+        self.layer_indices = [indices[k] if k is not None else -1 for k in known]
+        self.layer_names = [names[k] if k is not None else "layer" for k in known]
+        self.layer_paths = [paths[k] if k is not None else "" for k in known]
+        self.model = model
+        self.tokenizer = tokenizer
+        if calibration_texts is not None:
+            self.calibrate(calibration_texts)
+        else:
+            self._use_stored_selection(model)
+
+    def _choose(
+        self,
+        maps: list[Tensor],
+        position_scores: list[Tensor] | None,
+        rows: Tensor,
+        mode: str,
+        run_idx: list[int],
+        words: Tensor,
+    ) -> Tensor:
+        """One map per example from the candidates' maps: the frozen layer, a calibration
+        step (then its current choice), or each example's own choice; warns on empty maps."""
+        assert self.selector is not None
+        if mode == "calibrate" and len(maps) > 1:
+            assert position_scores is not None
+            self._calibration_step(position_scores, rows)
+            assert self.selector.selected_ is not None
+            run_idx = list(self.selector.selected_)
+            maps = [maps[i] for i in run_idx]
+        out = self._select(maps, position_scores, rows, mode == "example", run_idx)
+        where = (
+            "the layers chosen per example"
+            if mode == "example"
+            else ", ".join(self.layer_name(self.layer_indices[i]) for i in run_idx)
+        )
+        cal.warn_zero_maps(out, words, where, self.aggregation)
+        return out
+
     def _mode(self) -> str:
         if isinstance(self.layer, nn.Module) or self.selector is None:
             return "all"
@@ -337,6 +386,19 @@ class SelectionMixin:
         if calibration != "pending":
             cal.log_selection(self.selection_, how)
         cal.warn_degenerate_head(selector, self.layer_names)
+
+
+def check_layers_in_model(layers: Sequence[nn.Module], model: nn.Module) -> None:
+    """Raise when a layer is not a module, or not a submodule of ``model``."""
+    known = {id(m) for m in model.modules()}
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"layer {i} is a {type(layer).__name__}, not a torch.nn.Module")
+        if id(layer) not in known:
+            raise ValueError(
+                f"layer {i} ({type(layer).__name__}) is not a submodule of the model "
+                f"{type(model).__name__}"
+            )
 
 
 def resolve_layers(

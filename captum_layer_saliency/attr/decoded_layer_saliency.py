@@ -19,13 +19,13 @@ from ..decoding import (
     check_head_compatible,
     decode_layer,
     load_lm_head,
-    sparsify_rows,
 )
 from ..hf import classifier_forward, special_token_ids
 from ..layer_capture import layer_gradients_and_outputs
 from . import _calibration as cal
 from ._layer_methods import LayerMethod, layer_method_attributions
-from ._selection import SelectionMixin, model_layers, resolve_layers
+from ._mapping import map_back
+from ._selection import SelectionMixin, check_layers_in_model, model_layers, resolve_layers
 
 __all__ = [
     "AGGREGATIONS",
@@ -242,7 +242,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         if not layers:
             raise ValueError("layer must be a module or a non-empty list of modules")
         if isinstance(forward_func, nn.Module):
-            _check_layers_in_model(layers, forward_func)
+            check_layers_in_model(layers, forward_func)
             check_head_compatible(lm_head, forward_func)
         self.lm_head = lm_head
         self.selector = selector
@@ -333,10 +333,10 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             HeadMismatchError: a head that does not fit the model.
         """
         head = load_lm_head(lm_head, model=model)
-        all_layers, names, paths, indices = model_layers(model)
         single = isinstance(layers, (nn.Module, int))
-        chosen = resolve_layers(layers, all_layers, names, indices)
-        _check_layers_in_model(chosen, model)
+        modules, names, _, indices = model_layers(model)
+        chosen = resolve_layers(layers, modules, names, indices)
+        check_layers_in_model(chosen, model)
         if selector == "default":
             selector = LayerCoherenceSelector(head) if len(chosen) > 1 else None
         elif isinstance(selector, str):
@@ -345,19 +345,9 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             options["special_token_ids"] = special_token_ids(tokenizer)
         layer_arg: ModuleOrModuleList = chosen[0] if single else chosen
         dls = cls(classifier_forward(model), layer_arg, head, selector, **options)
-        where = {id(m): k for k, m in enumerate(all_layers)}
-        known = [where.get(id(m)) for m in chosen]
-        dls.layer_indices = [indices[k] if k is not None else -1 for k in known]
-        dls.layer_names = [names[k] if k is not None else "layer" for k in known]
-        dls.layer_paths = [paths[k] if k is not None else "" for k in known]
         dls._mask_is_forward_arg = True
         dls._pad_token_id = getattr(tokenizer, "pad_token_id", None)
-        dls.model = model
-        dls.tokenizer = tokenizer
-        if calibration_texts is not None:
-            dls.calibrate(calibration_texts)
-        else:
-            dls._use_stored_selection(model)
+        dls._attach_model(model, tokenizer, chosen, calibration_texts)
         return dls
 
     @log_usage()
@@ -480,10 +470,10 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
                 hidden, decoded, ids, mask, candidates_mask, sample=mode == "example"
             )
         maps = [
-            self._map_back(
+            map_back(
+                self,
                 saliency[k],
                 decoded[k].contributions if decoded else None,
-                ids,
                 mask,
                 candidates_mask,
             )
@@ -497,20 +487,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             return out.detach()
         if self.selector is None:
             return [m.detach() for m in maps]
-        if mode == "calibrate" and len(candidates) > 1:
-            assert position_scores is not None
-            self._calibration_step(position_scores, rows)
-            assert self.selector.selected_ is not None
-            run_idx = list(self.selector.selected_)
-            maps = [maps[i] for i in run_idx]
-        out = self._select(maps, position_scores, rows, mode == "example", run_idx)
-        where = (
-            "the layers chosen per example"
-            if mode == "example"
-            else ", ".join(self.layer_name(self.layer_indices[i]) for i in run_idx)
-        )
-        cal.warn_zero_maps(out, candidates_mask, where, self.aggregation)
-        return out.detach()
+        return self._choose(maps, position_scores, rows, mode, run_idx, candidates_mask).detach()
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -573,38 +550,3 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             return out
 
         return forward, predicted
-
-    def _map_back(
-        self,
-        saliency: Tensor,
-        contributions: Tensor | None,
-        ids: Tensor,
-        mask: Tensor,
-        candidates: Tensor,
-    ) -> Tensor:
-        identity = saliency * candidates
-        if self.mapping == "identity":
-            return identity
-        assert contributions is not None
-        if self.prior == "example":
-            n_rows = mask.sum(-1).clamp_min(1).to(contributions)[:, None, None]
-            column_mean = contributions.sum(1, keepdim=True) / n_rows
-            contributions = contributions / column_mean.clamp_min(1e-30)
-        rows = sparsify_rows(contributions, self.top_k, self.normalize)
-        if self.mapping == "hybrid":
-            special_rows = saliency * (mask.bool() & ~candidates)
-            return identity + torch.einsum("bi,bij->bj", special_rows, rows) * candidates
-        weight = saliency * candidates if self.special_rows == "exclude" else saliency
-        return torch.einsum("bi,bij->bj", weight, rows) * candidates
-
-
-def _check_layers_in_model(layers: Sequence[nn.Module], model: nn.Module) -> None:
-    known = {id(m) for m in model.modules()}
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"layer {i} is a {type(layer).__name__}, not a torch.nn.Module")
-        if id(layer) not in known:
-            raise ValueError(
-                f"layer {i} ({type(layer).__name__}) is not a submodule of the model "
-                f"{type(model).__name__}"
-            )
