@@ -78,7 +78,9 @@ on SST-2, with a label-free MLM head; see [docs/default_models.md](../docs/defau
 `load_default("sst2")` returns a `TextClassifier` bundle: `.model` (an eval-mode
 `BertForSequenceClassification`), `.tokenizer`, `.lm_head` (hidden states → vocabulary logits)
 and `.labels`. `DecodedLayerSaliency.for_model` finds the candidate layers (embeddings and every
-block) and attaches a `LayerCoherenceSelector` that chooses among them.
+block) and attaches a `LayerCoherenceSelector` that chooses among them **once for the model**,
+label-free. The default models carry that choice (fitted on unlabelled training sentences), so
+the explainer runs one layer from its first call.
 """),
     code("""
 from captum_layer_saliency import DecodedLayerSaliency, load_default
@@ -87,6 +89,8 @@ clf = load_default("sst2")
 dls = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokenizer)
 print(clf.labels)
 print(dls.layer_names)
+print("layer:", dls.selection_.name)
+print("chosen on:", dls.selection_.calibration)
 """),
     md("""
 ## Explain
@@ -126,11 +130,15 @@ for i, text in enumerate(sentences):
     top = sorted(zip(s.tolist(), tokens), reverse=True)[:3]
     print(f"{clf.labels[target]:>8} ({probs[i, target]:.2f})  {text}")
     print("          top tokens:", ", ".join(f"{t} {v:+.3f}" for v, t in top))
-print("layer chosen per example:", [dls.layer_names[k[0]] for k in dls.last_selected_])
+print("layer used:", [dls.layer_name(k[0]) for k in dls.last_selected_])
 """),
     md("""
-The selector is not fitted here, so it scores every candidate layer on each example and picks per
-example (`dls.last_selected_`). Notebook 2 fits it once on unlabelled sentences instead.
+Every sentence was explained at the same layer, chosen once for this model (`dls.selection_`).
+This is the path BENCHMARKS.md measures (§ 6): on the first 200 SST-2 *test* sentences it costs
+about 0.4× the comparison's Input×Gradient from the first call, with comprehensiveness 0.375, the
+same as fitting the selector yourself; per-example selection (`selection="example"`) reaches only
+0.24 there. For a model of your own, pass unlabelled in-domain texts
+(`for_model(..., calibration_texts=texts)`) or let the first calls calibrate (notebook 4).
 
 By default DLS reads grad × activation at the selected layer with the identity mapping (each
 position's saliency stays on its own token); the decoded mapping is an option
@@ -294,12 +302,12 @@ every_layer = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokeniz
 maps = every_layer.attribute(ids, attention_mask=mask)
 print(len(maps), "maps of shape", tuple(maps[0].shape))
 
-# The default explainer scores the layers on this sentence and picks one.
+# The default explainer uses the layer chosen once for this model (stored with it).
 dls = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokenizer)
 picked = dls.attribute(ids, attention_mask=mask)
 chosen = dls.last_selected_[0][0]
 print("prediction:", clf.labels[int(dls.last_target_[0])])
-print("chosen layer:", dls.layer_names[chosen])
+print("chosen layer:", dls.layer_name(chosen))
 assert torch.allclose(picked, maps[chosen])  # the selected map is that layer's map
 """),
     code("""
@@ -313,7 +321,7 @@ viz.plot_layer_token_heatmap(
 """),
     md("""
 Each row is scaled to ±1 (saliency magnitudes differ by orders of magnitude across layers); the
-starred, outlined row is the layer the selector chose for this sentence. Shallow rows are noisy;
+starred, outlined row is the layer the selector chose for this model. Shallow rows are noisy;
 in the last block the gradient reaches only [CLS] (the pooler reads nothing else), so its
 identity map is empty.
 """),
@@ -378,6 +386,12 @@ before the steepest fall of coherence from one layer to the next, i.e. the deepe
 fine-tuning stops preserving token identity; it needs no threshold. (The curves on all 872 dev
 sentences are in [docs/default_models.md](../docs/default_models.md).)
 
+Thirty-two sentences (about 400 word tokens) are too few: on the SST-2 classifier the elbow lands
+on block 2 here, while the selection stored with the model, fitted on 3,615 word tokens of
+unlabelled training text, picks block 5 (the last block is excluded: its word positions get no
+gradient). `benchmarks/calibration_budget.py` measured how many tokens fix the choice (1,500 on
+SST-2), which is why DLS calibrates on 2,000 word tokens before it freezes its layer.
+
 ## Scores and rules
 
 Four per-position scores are available (`COHERENCE_SCORES`): `self_recovery`, `input_mass` (the
@@ -422,20 +436,19 @@ viz.plot_coherence_curves(
 )
 """),
     md("""
-## Fit once, then explain
+## One fit, every rule
 
-`dls.fit_selector(batches)` fits the explainer's own selector on unlabelled batches; afterwards
-`attribute` runs only the selected layer(s), with no per-example scoring. A fitted selector keeps
-its scores, so the other rules need no second fit: copy it and re-apply the rule. The rules on
-our sentence:
+The explainer's selector already holds the model's per-layer scores (stored with the default
+model; `dls.calibrate(texts)` or `dls.fit_selector(batches)` fit them for another model), and
+`attribute` runs only the selected layer(s). A fitted selector keeps its scores, so the other
+rules need no second fit: copy it and re-apply the rule. The rules on our sentence:
 """),
     code("""
 import copy
 
 from IPython.display import HTML
 
-dls.fit_selector(batches)  # the default selector: self_recovery, elbow
-print(dls.selector)
+print(dls.selector)  # self_recovery + elbow, scores stored with the model; block 6 excluded
 
 fragments = []
 for rule in ("elbow", "deepest", "argmax", "weighted"):
@@ -678,7 +691,7 @@ if hub_model is not None:
     enc = hub_tokenizer([text], return_tensors="pt")
     s = hub_dls.attribute(enc["input_ids"], attention_mask=enc["attention_mask"])
     print("explained class:", hub_model.config.id2label[int(hub_dls.last_target_[0])])
-    print("chosen layer:", hub_dls.layer_names[hub_dls.last_selected_[0][0]])
+    print("chosen layer:", hub_dls.layer_name(hub_dls.last_selected_[0][0]))
     display(viz.plot_token_heatmap(hub_tokenizer.convert_ids_to_tokens(enc["input_ids"][0]), s[0]))
 else:
     print("SKIPPED: no hub model to explain (see above).")
@@ -722,6 +735,22 @@ explicit = DecodedLayerSaliency(
     special_token_ids=special_token_ids(clf.tokenizer),  # [CLS], [SEP], [PAD]... get 0
 )
 """),
+    md("""
+A model of your own carries no layer choice yet. Give DLS unlabelled in-domain texts and it
+chooses the layer label-free before the first explanation, with a progress bar (labels are never
+read); `store_selection()` then keeps the choice in the model's config, so `save_pretrained`
+saves it. Without texts, the first `attribute` calls calibrate on the texts you explain (2,000
+word tokens), then freeze. Either way the choice is logged once, with the coherence curve; the
+last block is never chosen, because the pooler reads only [CLS] and its word positions get no
+gradient:
+"""),
+    code("""
+from captum_layer_saliency.neighbours import default_corpus
+
+selection = explicit.calibrate(default_corpus("sst2", size=128), tokenizer=clf.tokenizer)
+print(selection.name)
+print(selection.curve())
+"""),
     code("""
 enc = clf.encode([
     "it 's a charming and often affecting journey .",
@@ -747,8 +776,8 @@ viz.plot_token_heatmap(
 """),
     md("""
 Options work the same with either constructor, for example `aggregation="gradcam"`,
-`mapping="hybrid"` or `top_k=5` (see the README), and so does fitting the selector once on
-unlabelled text (`fit_selector`, notebook 2).
+`mapping="hybrid"` or `top_k=5` (see the README), and so does choosing the layer on unlabelled
+text (`calibration_texts=` or `calibrate`; per-example choice with `selection="example"`).
 
 Next: [05_lafa.ipynb](05_lafa.ipynb), a second method that explains through similar texts.
 """),
