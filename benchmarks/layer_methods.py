@@ -231,43 +231,68 @@ METRICS = (
 )
 
 
-def summarise(out: Path) -> dict[str, Any]:
+def summarise(out: Path, extra: list[Path] | None = None) -> dict[str, Any]:
+    """Means with bootstrap CIs, paired differences against IG-25 and against ``dls``.
+
+    Rows of ``extra`` run directories (other row ranges of the same task) are pooled in; a
+    method's paired differences use the rows that hold both methods.
+    """
     from captum_layer_saliency.compare.report import bootstrap_ci
 
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for line in (out / "rows.jsonl").read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        n = len(row["index"])
-        for name, res in row["methods"].items():
-            for key in (*METRICS, "beyond_comprehensiveness", "beyond_sufficiency"):
-                per[name][key] += [np.nan if v is None else float(v) for v in res[key]]
-            for key in ("seconds", "forwards", "backwards"):
-                per[name][key] += [res[key]] * n
-    arrays = {m: {k: np.asarray(v, dtype=float) for k, v in d.items()} for m, d in per.items()}
-    ref, cheap = arrays.get(REFERENCE), arrays.get(COST_REFERENCE)
+    pairs: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    ratio: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for directory in [out, *(extra or [])]:
+        for line in (directory / "rows.jsonl").read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            n = len(row["index"])
+            results = row["methods"]
+            values = {
+                name: {k: [np.nan if v is None else float(v) for v in res[k]] for k in METRICS}
+                for name, res in results.items()
+            }
+            for name, res in results.items():
+                for key in (*METRICS, "beyond_comprehensiveness", "beyond_sufficiency"):
+                    per[name][key] += [np.nan if v is None else float(v) for v in res[key]]
+                for key in ("seconds", "forwards", "backwards"):
+                    per[name][key] += [res[key]] * n
+                for ref in (REFERENCE, COST_REFERENCE, "dls"):
+                    if ref in results and ref != name:
+                        ratio[name, ref][0] += res["seconds"] * n
+                        ratio[name, ref][1] += results[ref]["seconds"] * n
+                for ref in (REFERENCE, "dls"):
+                    if ref in results and ref != name:
+                        for key in METRICS:
+                            a, b = np.array(values[name][key]), np.array(values[ref][key])
+                            pairs[name, ref, key] += list(a - b)
     table: dict[str, Any] = {}
-    for name, a in arrays.items():
+    for name, d in per.items():
+        a = {k: np.asarray(v, dtype=float) for k, v in d.items()}
         entry: dict[str, Any] = {"n": int(len(a["comprehensiveness"]))}
         for key in METRICS:
-            mean, low, high = bootstrap_ci(a[key], n_boot=2000, seed=0)
-            entry[key] = [mean, low, high]
-            if ref is not None and name != REFERENCE:
-                diff = a[key] - ref[key]
-                entry[f"{key}_minus_ig"] = list(bootstrap_ci(diff, n_boot=2000, seed=1))
+            entry[key] = list(bootstrap_ci(a[key], n_boot=2000, seed=0))
+            for ref, tag in ((REFERENCE, "ig"), ("dls", "dls")):
+                if (name, ref, key) in pairs:
+                    diffs = pairs[name, ref, key]
+                    entry[f"{key}_minus_{tag}"] = list(bootstrap_ci(diffs, n_boot=2000, seed=1))
         for key in ("seconds", "forwards", "backwards"):
             entry[key] = float(np.mean(a[key]))
         entry["beyond_bounds_share"] = float(
             np.mean(np.maximum(a["beyond_comprehensiveness"], a["beyond_sufficiency"]))
         )
-        if ref is not None:
-            entry["seconds_vs_ig"] = entry["seconds"] / float(np.mean(ref["seconds"]))
-        if cheap is not None:
-            entry["seconds_vs_ixg"] = entry["seconds"] / float(np.mean(cheap["seconds"]))
+        for ref, tag in ((REFERENCE, "ig"), (COST_REFERENCE, "ixg"), ("dls", "dls")):
+            mine, theirs = ratio.get((name, ref), (0.0, 0.0))
+            if name == ref:
+                entry[f"seconds_vs_{tag}"] = 1.0
+            elif theirs:
+                entry[f"seconds_vs_{tag}"] = mine / theirs
         table[name] = entry
     config = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    if extra:
+        config["pooled_with"] = [str(e) for e in extra]
     summary = {"config": config, "methods": table}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(markdown(summary))
@@ -281,25 +306,32 @@ def _ci(v: list[float]) -> str:
 def markdown(summary: dict[str, Any]) -> str:
     config, table = summary["config"], summary["methods"]
     n = max((e["n"] for e in table.values()), default=0)
+    pooled = config.get("pooled_with")
     lines = [
-        f"Task {config.get('task')} ({config.get('split') or 'default split'}, rows "
-        f"{config.get('start')}..{config.get('start', 0) + n - 1}, n = {n}); DLS layer: "
-        f"{', '.join(config.get('selected_layers', []))}.",
+        f"Task {config.get('task')} ({config.get('split') or 'default split'}, from row "
+        f"{config.get('start')}{', pooled with ' + ', '.join(pooled) if pooled else ''}; "
+        f"n = {n} texts); DLS layer: {', '.join(config.get('selected_layers', []))}. "
+        "Differences are paired, with 95 % bootstrap CIs.",
         "",
-        "| method | comp ↑ | suff ↓ | norm. comp ↑ | norm. suff ↓ | comp − IG-25 (95 % CI) "
-        "| norm. comp − IG-25 | fwd | bwd | s × IxG | s × IG-25 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | n | comp ↑ | suff ↓ | norm. comp ↑ | norm. suff ↓ | comp − IG-25 "
+        "| norm. comp − IG-25 | comp − dls | fwd | bwd | s × IxG | s × IG-25 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = sorted(table, key=lambda m: -table[m]["comprehensiveness"][0])
     for name in order:
         e = table[name]
-        diff = e.get("comprehensiveness_minus_ig")
-        ndiff = e.get("normalised_comprehensiveness_minus_ig")
+        cells = [
+            _ci(e[k]) if e.get(k) else "—"
+            for k in (
+                "comprehensiveness_minus_ig",
+                "normalised_comprehensiveness_minus_ig",
+                "comprehensiveness_minus_dls",
+            )
+        ]
         lines.append(
-            f"| {name} | {e['comprehensiveness'][0]:.3f} | {e['sufficiency'][0]:.3f} | "
+            f"| {name} | {e['n']} | {e['comprehensiveness'][0]:.3f} | {e['sufficiency'][0]:.3f} | "
             f"{e['normalised_comprehensiveness'][0]:.3f} | {e['normalised_sufficiency'][0]:.3f} | "
-            f"{_ci(diff) if diff else '—'} | {_ci(ndiff) if ndiff else '—'} | "
-            f"{e['forwards']:.2f} | {e['backwards']:.2f} | "
+            f"{' | '.join(cells)} | {e['forwards']:.2f} | {e['backwards']:.2f} | "
             f"{e.get('seconds_vs_ixg', float('nan')):.2f} | "
             f"{e.get('seconds_vs_ig', float('nan')):.3f} |"
         )
@@ -317,12 +349,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="default benchmarks/results/layer_methods/<variants>_<task>")
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument(
+        "--pool", nargs="*", default=[], help="other run directories to pool into the summary"
+    )
     args = parser.parse_args(argv)
     args.out = args.out or f"benchmarks/results/layer_methods/{args.variants}_{args.task}"
     torch.set_num_threads(args.threads)
     if not args.summary_only:
         run(args)
-    print(markdown(summarise(Path(args.out))))
+    print(markdown(summarise(Path(args.out), [Path(p) for p in args.pool])))
 
 
 if __name__ == "__main__":

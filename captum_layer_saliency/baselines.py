@@ -1352,6 +1352,17 @@ def _register_builtins() -> None:
         ),
         (
             MethodSpec(
+                "dls_ig",
+                "DLS with integrated gradients at its layer (2 steps, PAD baseline)",
+                functools.partial(dls_factory, layer_method="integrated_gradients"),
+                LAYER,
+                "steps run only the blocks above the layer: about 2.2 forwards and 0.33 "
+                "backwards per example at block 5 of 6",
+            ),
+            ("dls_integrated_gradients",),
+        ),
+        (
+            MethodSpec(
                 "lafa",
                 "LAFA: a base saliency smoothed over k neighbours in the model's own hidden layer",
                 _lafa_factory,

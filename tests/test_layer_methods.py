@@ -296,3 +296,44 @@ def test_upper_only_required_but_impossible_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="upper_only=True"):
         dls.attribute(IDS, target=0)
+
+
+def test_registry_method_dls_ig(tiny_classifier: TextClassifier) -> None:
+    from captum_layer_saliency.baselines import get_method
+
+    ids, mask, cand = _inputs(tiny_classifier)
+    method = get_method("dls_ig", tiny_classifier, layer=1, n_steps=3)
+    with torch.no_grad():
+        target = tiny_classifier.forward_func(ids, mask).argmax(-1)
+    scores = method.attribute(ids, mask, target)
+    assert scores.shape == ids.shape and torch.isfinite(scores).all()
+    assert (scores[~cand] == 0).all() and scores[cand].abs().sum() > 0
+    assert method.explainer.layer_method.name == "integrated_gradients"
+
+
+def test_pad_baseline_with_embedding_inputs_is_refused(tiny_classifier: TextClassifier) -> None:
+    ids, mask, _ = _inputs(tiny_classifier)
+    model = tiny_classifier.model
+    embeds = model.get_input_embeddings()(ids).detach()
+
+    def forward(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+
+    layer = find_model_parts(model).blocks[0]
+    dls = DecodedLayerSaliency(
+        forward, layer, tiny_classifier.lm_head, layer_method="integrated_gradients"
+    )
+    dls._pad_token_id = 0
+    with pytest.raises(ValueError, match="token ids as the"):
+        dls.attribute(embeds, additional_forward_args=(mask,), attention_mask=mask, token_ids=ids)
+    zeros = DecodedLayerSaliency(
+        forward,
+        layer,
+        tiny_classifier.lm_head,
+        layer_method="integrated_gradients",
+        layer_baseline="zeros",
+    )
+    out = zeros.attribute(
+        embeds, additional_forward_args=(mask,), attention_mask=mask, token_ids=ids
+    )
+    assert out.shape == ids.shape and torch.isfinite(out).all()

@@ -14,6 +14,9 @@ decides which ``G`` and ``H`` that aggregation sees:
   approximate ``y(H) - y(H0)`` (completeness at the layer).
 * ``"smoothgrad"``: ``G`` averaged over ``n_steps`` noisy copies ``H + e``,
   ``e ~ N(0, (noise * std(H))^2)`` (``std`` per example, over its real positions), times ``H``.
+  The noise comes from torch's global generator, drawn for the whole batch: seed it for
+  reproducible scores (the registry's ``dls_*`` methods do), and explain one example at a time
+  if its scores must not depend on the batch it comes in.
 * ``"gradient_shap"``: GradientSHAP at the layer: ``G`` averaged at ``n_steps`` random points
   ``H0 + a (H - H0) + e`` (``a ~ U(0, 1)``), times ``H - H0``.
 
@@ -451,10 +454,12 @@ def layer_method_attributions(
     n_blocks = next((r.n_blocks for r in runners if r.n_blocks), None)
     cost = {"forwards": 1.0, "backwards": 0.0}
     if method.needs_baseline and method.baseline == "pad":
-        if not isinstance(inputs, Tensor) and not (
-            isinstance(inputs, tuple) and inputs and inputs[0] is ids
-        ):
-            raise ValueError("layer_baseline='pad' needs the token ids as the inputs")
+        first = inputs if isinstance(inputs, Tensor) else (inputs[0] if inputs else None)
+        if first is not ids:
+            raise ValueError(
+                "layer_baseline='pad' needs the token ids as the (first) input; with other "
+                "inputs (embeddings) use layer_baseline='zeros'"
+            )
         pad_ids = _pad_ids(ids, candidates, pad_token_id)
         base_inputs = pad_ids if isinstance(inputs, Tensor) else (pad_ids, *inputs[1:])
         baselines = _states_until(

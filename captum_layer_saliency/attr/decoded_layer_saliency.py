@@ -192,26 +192,20 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             device_ids (list[int], optional): kept for Captum's signature; must be None, since
                 DLS does not run through ``DataParallel`` (shard examples across processes).
             layer_method (str or LayerMethod, optional): the saliency method at the layer:
-                ``"gradient"`` (``G = dy/dH`` at ``H``: 1 forward + 1 backward),
-                ``"integrated_gradients"`` (``n_steps`` steps from ``layer_baseline``),
-                ``"smoothgrad"`` or ``"gradient_shap"`` (``n_steps`` noisy samples). The
-                aggregation then sees the path-averaged gradient and ``H - H0``. The network
-                below the layer runs once and only the blocks above it run per step (all
-                steps batched), so at block 5 of 6 integrated gradients with 2 steps costs
-                about 2.2 forwards + 0.33 backwards per example. Costs and maths:
-                :mod:`captum_layer_saliency.attr._layer_methods`; the cost of the last call is
-                in ``last_cost_``. Default: ``"gradient"``
+                ``"gradient"`` (1 forward + 1 backward), ``"integrated_gradients"``,
+                ``"smoothgrad"`` or ``"gradient_shap"``; the aggregation then sees the
+                path-averaged gradient and ``H - H0``. Only the blocks above the layer run per
+                step (at block 5 of 6, 2 steps of integrated gradients cost about 2.2 forwards
+                + 0.33 backwards). Maths and costs:
+                :mod:`~captum_layer_saliency.attr._layer_methods`; the last call's passes are in
+                ``last_cost_``. Default: ``"gradient"``
             n_steps (int, optional): steps or samples (default 2 for integrated gradients, 4
                 for the noise methods).
             layer_baseline (str, optional): ``"pad"`` (the layer's states for the input with
-                every real non-special token replaced by padding; needs the tokenizer) or
-                ``"zeros"``. Default: ``"pad"``
-            integration (str, optional): Captum's quadrature rule for integrated gradients.
-                Default: ``"riemann_middle"`` (the midpoint rule)
-            noise (float, optional): noise standard deviation for ``"smoothgrad"`` and
-                ``"gradient_shap"``, as a fraction of the example's hidden-state std.
-            internal_batch_size (int, optional): at most this many rows per forward of the
-                steps (default: all steps of a batch at once).
+                real non-special tokens replaced by padding) or ``"zeros"``. Default: ``"pad"``
+            integration (str, optional): Captum's quadrature rule. Default: the midpoint rule
+            noise (float, optional): noise std as a fraction of the hidden state's std.
+            internal_batch_size (int, optional): at most this many rows per step forward.
         """
         if device_ids is not None or isinstance(forward_func, nn.DataParallel):
             raise ValueError(
