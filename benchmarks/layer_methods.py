@@ -103,7 +103,7 @@ class FusedLayers:
         self.explainer = explainer
 
     def attribute(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any):
-        from captum_layer_saliency.attr.decoded_layer_saliency import _fuse
+        from captum_layer_saliency.attr._selection import _fuse
 
         maps = self.explainer.attribute(input_ids, target=target, attention_mask=attention_mask)
         stacked = torch.stack(maps, dim=1)
@@ -111,22 +111,27 @@ class FusedLayers:
 
 
 def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The baselines, and every DLS variant at the layer DLS selects for the model.
+
+    The layer is DLS's label-free per-model choice (stored with the default models, else
+    calibrated on the task's unlabelled training texts); every variant runs at that layer.
+    """
     from captum_layer_saliency import DecodedLayerSaliency
     from captum_layer_saliency.baselines import ExplainerAttributor, get_method
 
     methods: dict[str, Any] = {name: get_method(name, clf) for name in BASELINES}
     base = get_method("dls", clf)
-    selector = base.explainer.selector
-    selected = list(selector.selected_)
+    base.prepare([])
+    selection = base.explainer.selection_
+    layer = selection.layer
     info = {
-        "selected_layers": [base.explainer.layer_names[i] for i in selected],
-        "selector_scores": [float(s) for s in selector.scores_],
+        "selected_layers": [selection.layer_paths[selection.layer_indices.index(layer)]],
+        "selector_scores": list(selection.scores),
     }
     for name in names:
         options = dict(VARIANTS[name])
         below = options.pop("fuse", 0)
         if below:
-            layer = selected[-1]
             explainer = DecodedLayerSaliency.for_model(
                 clf.model,
                 clf.lm_head,
@@ -137,10 +142,7 @@ def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str,
             )
             methods[name] = ExplainerAttributor(clf, FusedLayers(explainer))
             continue
-        explainer = DecodedLayerSaliency.for_model(
-            clf.model, clf.lm_head, clf.tokenizer, selector=selector, **options
-        )
-        methods[name] = ExplainerAttributor(clf, explainer)
+        methods[name] = get_method("dls", clf, layer=layer, **options)
     return methods, info
 
 

@@ -225,13 +225,14 @@ def test_explains_the_prediction_of_the_input_not_of_each_step(
     tiny_classifier: TextClassifier,
 ) -> None:
     ids, mask, _ = _inputs(tiny_classifier)
-    dls = _dls(tiny_classifier, 2, layer_method="integrated_gradients", n_steps=3)
+    dls = _dls(tiny_classifier, 1, layer_method="integrated_gradients", n_steps=3)
     with torch.no_grad():
         predicted = tiny_classifier.forward_func(ids, mask).argmax(-1)
-    torch.testing.assert_close(
-        dls.attribute(ids, attention_mask=mask), dls.attribute(ids, predicted, attention_mask=mask)
-    )
+    explained = dls.attribute(ids, attention_mask=mask)
     assert torch.equal(dls.last_target_, predicted)
+    assert explained.abs().sum() > 0
+    torch.testing.assert_close(explained, dls.attribute(ids, predicted, attention_mask=mask))
+    assert not torch.allclose(explained, dls.attribute(ids, 1 - predicted, attention_mask=mask))
 
 
 def test_model_restored_after_an_error_in_a_step(tiny_classifier: TextClassifier) -> None:
