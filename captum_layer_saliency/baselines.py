@@ -52,7 +52,14 @@ from torch import Tensor, nn
 from captum_layer_saliency import _passes
 from captum_layer_saliency.hf import TextClassifier, classifier_forward
 from captum_layer_saliency.reductions import check_reduction, reduce_hidden
+from captum_layer_saliency.model_inputs import (
+    check_explainable,
+    check_model_inputs,
+    check_not_data_parallel,
+    forward_args,
+)
 from captum_layer_saliency.surgery import UnsupportedModelError, find_model_parts
+from captum_layer_saliency.targets import normalize_target
 
 GRADIENT, PERTURBATION, ATTENTION, LAYER, CONTROL = (
     "gradient",
@@ -294,13 +301,13 @@ def _resolve_token_id(clf: TextClassifier, token_id: int | None) -> int:
 class _LogitsModule(nn.Module):
     """The classifier as an ``nn.Module`` returning logits (DeepLift needs a module)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Any = None) -> None:
         super().__init__()
         self.model = model
-        self._forward = classifier_forward(model)
+        self._forward = classifier_forward(model, tokenizer)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self._forward(input_ids, attention_mask)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, *extra: Any) -> Tensor:
+        return self._forward(input_ids, attention_mask, *extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,17 +322,26 @@ class Attributor(abc.ABC):
     """
 
     def __init__(self, clf: TextClassifier, seed: int = 0, **options: Any) -> None:
+        check_not_data_parallel(clf.model)
         self.clf = clf
         self.seed = seed
         self.options: dict[str, Any] = {"seed": seed, **options}
+        #: the model's other inputs of the batch being explained (see :meth:`_args`).
+        self._inputs: dict[str, Tensor] = {}
 
-    def attribute(self, input_ids: Tensor, attention_mask: Tensor, target: Tensor) -> Tensor:
+    def attribute(
+        self, input_ids: Tensor, attention_mask: Tensor, target: Any, **model_inputs: Tensor
+    ) -> Tensor:
         """Score every token of a batch for its target class.
 
         Args:
             input_ids: ``(batch, seq)`` token ids.
             attention_mask: ``(batch, seq)`` 1 on real tokens, 0 on padding.
-            target: ``(batch,)`` class indices (an int applies to every example).
+            target: ``(batch,)`` class indices (an int applies to every example); floats and
+                indices outside the model's classes raise ``ValueError``.
+            **model_inputs: the model's other inputs by their Hugging Face names
+                (``token_type_ids=``...), each ``(batch, seq, ...)``; segment ids and, under
+                left padding, position ids are otherwise derived from the ids and mask.
 
         Returns:
             Detached float32 ``(batch, seq)`` scores, 0 on padding and special tokens.
@@ -335,17 +351,34 @@ class Attributor(abc.ABC):
                 f"input_ids {tuple(input_ids.shape)} and attention_mask "
                 f"{tuple(attention_mask.shape)} must both be (batch, seq)"
             )
-        target = torch.as_tensor(target, device=input_ids.device).long().reshape(-1)
-        if target.numel() == 1:
-            target = target.expand(input_ids.shape[0])
-        if target.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"target must have one class per example, got {tuple(target.shape)}")
+        check_explainable(self.clf.model, "the model")
+        n_classes = getattr(getattr(self.clf.model, "config", None), "num_labels", None)
+        checked = normalize_target(
+            target,
+            input_ids.shape[0],
+            n_classes if isinstance(n_classes, int) else None,
+            device=input_ids.device,
+        )
+        if checked is None:
+            raise ValueError("target is required: pass the class to explain for every example")
         special = self.clf.special_mask(input_ids)
         valid = attention_mask.bool() & ~special
-        with seeded(self.seed, input_ids.device):
-            scores = self._scores(input_ids, attention_mask, target, special, valid)
+        self._inputs = check_model_inputs(model_inputs, input_ids, self.clf.model)
+        try:
+            with seeded(self.seed, input_ids.device):
+                scores = self._scores(input_ids, attention_mask, checked, special, valid)
+        finally:
+            self._inputs = {}
         scores = scores.detach().to(torch.float32).reshape(input_ids.shape)
         return torch.where(valid, scores, torch.zeros_like(scores))
+
+    def _all_inputs(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
+        """The model's other inputs: derived from the ids and mask, then the explicit ones."""
+        return {**self.clf.forward_func.derived(input_ids, attention_mask), **self._inputs}
+
+    def _args(self, attention_mask: Tensor) -> tuple[Any, ...]:
+        """Captum's ``additional_forward_args``: the mask and the model's other inputs."""
+        return forward_args(attention_mask, self._inputs)
 
     @abc.abstractmethod
     def _scores(
@@ -381,13 +414,23 @@ class Attributor(abc.ABC):
             ``(batch, seq)`` float scores, 0 where not computed.
         """
         out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-        for b in range(input_ids.shape[0]):
-            if not valid[b].any():
-                continue  # nothing to explain
-            real = attention_mask[b].bool()
-            ids, mask = input_ids[b, real][None], attention_mask[b, real][None]
-            with seeded(example_seed(self.seed, ids), input_ids.device):
-                out[b, real] = explain(ids, mask, target[b : b + 1]).reshape(-1).float()
+        batch_inputs = self._inputs
+        try:
+            for b in range(input_ids.shape[0]):
+                if not valid[b].any():
+                    continue  # nothing to explain
+                real = attention_mask[b].bool()
+                ids, mask = input_ids[b, real][None], attention_mask[b, real][None]
+                # The model's other inputs follow the example's real tokens.
+                self._inputs = {k: v[b, real][None] for k, v in batch_inputs.items()}
+                if "position_ids" in self._inputs:
+                    self._inputs["position_ids"] = self._inputs["position_ids"] - int(
+                        self._inputs["position_ids"].min()
+                    )
+                with seeded(example_seed(self.seed, ids), input_ids.device):
+                    out[b, real] = explain(ids, mask, target[b : b + 1]).reshape(-1).float()
+        finally:
+            self._inputs = batch_inputs
         return out
 
     def __repr__(self) -> str:
@@ -462,7 +505,7 @@ class SaliencyAttributor(_EmbeddingAttributor):
 
         method = LayerGradientXActivation(self.forward, self.layer, multiply_by_inputs=False)
         result: Tensor = method.attribute(
-            input_ids, target=target, additional_forward_args=(attention_mask,)
+            input_ids, target=target, additional_forward_args=self._args(attention_mask)
         )
         return result
 
@@ -494,7 +537,7 @@ class InputXGradientAttributor(_EmbeddingAttributor):
         from captum.attr import LayerGradientXActivation
 
         result: Tensor = LayerGradientXActivation(self.forward, self.layer).attribute(
-            input_ids, target=target, additional_forward_args=(attention_mask,)
+            input_ids, target=target, additional_forward_args=self._args(attention_mask)
         )
         return result
 
@@ -536,7 +579,7 @@ class IntegratedGradientsAttributor(_EmbeddingAttributor):
             input_ids,
             baselines=self._baseline(input_ids, attention_mask, special),
             target=target,
-            additional_forward_args=(attention_mask,),
+            additional_forward_args=self._args(attention_mask),
             n_steps=self.n_steps,
             method=self.method,
             internal_batch_size=self.internal_batch_size,
@@ -566,9 +609,9 @@ class GradientShapAttributor(_EmbeddingAttributor):
         super().__init__(clf, seed, layer, baseline_token_id, n_samples=n_samples)
         self.n_samples = n_samples
 
-    def _long_ids_forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def _long_ids_forward(self, input_ids: Tensor, attention_mask: Tensor, *extra: Any) -> Tensor:
         # Captum's noise step turns the ids into floats (the noise itself is zero).
-        return self.forward(input_ids.long(), attention_mask)
+        return self.forward(input_ids.long(), attention_mask, *extra)
 
     def _scores(
         self,
@@ -590,7 +633,7 @@ class GradientShapAttributor(_EmbeddingAttributor):
                 n_samples=self.n_samples,
                 stdevs=0.0,
                 target=tgt,
-                additional_forward_args=(mask,),
+                additional_forward_args=self._args(mask),
             )
             return self._reduce(attr)
 
@@ -629,7 +672,7 @@ class DeepLiftAttributor(_EmbeddingAttributor):
     ) -> None:
         super().__init__(clf, seed, layer, baseline_token_id, shap=shap)
         self.shap = shap
-        self.module = _LogitsModule(clf.model)
+        self.module = _LogitsModule(clf.model, clf.tokenizer)
         unruled = sorted(
             {
                 type(m).__name__
@@ -660,7 +703,7 @@ class DeepLiftAttributor(_EmbeddingAttributor):
                     input_ids,
                     baselines=baseline,
                     target=target,
-                    additional_forward_args=(attention_mask,),
+                    additional_forward_args=self._args(attention_mask),
                 )
                 for baseline in baselines
             ]
@@ -757,7 +800,7 @@ class OcclusionAttributor(_PerturbationAttributor):
             strides=self.stride,
             baselines=baselines,
             target=target,
-            additional_forward_args=(attention_mask,),
+            additional_forward_args=self._args(attention_mask),
             perturbations_per_eval=self.perturbations_per_eval,
         )
         return result
@@ -791,7 +834,7 @@ class _SampledAttributor(_PerturbationAttributor):
             input_ids,
             baselines=baselines,
             target=target,
-            additional_forward_args=(attention_mask,),
+            additional_forward_args=self._args(attention_mask),
             feature_mask=token_feature_mask(valid),
             n_samples=self.n_samples,
             perturbations_per_eval=self.perturbations_per_eval,
@@ -865,14 +908,23 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
         setter(current)
 
 
-def attention_maps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
+def attention_maps(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, **model_inputs: Tensor
+) -> list[Tensor]:
     """Every layer's attention probabilities, ``(batch, heads, seq, seq)`` each.
+
+    ``model_inputs`` are the model's other inputs (``token_type_ids``...), passed on.
 
     Raises:
         RuntimeError: the model returned none (load it with ``attn_implementation="eager"``).
     """
     with torch.no_grad(), eager_attention(model):
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_attentions=True,
+            **model_inputs,
+        )
     attentions = [a for a in (getattr(out, "attentions", None) or ()) if a is not None]
     if not attentions:
         raise RuntimeError(
@@ -905,7 +957,9 @@ class AttentionCLSAttributor(Attributor):
         special: Tensor,
         valid: Tensor,
     ) -> Tensor:
-        attn = attention_maps(self.clf.model, input_ids, attention_mask)[self.layer].mean(1)
+        attn = attention_maps(
+            self.clf.model, input_ids, attention_mask, **self._all_inputs(input_ids, attention_mask)
+        )[self.layer].mean(1)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         return attn[rows, _first_real_position(attention_mask)]
 
@@ -930,7 +984,9 @@ class AttentionRolloutAttributor(Attributor):
         special: Tensor,
         valid: Tensor,
     ) -> Tensor:
-        maps = attention_maps(self.clf.model, input_ids, attention_mask)
+        maps = attention_maps(
+            self.clf.model, input_ids, attention_mask, **self._all_inputs(input_ids, attention_mask)
+        )
         eye = torch.eye(input_ids.shape[1], device=input_ids.device, dtype=maps[0].dtype)
         rollout = eye.expand(input_ids.shape[0], -1, -1)
         for attn in maps:
@@ -1025,7 +1081,7 @@ class ExplainerAttributor(Attributor):
     ) -> Tensor:
         with torch.enable_grad():
             result = self.explainer.attribute(
-                input_ids, target=target, attention_mask=attention_mask
+                input_ids, target=target, attention_mask=attention_mask, **self._inputs
             )
         if isinstance(result, (list, tuple)):
             # One map per candidate layer (several layers and no selector): not a token score.

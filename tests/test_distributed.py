@@ -78,13 +78,26 @@ def _args(saved: dict[str, Path], out: Path) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {
+    """The children's environment: offline, one thread per pool, gloo on the loopback device.
+
+    On a loaded two-core machine two ranks with default thread pools (OpenMP, MKL, the Rust
+    tokenizer's) oversubscribe the cores many times over, and gloo, left to pick an interface
+    from the host name, may choose one the other rank reaches slowly or not at all; both made
+    the two-rank run abort (SIGABRT) there. Everything here is local, so the loopback device
+    is the right one.
+    """
+    env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
+    if Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return env
 
 
 def _rows(out: Path) -> list[dict[str, Any]]:
@@ -115,7 +128,7 @@ def test_two_cpu_ranks_under_torchrun_equal_one_process_row_for_row(
          "-m", "captum_layer_saliency", *_args(saved, out)[:-2]],  # --device auto: CPU here
         capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, f"torchrun exited with {proc.returncode}:\n{proc.stderr[-6000:]}"
     assert not list(out.glob("rows.rank*.jsonl"))  # rank 0 merged them
     assert _rows(out) == _rows(reference)
     assert (out / "report.html").is_file() and (out / "summary.md").is_file()

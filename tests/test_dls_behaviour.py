@@ -3,6 +3,8 @@ hooks, model state, layer lists and the selector, and every bad input."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from tiny_models import tiny_bert
@@ -190,7 +192,11 @@ def test_model_weights_grads_and_mode_left_as_found(models) -> None:
     state = {k: v.clone() for k, v in clf.state_dict().items()}
     for training in (False, True):
         clf.train(training)
-        build(models).attribute(ids, 0, attention_mask=mask)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build(models).attribute(ids, 0, attention_mask=mask)
+        # Training mode runs dropout: the maps are random, and the user is told so.
+        assert any("training mode" in str(w.message) for w in caught) is training
         assert clf.training is training
         assert all(p.grad is None for p in clf.parameters())
         assert all(torch.equal(state[k], v) for k, v in clf.state_dict().items())

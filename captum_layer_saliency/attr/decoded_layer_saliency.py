@@ -22,6 +22,14 @@ from ..decoding import (
 )
 from ..hf import classifier_forward, special_token_ids
 from ..layer_capture import layer_gradients_and_outputs
+from ..model_inputs import (
+    check_explainable,
+    check_model_inputs,
+    check_not_data_parallel,
+    forward_args,
+    logits_of,
+)
+from ..targets import normalize_target, output_activation, prediction_weights
 from . import _calibration as cal
 from ._layer_methods import LayerMethod, layer_method_attributions
 from ._mapping import map_back
@@ -78,25 +86,6 @@ def position_saliency(grad: Tensor, act: Tensor, mask: Tensor, aggregation: str)
     else:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
     return scores * real
-
-
-def _target_indices(target: TargetType, batch: int) -> list[int] | None:
-    """The integer class targets, or ``None`` for shapes this check leaves to Captum."""
-    if target is None:
-        return None
-    if isinstance(target, int):
-        return [target]
-    if isinstance(target, Tensor):
-        if target.dtype.is_floating_point:
-            raise ValueError(f"target must hold integer class indices, got {target.dtype}")
-        values = target.flatten().tolist()
-    elif isinstance(target, list) and all(isinstance(t, int) for t in target):
-        values = list(target)
-    else:
-        return None
-    if len(values) not in (1, batch):
-        raise ValueError(f"target has {len(values)} entries for a batch of {batch} examples")
-    return [int(v) for v in values]
 
 
 class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution):
@@ -207,11 +196,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             noise (float, optional): noise std as a fraction of the hidden state's std.
             internal_batch_size (int, optional): at most this many rows per step forward.
         """
-        if device_ids is not None or isinstance(forward_func, nn.DataParallel):
-            raise ValueError(
-                "DataParallel is not supported: shard the examples across processes instead "
-                "(torchrun, see the compare CLI); device_ids is accepted for Captum's signature"
-            )
+        check_not_data_parallel(forward_func, device_ids)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         if aggregation not in AGGREGATIONS:
@@ -263,7 +248,9 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         self._pad_token_id: int | None = None
         self._mask_is_forward_arg = False
         #: the Hugging Face model, when built with :meth:`for_model`.
-        self.model: nn.Module | None = None
+        self.model: nn.Module | None = forward_func if isinstance(forward_func, nn.Module) else None
+        #: ``"softmax"`` or ``"sigmoid"`` (multi-label): what "the prediction" means.
+        self.activation = output_activation(self.model)
         #: per-example coherence of each candidate layer in the last call ``(B, L)``.
         self.last_layer_scores_: Tensor | None = None
         #: per-example selected candidate indices in the last call.
@@ -326,6 +313,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
                 tokenizer.
             HeadMismatchError: a head that does not fit the model.
         """
+        check_not_data_parallel(model)
         head = load_lm_head(lm_head, model=model)
         single = isinstance(layers, (nn.Module, int))
         modules, names, _, indices = model_layers(model)
@@ -338,9 +326,10 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         if tokenizer is not None and "special_token_ids" not in options:
             options["special_token_ids"] = special_token_ids(tokenizer)
         layer_arg: ModuleOrModuleList = chosen[0] if single else chosen
-        dls = cls(classifier_forward(model), layer_arg, head, selector, **options)
+        dls = cls(classifier_forward(model, tokenizer), layer_arg, head, selector, **options)
         dls._mask_is_forward_arg = True
         dls._pad_token_id = getattr(tokenizer, "pad_token_id", None)
+        dls.activation = output_activation(model)
         dls._attach_model(model, tokenizer, chosen, calibration_texts)
         return dls
 
@@ -355,15 +344,20 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         token_ids: Tensor | None = None,
         attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
+        **model_inputs: Tensor,
     ) -> Tensor | list[Tensor]:
         r"""
         Args:
             inputs (Tensor or tuple[Tensor, ...]): the model inputs, usually the token ids
                 ``(B, n)``. Dimension 0 indexes the examples.
-            target (int, tuple, Tensor or list, optional): the output indices to explain, with
-                Captum's semantics (one int for all examples, or one per example). ``None``
-                means **the predicted class** of each example (the argmax of the logits, taken
-                in the same forward pass); it is stored in ``last_target_``.
+            target (int, tuple, Tensor or list, optional): the class to explain, with Captum's
+                semantics (one int for all examples, or one per example); floats and indices
+                outside the output raise ``ValueError``. ``None`` means **the prediction** of
+                each example, taken in the same forward pass: the argmax class, or, for a
+                multi-label head (``problem_type="multi_label_classification"``), the sum of
+                the logits of every label whose sigmoid is over 0.5 (the top label's when none
+                is). It is stored in ``last_target_``: ``(B,)`` class indices, or ``(B, C)``
+                0/1 label weights for a multi-label prediction.
                 Default: None
             additional_forward_args (Any, optional): further positional arguments of the
                 forward function. For models built with :meth:`for_model` it defaults to
@@ -375,6 +369,10 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             attribute_to_layer_input (bool, optional): use the layers' inputs instead of their
                 outputs. Default: False
             grad_kwargs (dict, optional): passed to ``torch.autograd.grad``.
+            **model_inputs (Tensor): the model's other inputs by their Hugging Face names, each
+                ``(B, n, ...)``: ``token_type_ids=`` (a sentence pair's segments),
+                ``position_ids=``... (models built with :meth:`for_model`). Segment ids and,
+                under left padding, position ids are otherwise derived from the ids and mask.
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions**: detached ``(B, n)`` token scores.
@@ -383,16 +381,32 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
 
         Raises:
             ValueError: empty input, ids outside the head's vocabulary, a hidden size the head
-                does not take, a target out of range, or a layer the forward never reaches.
+                does not take, a float target or one out of range, a model input the model does
+                not take, or a layer the forward never reaches.
+            TypeError: the forward returns a tuple or another non-tensor.
+            RuntimeError: called under ``torch.inference_mode()``.
         """
+        check_explainable(self.model, "the model")
         ids = self._token_ids(inputs, token_ids)
         mask = self._attention_mask(ids, attention_mask)
+        if model_inputs:
+            if not self._mask_is_forward_arg:
+                raise ValueError(
+                    "model inputs by keyword (token_type_ids=...) need a model built with "
+                    "DecodedLayerSaliency.for_model; with your own forward, pass them through "
+                    "additional_forward_args"
+                )
+            if additional_forward_args is not None:
+                raise ValueError("pass the model's inputs by keyword or additional_forward_args")
+            extra = check_model_inputs(model_inputs, ids, self.model)
+            additional_forward_args = forward_args(mask, extra)
         if additional_forward_args is None and self._mask_is_forward_arg:
             additional_forward_args = (mask,)
         additional_forward_args = _format_additional_forward_args(additional_forward_args)
         batch = ids.shape[0]
-        targets = _target_indices(target, batch)
+        targets = normalize_target(target, batch, device=ids.device)
         forward, predicted = self._checked_forward(targets, target is None)
+        target = targets
 
         mode = self._mode()  # "all" (one map per layer), "frozen", "calibrate" or "example"
         candidates = self.candidate_layers
@@ -420,7 +434,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
                 inputs,
                 target,
                 additional_forward_args,
-                resolve_target=lambda: predicted[0] if target is None else target,
+                resolve_target=lambda: _single_label(predicted[0]) if target is None else target,
                 ids=ids,
                 mask=mask,
                 candidates=candidate_mask(ids, mask, self.special_token_ids),
@@ -429,14 +443,19 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
                 to_input=attribute_to_layer_input,
                 grad_kwargs=grad_kwargs,
             )
-        self.last_target_ = (
-            predicted[0] if predicted else torch.as_tensor(targets or [], device=ids.device)
-        )
+        self.last_target_ = predicted[0] if predicted else targets
+        head_width = _head_in_features(self.lm_head)
         for h in hidden:
             if h.dim() != 3 or h.shape[:2] != ids.shape:
                 raise ValueError(
                     f"a candidate layer returned shape {tuple(h.shape)}; DLS needs hidden "
                     f"states of shape (batch, seq, hidden) matching the ids {tuple(ids.shape)}"
+                )
+            if head_width is not None and h.shape[-1] != head_width:
+                raise ValueError(
+                    f"the LM head takes hidden size {head_width} but this layer's hidden size is "
+                    f"{h.shape[-1]}: the head belongs to another model (use the LM head of the "
+                    "classifier's own backbone, load_lm_head)"
                 )
         saliency = [
             position_saliency(g, a, mask, self.aggregation)
@@ -515,32 +534,50 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         return attention_mask
 
     def _checked_forward(
-        self, targets: list[int] | None, explain_prediction: bool
+        self, targets: Tensor | None, explain_prediction: bool
     ) -> tuple[Callable[..., Tensor], list[Tensor]]:
         """Wrap the forward to check the target against the output, before Captum indexes it.
 
-        With ``target=None`` the wrapper returns the predicted class's logit per example, so
-        the prediction comes from the very forward pass that is differentiated.
+        With ``target=None`` the wrapper returns the prediction's logit per example (the sum
+        of the predicted labels' logits for a multi-label head), so the prediction comes from
+        the very forward pass that is differentiated.
         """
         predicted: list[Tensor] = []
         user_forward = self.forward_func
+        activation = self.activation
 
         def forward(*args: Any) -> Tensor:
-            out = user_forward(*args)
-            out = out.logits if hasattr(out, "logits") else out
+            out = logits_of(user_forward(*args))
             if not torch.isfinite(out).all():
                 raise ValueError("the model's output holds NaN or inf; cannot attribute it")
             if out.dim() == 2:
-                n_classes = out.shape[1]
-                bad = [t for t in targets or [] if not 0 <= t < n_classes]
-                if bad:
-                    raise ValueError(
-                        f"target {bad[0]} is out of range for an output of {n_classes} classes"
-                    )
+                if targets is not None:
+                    normalize_target(targets, out.shape[0], out.shape[1])
                 if explain_prediction:
-                    top = out.argmax(-1)
-                    predicted.append(top.detach())
-                    return out.gather(1, top[:, None]).squeeze(1)
+                    weights = prediction_weights(out, activation)
+                    if activation == "softmax":
+                        predicted.append(weights.argmax(-1))
+                    else:
+                        predicted.append(weights)
+                    return (out * weights.to(out)).sum(-1)
             return out
 
         return forward, predicted
+
+
+def _single_label(predicted: Tensor) -> Tensor:
+    """The predicted classes as ``(B,)`` indices; a multi-label prediction needs a target."""
+    if predicted.dim() != 1:
+        raise ValueError(
+            "this layer method explains one class per example, but the multi-label prediction "
+            "has several: pass target= (one label per example)"
+        )
+    return predicted
+
+
+def _head_in_features(head: nn.Module) -> int | None:
+    """The hidden size an LM head takes: its first linear layer's input width."""
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            return int(module.in_features)
+    return None

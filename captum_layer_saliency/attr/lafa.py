@@ -42,6 +42,8 @@ from ..baselines import TokenAttributor, embedding_layer
 from ..hf import classifier_forward, special_mask
 from ..hf import special_token_ids as tokenizer_special_ids
 from ..layer_index import LayerIndex, layer_vectors
+from ..model_inputs import check_explainable, check_model_inputs, forward_args, logits_of
+from ..targets import normalize_target
 from .lafa_aggregation import AGGREGATIONS, KERNELS, local_aggregate, paper_aggregate
 
 __all__ = ["DEFAULTS", "LAFA", "TOKEN_REPRS"]
@@ -136,7 +138,7 @@ class LAFA(GradientAttribution):
             ValueError: an option out of range, an unknown name, an index of the wrong kind, or
                 a ``NeighbourIndex`` without its encoder.
         """
-        GradientAttribution.__init__(self, classifier_forward(model))
+        GradientAttribution.__init__(self, classifier_forward(model, tokenizer))
         if not isinstance(k, int) or k < 0:
             raise ValueError(f"k must be a non-negative int, got {k!r}")
         if epsilon is not None and not 0 <= epsilon <= 1:
@@ -242,6 +244,7 @@ class LAFA(GradientAttribution):
         *,
         attention_mask: Tensor | None = None,
         texts: Sequence[str] | None = None,
+        **model_inputs: Tensor,
     ) -> Tensor:
         r"""
         Args:
@@ -255,6 +258,10 @@ class LAFA(GradientAttribution):
                 are not the tokenizer's pad id.
             texts (Sequence[str], optional): the inputs' texts (to keep an input from being its
                 own neighbour, and for a sentence encoder). Default: the ids decoded.
+            **model_inputs (Tensor): the model's other inputs for the explained rows, by their
+                Hugging Face names (``token_type_ids=``...), each ``(B, n, ...)``; passed to the
+                base method. The neighbours (single texts) get the inputs derived from their
+                own ids and mask.
 
         Returns:
             *Tensor* of **attributions**: detached float ``(B, n)`` token scores, 0 on padding
@@ -263,8 +270,11 @@ class LAFA(GradientAttribution):
 
         Raises:
             ValueError: inputs that are not ``(B, n)`` ids, a mask or texts that do not match
-                them, other forward arguments, or a target out of range.
+                them, other forward arguments, a model input the model does not take, or a
+                float target or one out of range.
+            RuntimeError: called under ``torch.inference_mode()``.
         """
+        check_explainable(self.model, "the model")
         ids = inputs
         if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point:
             raise ValueError("inputs must be (batch, seq) integer token ids")
@@ -272,9 +282,10 @@ class LAFA(GradientAttribution):
             raise ValueError(f"empty input: token ids of shape {tuple(ids.shape)}")
         mask = self._mask(ids, attention_mask, additional_forward_args)
         batch = ids.shape[0]
-        target_t = self._targets(ids, mask, target)
+        extra = check_model_inputs(model_inputs, ids, self.model)
+        target_t = self._targets(ids, mask, target, extra)
         valid = mask.bool() & ~special_mask(ids, self.special_token_ids)
-        scores = torch.where(valid, self.base.attribute(ids, mask, target_t).float(), 0.0)
+        scores = torch.where(valid, self.base.attribute(ids, mask, target_t, **extra).float(), 0.0)
         if self.is_base:
             self.last_neighbours_ = [[] for _ in range(batch)]
             return scores.detach()
@@ -306,7 +317,7 @@ class LAFA(GradientAttribution):
             )
         else:
             nb_real = (nb_ids != self.pad_token_id).long()
-            reprs, nb_reprs = self._reprs(ids, mask), self._reprs(nb_ids, nb_real)
+            reprs, nb_reprs = self._reprs(ids, mask, extra), self._reprs(nb_ids, nb_real)
             out = local_aggregate(
                 scores,
                 reprs,
@@ -409,27 +420,18 @@ class LAFA(GradientAttribution):
         return attention_mask
 
     @torch.no_grad()
-    def _targets(self, ids: Tensor, mask: Tensor, target: TargetType) -> Tensor:
-        """One class per example; the predicted class where ``target`` is None."""
-        out = self.forward_func(ids, mask)
-        logits = out.logits if hasattr(out, "logits") else out
-        if target is None:
-            result = logits.argmax(-1)
-        else:
-            result = torch.as_tensor(target, device=ids.device).long().reshape(-1)
-            if result.numel() == 1:
-                result = result.expand(ids.shape[0])
-            if result.shape[0] != ids.shape[0]:
-                raise ValueError(
-                    f"target has {result.shape[0]} entries for a batch of {ids.shape[0]}"
-                )
-            if bool(((result < 0) | (result >= logits.shape[-1])).any()):
-                raise ValueError(f"target {result.tolist()} out of range for {logits.shape[-1]}")
+    def _targets(
+        self, ids: Tensor, mask: Tensor, target: TargetType, extra: dict[str, Tensor]
+    ) -> Tensor:
+        """One class per example, checked; the predicted class where ``target`` is None."""
+        logits = logits_of(self.forward_func(ids, *forward_args(mask, extra)))
+        checked = normalize_target(target, ids.shape[0], logits.shape[-1], device=ids.device)
+        result = logits.argmax(-1) if checked is None else checked
         self.last_target_ = result.detach()
         return result
 
     @torch.no_grad()
-    def _reprs(self, ids: Tensor, mask: Tensor) -> Tensor:
+    def _reprs(self, ids: Tensor, mask: Tensor, extra: dict[str, Tensor] | None = None) -> Tensor:
         """Token representations for ``weighted_mean``: ``(..., n, d)`` for ``(..., n)`` ids."""
         if self.token_repr == "embedding":
             reprs: Tensor = self.word_embeddings(ids)
@@ -443,7 +445,7 @@ class LAFA(GradientAttribution):
 
         handle = self.repr_layer.register_forward_hook(hook)
         try:
-            self.forward_func(flat_ids, flat_mask.long())
+            self.forward_func(flat_ids, *forward_args(flat_mask.long(), extra))
         finally:
             handle.remove()
         if not captured or captured[0].shape[:2] != flat_ids.shape:

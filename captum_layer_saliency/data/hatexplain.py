@@ -17,10 +17,15 @@ every annotator who picks one of the two toxic classes also marks the tokens tha
 Label names follow the Hugging Face ``hatexplain`` ClassLabel order: 0 hatespeech, 1 normal,
 2 offensive. ``words`` are the dataset's ``post_tokens`` (lowercased, with ``<user>``-style
 placeholders), ``post_id`` is kept as an extra column.
+
+Sources, in order: the hub, ``<data_dir>/hatexplain/dataset_<split>.json``, then the gzip copies
+vendored in this package (``data/vendored/PROVENANCE.md``), so that a fresh clone without the
+data directory can still rebuild the default HateXplain classifier.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -39,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 HATEXPLAIN_LABELS = ("hatespeech", "normal", "offensive")
 _LOCAL_FILES = {"test": "dataset_test.json", "validation": "dataset_val.json"}
+_VENDORED_DIR = Path(__file__).parent / "vendored"
 RationaleMode = Literal["majority", "union"]
 
 
@@ -96,10 +102,16 @@ def combine_rationales(
 
 def _posts_local(data_dir: Path | None, split: str) -> list[_Post] | None:
     path = None if data_dir is None else data_dir / "hatexplain" / _LOCAL_FILES[split]
-    if path is None or not path.is_file():
+    vendored = _VENDORED_DIR / f"hatexplain_{_LOCAL_FILES[split]}.gz"
+    raw: dict[str, dict[str, Any]]
+    if path is not None and path.is_file():
+        with path.open(encoding="utf-8") as handle:
+            raw = json.load(handle)
+    elif vendored.is_file():
+        with gzip.open(vendored, "rt", encoding="utf-8") as handle:
+            raw = json.load(handle)
+    else:
         return None
-    with path.open(encoding="utf-8") as handle:
-        raw: dict[str, dict[str, Any]] = json.load(handle)
     # The files' keys are already in the order of post_id_divisions.json.
     return [
         _Post(
@@ -136,7 +148,8 @@ def load_hatexplain(
 ) -> Dataset:
     """HateXplain val or test with majority labels and combined rationales (module docstring).
 
-    Tries ``load_dataset("hatexplain")`` first, then ``<data_dir>/hatexplain/dataset_<split>.json``.
+    Tries ``load_dataset("hatexplain")`` first, then ``<data_dir>/hatexplain/dataset_<split>.json``,
+    then the copy vendored in this package.
 
     Args:
         split: ``"test"`` or ``"validation"`` (the train split is not available locally).
