@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, cli_explain
+from ._sources import check_source, prepare_hub
 from .compare import distributed
 from .compare.report import (
     NoResultsError,
@@ -141,6 +142,7 @@ def _load_model(model: str) -> TextClassifier:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
+        check_source(model, "model")
         tokenizer = AutoTokenizer.from_pretrained(model)
         hf_model = AutoModelForSequenceClassification.from_pretrained(model).eval()
     except (OSError, ValueError) as exc:
@@ -158,8 +160,9 @@ def _attach_lm_head(clf: TextClassifier, source: str) -> TextClassifier:
     from .surgery import UnsupportedModelError
 
     try:
+        check_source(source, "LM head")
         clf.lm_head = load_lm_head(source, model=clf.model)
-    except (OSError, UnsupportedModelError) as exc:
+    except (OSError, ValueError, UnsupportedModelError) as exc:
         raise CLIError(f"cannot load LM head {source!r}: {str(exc).splitlines()[0]}") from None
     return clf
 
@@ -304,6 +307,11 @@ def _run_shard(run: _Run, *, device: str, shard: tuple[int, int] | None, progres
         dataset = label_indices(dataset, clf.labels)
     if run.lm_head is not None:
         clf = _attach_lm_head(clf, run.lm_head)
+    if "dls" in names and clf.lm_head is None:
+        raise CLIError(
+            f"method dls decodes hidden states with an LM head, and {model!r} has none: pass "
+            "--lm-head PATH_OR_ID (the masked or causal LM of the classifier's backbone)"
+        )
     clf = _to_device(clf, device)
     return run_comparison(
         clf,
@@ -565,6 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 on success, 2 on a user error, 130 when interrupted.
     """
     args = build_parser().parse_args(argv)
+    if args.command not in ("report", "summarize", "merge", "list-methods"):
+        prepare_hub()  # an unreachable hub: offline at once, not after a minute of retries
     try:
         return _dispatch(args)
     except USER_ERRORS as exc:

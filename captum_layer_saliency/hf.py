@@ -236,9 +236,13 @@ class TextClassifier:
                 f"(the longest had {max(n for _, n in too_long)})",
                 stacklevel=2,
             )
+        forward = self.forward_func
+        # Encoders classify from the first position: it must not be padding.
+        side = {"padding_side": "right"} if forward.pools_first_token else {}
         enc = self.tokenizer(
             batch,
             pairs,
+            **side,
             padding=True,
             truncation="longest_first",
             max_length=budget,
@@ -249,7 +253,6 @@ class TextClassifier:
             "input_ids": enc["input_ids"].to(device),
             "attention_mask": enc["attention_mask"].to(device),
         }
-        forward = self.forward_func
         if "token_type_ids" in enc and "token_type_ids" in forward.input_names:
             out["token_type_ids"] = enc["token_type_ids"].to(device)
             sep = forward.sep_token_id

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .targets import output_activation
+
 __all__ = [
     "ClassifierForward",
     "InputNames",
@@ -63,6 +65,28 @@ SELF_POSITIONED = frozenset(
         "mpnet",
         "ibert",
     }
+)
+
+
+#: Encoder families whose classification head reads the first position ([CLS], <s>): left
+#: padding puts a pad there, so they must be padded on the right.
+FIRST_TOKEN_POOLING = frozenset(
+    {
+        "bert",
+        "albert",
+        "electra",
+        "distilbert",
+        "deberta",
+        "deberta-v2",
+        "mpnet",
+        "megatron-bert",
+        "ernie",
+        "roformer",
+        "mobilebert",
+        "squeezebert",
+        "convbert",
+    }
+    | SELF_POSITIONED
 )
 
 
@@ -188,6 +212,10 @@ class ClassifierForward:
             "position_ids" in self.input_names and model_type not in SELF_POSITIONED
         )
         self.sep_token_id = sep_token_id if "token_type_ids" in self.input_names else None
+        #: the head reads the first position: inputs must be padded on the right.
+        self.pools_first_token = model_type in FIRST_TOKEN_POOLING
+        #: ``"softmax"``, or ``"sigmoid"`` for a multi-label head: read by the metrics.
+        self.activation = output_activation(model)
 
     def derived(self, input_ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
         """The inputs derived from the ids and mask (see the module docstring)."""
@@ -206,6 +234,17 @@ class ClassifierForward:
     def __call__(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *extra: Any, **kw: Any
     ) -> Tensor:
+        if (
+            self.pools_first_token
+            and attention_mask is not None
+            and attention_mask.shape[-1] > 0
+            and bool((attention_mask[:, 0] == 0).any())
+        ):
+            raise ValueError(
+                f"{type(self.model).__name__} classifies from its first position ([CLS]), but "
+                "this batch is left-padded, so a padding token sits there: pad on the right "
+                "(tokenizer.padding_side = 'right'; TextClassifier.encode does)"
+            )
         inputs = {**self.derived(input_ids, attention_mask), **_explicit(extra), **kw}
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, **inputs)
         if isinstance(out, tuple) and out and isinstance(out[0], Tensor):

@@ -317,6 +317,23 @@ def _truncation_plan(
     return cut
 
 
+def text_pairs(examples: Sequence[Mapping[str, Any]]) -> list[str] | None:
+    """The second sentences of a pair task's rows (``text_pair``), or ``None`` for single texts.
+
+    Raises:
+        InvalidComparisonError: some rows have a ``text_pair`` and others do not.
+    """
+    has = [e.get("text_pair") is not None for e in examples]
+    if not any(has):
+        return None
+    if not all(has):
+        raise InvalidComparisonError(
+            f"{has.count(False)} of {len(has)} rows have no text_pair: a pair task needs both "
+            "sentences in every row"
+        )
+    return [str(e["text_pair"]) for e in examples]
+
+
 def batch_plan(texts: Sequence[str], batch_size: int) -> list[list[int]]:
     """Positions grouped into batches of similar length (longest first), deterministically.
 
@@ -392,7 +409,11 @@ class _Batch:
         with warnings.catch_warnings():
             # The run already warned once, up front, about every text it truncates.
             warnings.filterwarnings("ignore", message=r".*longer than .* were truncated")
-            enc = clf.encode(texts, max_length=max_length, truncation="truncate")
+            # A sentence pair is encoded as one; its segment ids are derived again from the
+            # ids in every forward, so methods and metrics need not carry them.
+            enc = clf.encode(
+                texts, text_pairs(examples), max_length=max_length, truncation="truncate"
+            )
         # Tensors stay on the model's device; the host copies below are made once per batch.
         self.input_ids: Tensor = enc["input_ids"]
         self.attention_mask: Tensor = enc["attention_mask"]
@@ -591,7 +612,7 @@ def run_comparison(
     _check_labels(examples, clf)
     budget = token_budget(clf, max_length)
     texts = [str(e["text"]) for e in examples]
-    n_tokens = clf.token_lengths(texts)
+    n_tokens = clf.token_lengths(texts, text_pairs(examples))
     truncated = _truncation_plan(examples, n_tokens, budget, truncation)
     out = results.check_writable(out)
     if progress:  # the plan of this run (or shard), before any work

@@ -14,6 +14,10 @@ plausibility metrics can be computed on the very rows the faithfulness metrics u
 | ``imdb`` | IMDB test | 25,000 | ``sst2`` | no |
 | ``hatexplain`` | HateXplain test, majority labels/rationales | 1,924 | ``hatexplain`` | yes |
 | ``hatexplain_toxic`` | the same, posts with a majority rationale | 1,106 | ``hatexplain`` | yes |
+| ``rte_pairs`` | RTE sentence pairs (vendored sample) | 139 | none | no |
+
+Pair tasks (``is_pair``) also have ``text_pair``, the second sentence, encoded with ``text`` as
+one pair (``TextClassifier.encode(texts, text_pairs)``).
 
 See ``docs/datasets.md`` for the procedures, provenance and licences.
 """
@@ -32,6 +36,7 @@ from .ag_news import AG_NEWS_LABELS, load_ag_news
 from .eraser_movies import load_eraser_movies
 from .hatexplain import HATEXPLAIN_LABELS, load_hatexplain
 from .imdb import load_imdb
+from .rte import RTE_LABELS, load_rte_pairs
 from .sst_phrases import load_sst2_phrases
 from .sst_words import load_sst_word_sentiment
 
@@ -70,6 +75,7 @@ class TaskSpec:
         has_rationales: whether rows carry ``words`` and ``rationale``.
         label_names: class names in label-id order (checked against the loaded data).
         shuffle_seed: when set, rows are shuffled with this seed before ``limit`` is applied.
+        is_pair: whether rows are sentence pairs (``text`` and ``text_pair``).
     """
 
     name: str
@@ -81,6 +87,7 @@ class TaskSpec:
     has_rationales: bool
     label_names: tuple[str, ...]
     shuffle_seed: int | None = None
+    is_pair: bool = False
 
     def default_model(self) -> str:
         """The default classifier's name.
@@ -172,6 +179,10 @@ def _hatexplain_toxic(split: str, data_dir: str | os.PathLike[str] | None) -> Da
     return load_hatexplain(split, data_dir=data_dir, rationale_only=True)
 
 
+def _rte_pairs(split: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
+    return load_rte_pairs()
+
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -254,6 +265,17 @@ TASKS: dict[str, TaskSpec] = {
             splits=("test", "validation"),
             has_rationales=True,
             label_names=HATEXPLAIN_LABELS,
+        ),
+        TaskSpec(
+            name="rte_pairs",
+            description="RTE premise/hypothesis pairs (139, vendored sample): a sentence-pair task",
+            model=None,
+            loader=_rte_pairs,
+            default_split="sample",
+            splits=("sample",),
+            has_rationales=False,
+            label_names=RTE_LABELS,
+            is_pair=True,
         ),
     )
 }

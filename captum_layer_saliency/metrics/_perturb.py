@@ -20,6 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..targets import check_target_range, log_probabilities
+
 ForwardFunc = Callable[[Tensor, Tensor], Tensor]
 Replacement = str | int
 
@@ -165,11 +167,15 @@ def target_log_probs(
         batch_size: perturbations per forward call.
 
     Returns:
-        ``(n,)`` float64 log-probabilities (log-softmax of the logits).
+        ``(n,)`` float64 log-probabilities: the log-softmax of the logits, or the target
+        label's log-sigmoid when the forward's ``activation`` is ``"sigmoid"`` (a multi-label
+        head; :class:`~captum_layer_saliency.model_inputs.ClassifierForward` reads it from the
+        model's config).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     out = torch.empty(keep.shape[0], dtype=torch.float64, device=input_ids.device)
+    activation = getattr(forward, "activation", "softmax")
     for start in range(0, keep.shape[0], batch_size):
         idx = rows[start : start + batch_size]
         ids, mask = perturb(
@@ -180,7 +186,8 @@ def target_log_probs(
             pad_token_id,
         )
         logits = forward(ids, mask)
-        log_p = torch.log_softmax(logits.to(torch.float64), dim=-1)
+        check_target_range(target[idx], logits.shape[-1])
+        log_p = log_probabilities(logits.to(torch.float64), activation)
         out[start : start + batch_size] = log_p.gather(-1, target[idx].reshape(-1, 1)).squeeze(-1)
     return out
 

@@ -2,7 +2,8 @@
 
 All functions are pure and batched. They take the same arguments:
 
-* ``forward``: ``f(input_ids, attention_mask) -> logits``; probabilities are its softmax;
+* ``forward``: ``f(input_ids, attention_mask) -> logits``; probabilities are its softmax (the
+  per-label sigmoid when ``forward.activation == "sigmoid"``: a multi-label head);
 * ``input_ids``, ``attention_mask``: ``(batch, seq)`` the explained inputs (right-padded);
 * ``scores``: ``(batch, seq)`` token attributions, higher = more important (signed: a negative
   score ranks below a zero one);
@@ -38,6 +39,7 @@ from captum_layer_saliency.metrics._perturb import (
     tokens_for_fraction,
     valid_token_mask,
 )
+from captum_layer_saliency.targets import normalize_target
 
 ERASER_BINS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5)
 
@@ -53,11 +55,10 @@ def _prepare(
         )
     if special_mask.shape != input_ids.shape:
         raise ValueError(f"special_mask must be {tuple(input_ids.shape)}")
-    target = torch.as_tensor(target, device=input_ids.device).long().reshape(-1)
-    if target.numel() == 1 and input_ids.shape[0] > 1:
-        target = target.expand(input_ids.shape[0])
-    if target.shape[0] != input_ids.shape[0]:
-        raise ValueError(f"target must have one class per example, got {tuple(target.shape)}")
+    checked = normalize_target(target, input_ids.shape[0], device=input_ids.device)
+    if checked is None:
+        raise ValueError("target is required: the class whose probability the metric reads")
+    target = checked
     valid = valid_token_mask(attention_mask, special_mask.to(input_ids.device))
     ranks = token_ranks(scores.to(input_ids.device), valid)
     return valid, ranks, valid.sum(-1), target
