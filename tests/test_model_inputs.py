@@ -296,3 +296,68 @@ def _reference_comprehensiveness(forward, ids, mask, scores, target, special) ->
             )
         )
     return torch.cat(values)
+
+
+# -- the comparison harness -----------------------------------------------------------------------
+
+
+def _attributions(out: Path) -> dict[tuple[int, str], list[float]]:
+    from captum_layer_saliency.compare import load_rows
+
+    return {(r["index"], r["method"]): r["attributions"] for r in load_rows(out)}
+
+
+def test_harness_explains_pairs_with_their_segments(pair_clf, tmp_path: Path) -> None:
+    from captum_layer_saliency.compare import load_rows
+    from captum_layer_saliency.compare.runner import run_comparison
+
+    rows = [
+        {"text": p, "text_pair": h, "label": i % 2}
+        for i, (p, h) in enumerate(zip(PREMISES, HYPOTHESES, strict=True))
+    ]
+    out = run_comparison(
+        pair_clf, rows, ["input_x_gradient"], tmp_path / "run", metrics=["comprehensiveness"],
+        batch_size=2, progress=False, report=False,
+    )  # fmt: skip
+    enc = pair_clf.encode(PREMISES, HYPOTHESES)
+    truth = _true_logits(pair_clf, enc).argmax(-1).tolist()
+    got = sorted(load_rows(out), key=lambda r: r["index"])
+    assert [r["prediction"] for r in got] == truth
+    assert all(r["tokens"].count("[SEP]") == 2 for r in got)
+    # The scores are the method's on the full pair encoding, segments included.
+    method = get_method("input_x_gradient", pair_clf)
+    expected = method.attribute(
+        enc["input_ids"],
+        enc["attention_mask"],
+        torch.tensor(truth),
+        **{"token_type_ids": enc["token_type_ids"]},
+    )
+    for i, row in enumerate(got):
+        real = enc["attention_mask"][i].bool()
+        assert torch.allclose(torch.tensor(row["attributions"]), expected[i][real], atol=1e-5)
+
+
+def test_harness_on_a_left_padding_decoder_does_not_depend_on_batch_size(
+    tiny_tokenizer: T.BertTokenizer, tmp_path: Path
+) -> None:
+    import copy
+
+    from captum_layer_saliency.compare.runner import run_comparison
+
+    config = family_configs()["gpt2"]
+    model = _family_model("gpt2", config)
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.padding_side = "left"
+    clf = TextClassifier(model, tokenizer, None, ["a", "b"], "gpt2", max_length=32)
+    texts = ["the movie was very good", "boring .", "i think the acting was awful but fun !"]
+    rows = [{"text": t, "label": 0} for t in texts]
+    runs = {}
+    for size in (1, 3):
+        out = run_comparison(
+            clf, rows, ["input_x_gradient", "occlusion"], tmp_path / f"b{size}",
+            metrics=["comprehensiveness"], batch_size=size, progress=False, report=False,
+        )  # fmt: skip
+        runs[size] = _attributions(out)
+    assert runs[1].keys() == runs[3].keys()
+    for key in runs[1]:
+        assert torch.allclose(torch.tensor(runs[1][key]), torch.tensor(runs[3][key]), atol=1e-5)

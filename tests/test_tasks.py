@@ -43,6 +43,7 @@ def test_registry_lists_the_tasks() -> None:
         "hatexplain",
         "hatexplain_toxic",
         "imdb",
+        "rte_pairs",
         "sst2",
         "sst2_words",
     ]
@@ -54,7 +55,9 @@ def test_registry_lists_the_tasks() -> None:
         "imdb": "sst2",
         "hatexplain": "hatexplain",
         "hatexplain_toxic": "hatexplain",
+        "rte_pairs": None,
     }
+    assert [n for n in available_tasks() if TASKS[n].is_pair] == ["rte_pairs"]
     assert [n for n in available_tasks() if TASKS[n].has_rationales] == [
         "eraser_movies",
         "hatexplain",
@@ -71,7 +74,9 @@ def test_get_task_normalises_and_suggests() -> None:
     assert get_task(" eraser-movies ") is TASKS["eraser_movies"]
     with pytest.raises(ValueError, match="Did you mean 'hatexplain'") as info:
         get_task("hatexplian")
-    assert "ag_news, eraser_movies, hatexplain, hatexplain_toxic, imdb, sst2" in str(info.value)
+    assert "ag_news, eraser_movies, hatexplain, hatexplain_toxic, imdb, rte_pairs, sst2" in str(
+        info.value
+    )
     with pytest.raises(ValueError, match="unknown task 'zzz'. Valid tasks"):
         get_task("zzz")
 
