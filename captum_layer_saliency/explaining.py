@@ -12,7 +12,6 @@ This is the engine of ``captum-layer-saliency explain`` and the one-call path of
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 
 from .explanation import Explanation
 from .hf import TextClassifier
+from .targets import log_probabilities
 from .words import REDUCTIONS, aggregate_to_words
 
 __all__ = [
@@ -136,16 +136,10 @@ def _encode(
 ) -> dict[str, torch.Tensor]:
     if pairs is None or all(p is None for p in pairs):
         return clf.encode(list(texts), max_length=max_length, truncation=truncation)
-    if "text_pairs" not in inspect.signature(clf.encode).parameters:
-        raise ValueError(
-            "this version of TextClassifier.encode cannot encode text pairs; explain the texts "
-            "one at a time, or join the pair into one text"
-        )
-    if any(p is None for p in pairs):
+    second = [p for p in pairs if p is not None]
+    if len(second) != len(pairs):
         raise ValueError("either every text has a pair or none does (a missing pair text)")
-    return clf.encode(  # type: ignore[call-arg]
-        list(texts), text_pairs=list(pairs), max_length=max_length, truncation=truncation
-    )
+    return clf.encode(list(texts), text_pairs=second, max_length=max_length, truncation=truncation)
 
 
 def explain_batch(
@@ -191,9 +185,9 @@ def explain_batch(
         raise ValueError(f"{len(specs)} targets for {n} texts")
     wanted = [resolve_target(t, clf.labels, n_classes) for t in specs]
     with torch.no_grad():
-        logits = clf.model(input_ids=input_ids, attention_mask=mask, **extra)
-        logits = logits.logits if hasattr(logits, "logits") else logits[0]
-        probs = torch.softmax(logits.float(), dim=-1).cpu()
+        logits = clf.forward_func(input_ids, mask, **extra)
+        # softmax, or the per-label sigmoid of a multi-label head (from the model's config)
+        probs = log_probabilities(logits.float(), clf.activation).exp().cpu()
     predicted = probs.argmax(-1).tolist()
     targets = [p if w is None else w for p, w in zip(predicted, wanted, strict=True)]
     scores = attributor.attribute(input_ids, mask, torch.tensor(targets, device=input_ids.device))
