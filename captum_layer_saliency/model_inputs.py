@@ -214,6 +214,8 @@ class ClassifierForward:
         self.sep_token_id = sep_token_id if "token_type_ids" in self.input_names else None
         #: the head reads the first position: inputs must be padded on the right.
         self.pools_first_token = model_type in FIRST_TOKEN_POOLING
+        #: the longest input the position embeddings take (``None``: no fixed table, e.g. rotary).
+        self.max_tokens = _max_tokens(getattr(model, "config", None))
         #: ``"softmax"``, or ``"sigmoid"`` for a multi-label head: read by the metrics.
         self.activation = output_activation(model)
 
@@ -234,6 +236,7 @@ class ClassifierForward:
     def __call__(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *extra: Any, **kw: Any
     ) -> Tensor:
+        check_sequence_length(input_ids.shape[-1], self.max_tokens)
         if (
             self.pools_first_token
             and attention_mask is not None
@@ -250,6 +253,24 @@ class ClassifierForward:
         if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
             return out[0]  # a Hugging Face model with return_dict=False: logits come first
         return logits_of(out)
+
+
+def _max_tokens(config: Any) -> int | None:
+    """The number of positions of a learned/sinusoidal position table, from the config."""
+    if config is None or getattr(config, "rope_theta", None) is not None:
+        return None
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if getattr(config, "model_type", None) in ("deberta", "deberta-v2") and not getattr(
+        config, "position_biased_input", True
+    ):
+        return None  # relative positions only
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if getattr(config, "model_type", None) in SELF_POSITIONED:
+        n -= int(getattr(config, "pad_token_id", 1) or 1) + 1  # positions start after padding_idx
+    return n
 
 
 def check_model_inputs(
@@ -302,9 +323,9 @@ def check_sequence_length(n_tokens: int, max_positions: int | None, where: str =
     """
     if max_positions is not None and n_tokens > max_positions:
         raise ValueError(
-            f"{where}{n_tokens} tokens is longer than the model's {max_positions} positions "
-            "(max_position_embeddings): encode with max_length <= "
-            f"{max_positions} and truncation='truncate' to cut the texts"
+            f"{where}an input of {n_tokens} tokens is longer than the model's {max_positions} "
+            f"positions (max_position_embeddings): encode with max_length <= {max_positions} "
+            "and truncation='truncate' to cut the texts"
         )
 
 

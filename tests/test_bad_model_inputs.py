@@ -98,6 +98,16 @@ def test_forward_returning_a_tuple_is_a_clear_error(tiny_classifier, tiny_batch)
 def test_encode_beyond_the_model_positions_names_both_lengths(tiny_classifier) -> None:
     with pytest.raises(ValueError, match=r"max_length=600 .* 64 positions.*truncation='truncate'"):
         tiny_classifier.encode(SENTENCES, max_length=600)
+    # Ids built by hand, past the 64 positions, stop before the embeddings, in every method.
+    ids = torch.full((1, 65), VOCAB.index("good"))
+    mask = torch.ones_like(ids)
+    for run in (
+        lambda: _dls(tiny_classifier).attribute(ids, 0, attention_mask=mask),
+        lambda: get_method("occlusion", tiny_classifier).attribute(ids, mask, 0),
+        lambda: tiny_classifier.forward_func(ids, mask),
+    ):
+        with pytest.raises(ValueError, match=r"65 tokens .* 64 positions.*truncation='truncate'"):
+            run()
     long_text = " ".join(["good"] * 100)
     with pytest.raises(ValueError, match="102 tokens, more than max_length=32.*truncation"):
         tiny_classifier.encode(long_text)
@@ -120,6 +130,11 @@ def test_data_parallel_gets_advice_that_works(tiny_classifier) -> None:
     ):
         with pytest.raises(ValueError, match=r"DataParallel.*`model.module`.*torchrun"):
             build()
+    with pytest.raises(ValueError, match="device_ids .* must be None"):
+        DecodedLayerSaliency(
+            tiny_classifier.model, tiny_classifier.model.bert.embeddings, nn.Linear(16, 4),
+            device_ids=[0],
+        )  # fmt: skip
     # The advice works: the bare model explains.
     dls = DecodedLayerSaliency.for_model(wrapped.module, tiny_classifier.lm_head, layers=[0])
     enc = tiny_classifier.encode(SENTENCES[:1])
