@@ -21,6 +21,7 @@ says so clearly when it is not.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,7 +147,30 @@ class ProcessGroup:
         # NCCL reduces only CUDA tensors; gloo takes CPU ones. One value, one sync, at the end.
         flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+        result = bool(flag.item())
+        self._quiesce()
+        return result
+
+    def _quiesce(self, timeout_s: float = 600.0) -> None:
+        """Wait, through the rendezvous store, until every rank has finished the last collective.
+
+        A rank that returns from ``all_reduce`` may tear its connections down while a slower
+        peer is still reading its last message; the peer's transport thread then gets a reset
+        connection and aborts the process (SIGABRT, seen with gloo on a loaded machine). The
+        store outlives the ranks (torchrun's agent holds it), so meeting there first makes
+        the teardown safe. Without a store (another launcher), this is skipped.
+        """
+        try:
+            store = dist.distributed_c10d._get_default_store()
+        except (AttributeError, RuntimeError, ValueError):
+            return
+        key = "captum_layer_saliency/all_ok_done"
+        store.add(key, 1)
+        deadline = time.monotonic() + timeout_s
+        while store.add(key, 0) < self.info.world_size:
+            if time.monotonic() > deadline:
+                return  # the collective itself succeeded: a late peer is not an error here
+            time.sleep(0.02)
 
 
 @contextmanager
