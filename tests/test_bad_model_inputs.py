@@ -116,8 +116,15 @@ def test_encode_beyond_the_model_positions_names_both_lengths(tiny_classifier) -
 def test_head_of_another_width_with_the_plain_constructor(tiny_classifier, tiny_batch) -> None:
     ids, mask = tiny_batch["input_ids"], tiny_batch["attention_mask"]
     model = tiny_classifier.model
-    # The identity mapping never decodes, yet the head is checked: it would choose the layer.
-    dls = DecodedLayerSaliency(model, model.bert.embeddings, nn.Linear(8, len(VOCAB)))
+    head = nn.Linear(8, len(VOCAB))
+    # A model: checked at construction.
+    with pytest.raises(ValueError, match="hidden size 8 but the model's hidden size is 16"):
+        DecodedLayerSaliency(model, model.bert.embeddings, head)
+    # A plain forward function: on the first batch, before any decoding (the identity mapping
+    # never decodes, yet the head would choose the layer).
+    dls = DecodedLayerSaliency(
+        lambda i, m: model(input_ids=i, attention_mask=m).logits, model.bert.embeddings, head
+    )
     with pytest.raises(ValueError, match="hidden size 8 but this layer's hidden size is 16"):
         dls.attribute(ids, 0, (mask,), attention_mask=mask)
 

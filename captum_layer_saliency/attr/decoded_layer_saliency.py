@@ -248,9 +248,11 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         self._pad_token_id: int | None = None
         self._mask_is_forward_arg = False
         #: the Hugging Face model, when built with :meth:`for_model`.
-        self.model: nn.Module | None = forward_func if isinstance(forward_func, nn.Module) else None
+        self.model: nn.Module | None = None
+        # The module behind the forward, when it is one: checked for training/inference mode.
+        self._module = forward_func if isinstance(forward_func, nn.Module) else None
         #: ``"softmax"`` or ``"sigmoid"`` (multi-label): what "the prediction" means.
-        self.activation = output_activation(self.model)
+        self.activation = output_activation(self._module)
         #: per-example coherence of each candidate layer in the last call ``(B, L)``.
         self.last_layer_scores_: Tensor | None = None
         #: per-example selected candidate indices in the last call.
@@ -386,7 +388,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             TypeError: the forward returns a tuple or another non-tensor.
             RuntimeError: called under ``torch.inference_mode()``.
         """
-        check_explainable(self.model, "the model")
+        check_explainable(self.model or self._module, "the model")
         ids = self._token_ids(inputs, token_ids)
         mask = self._attention_mask(ids, attention_mask)
         if model_inputs:
