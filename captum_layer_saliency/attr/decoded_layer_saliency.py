@@ -29,7 +29,12 @@ from ..model_inputs import (
     forward_args,
     logits_of,
 )
-from ..targets import normalize_target, output_activation, prediction_weights
+from ..targets import (
+    check_target_range,
+    normalize_target,
+    output_activation,
+    prediction_weights,
+)
 from . import _calibration as cal
 from ._layer_methods import LayerMethod, layer_method_attributions
 from ._mapping import map_back
@@ -553,8 +558,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             if not torch.isfinite(out).all():
                 raise ValueError("the model's output holds NaN or inf; cannot attribute it")
             if out.dim() == 2:
-                if targets is not None:
-                    normalize_target(targets, out.shape[0], out.shape[1])
+                if targets is not None:  # its length was checked; layer methods expand rows
+                    check_target_range(targets, out.shape[1])
                 if explain_prediction:
                     weights = prediction_weights(out, activation)
                     if activation == "softmax":
