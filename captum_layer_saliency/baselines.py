@@ -51,13 +51,13 @@ from torch import Tensor, nn
 
 from captum_layer_saliency import _passes
 from captum_layer_saliency.hf import TextClassifier, classifier_forward
-from captum_layer_saliency.reductions import check_reduction, reduce_hidden
 from captum_layer_saliency.model_inputs import (
     check_explainable,
     check_model_inputs,
     check_not_data_parallel,
     forward_args,
 )
+from captum_layer_saliency.reductions import check_reduction, reduce_hidden
 from captum_layer_saliency.surgery import UnsupportedModelError, find_model_parts
 from captum_layer_saliency.targets import normalize_target
 

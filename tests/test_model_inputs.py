@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from captum_layer_saliency import DecodedLayerSaliency
 from captum_layer_saliency.attr.lafa import LAFA
-from captum_layer_saliency.baselines import embedding_layer, get_method
+from captum_layer_saliency.baselines import get_method
 from captum_layer_saliency.hf import TextClassifier, classifier_forward
 from captum_layer_saliency.metrics import comprehensiveness
 from captum_layer_saliency.metrics._perturb import full_log_probs
@@ -126,14 +126,14 @@ def test_lafa_takes_model_inputs_by_keyword(pair_clf) -> None:
 
     index = NeighbourIndex.build(corpus, encoder, progress=False)
     lafa = LAFA(
-        pair_clf.forward_func,
-        embedding_layer(pair_clf.model),
-        encoder,
+        pair_clf.model,
+        pair_clf.tokenizer,
+        get_method("input_x_gradient", pair_clf),
         index,
-        tokenizer=pair_clf.tokenizer,
+        encoder=encoder,
         k=1,
-        token_repr="embedding",
-        base="input_x_gradient",
+        aggregation="weighted_mean",
+        min_similarity=-1.0,
     )
     enc = pair_clf.encode(PREMISES, HYPOTHESES)
     ids, mask, tt = enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
