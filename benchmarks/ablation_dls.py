@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
 
     from captum_layer_saliency import DecodedLayerSaliency, LayerCoherenceSelector, load_default
-    from captum_layer_saliency.baselines import get_method
+    from captum_layer_saliency.compare.methods.registry import get_method
     from captum_layer_saliency.data.tasks import get_task
     from captum_layer_saliency.metrics import aopc_curves
 

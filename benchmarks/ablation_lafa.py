@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sst_word_sentiment import load_rows, run_method, summarise  # noqa: E402
 
-from captum_layer_saliency.attr.lafa_factory import lafa_for_model  # noqa: E402
-from captum_layer_saliency.baselines import ExplainerAttributor  # noqa: E402
+from captum_layer_saliency.compare.methods.lafa import lafa_for_model  # noqa: E402
+from captum_layer_saliency.compare.methods.registry import ExplainerAttributor  # noqa: E402
 from captum_layer_saliency.data.sst_words import load_sst_word_sentiment  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "lafa_ablation"
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = args.out / "rows.jsonl"
     done = load_rows(rows)
     if not args.summary_only:
-        from captum_layer_saliency.defaults import load_default
+        from captum_layer_saliency.zoo.load import load_default
 
         dataset, _ = load_sst_word_sentiment("validation")
         examples = [dict(r) for r in dataset][: args.n]

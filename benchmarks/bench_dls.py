@@ -71,7 +71,7 @@ def make_methods(model: Any, tok: Any, head: torch.nn.Module, layer_index: int) 
     from captum.attr import LayerGradientXActivation
 
     from captum_layer_saliency import DecodedLayerSaliency, LayerCoherenceSelector
-    from captum_layer_saliency.hf import classifier_forward
+    from captum_layer_saliency.models.classifier import classifier_forward
 
     forward = classifier_forward(model)
     parts = DecodedLayerSaliency.for_model(model, head, tok).candidate_layers

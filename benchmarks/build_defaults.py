@@ -5,8 +5,8 @@ Usage (from the repository root; about 20 minutes on 2 busy CPU cores)::
     HF_HUB_OFFLINE=1 python benchmarks/build_defaults.py            # build, then report
     HF_HUB_OFFLINE=1 python benchmarks/build_defaults.py --report   # report only
 
-The build is ``python -m captum_layer_saliency.defaults build --force --cache-dir
-captum_layer_saliency/artifacts``; the report prints the Markdown tables of the manifest's
+The build is ``python -m captum_layer_saliency.zoo.load build --force --cache-dir
+captum_layer_saliency/zoo/artifacts``; the report prints the Markdown tables of the manifest's
 measurements and draws the per-layer coherence curves to ``docs/default_models_coherence.png``.
 """
 
@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from captum_layer_saliency import defaults
+from captum_layer_saliency.zoo import load as defaults
 
 FIGURE = Path("docs/default_models_coherence.png")
 CURVES = {

@@ -15,7 +15,8 @@ Every method explains the same batches for the predicted class. Metrics: ERASER 
 comprehensiveness and sufficiency (tokens deleted, bins 1/5/10/20/50 %) and their normalised
 versions (:mod:`captum_layer_saliency.metrics.normalised`, leave-one-out orderings as the
 per-example bounds). Cost: seconds per example, and forward and backward passes per example in
-full-pass equivalents (:class:`~captum_layer_saliency.baselines.PassCounter`). Rows are appended
+full-pass equivalents (:class:`~captum_layer_saliency.compare.methods.registry.PassCounter`). Rows
+are appended
 batch by batch to ``<out>/rows.jsonl`` (rerun to resume; ``--summary-only`` to re-summarise);
 the summary, with paired bootstrap CIs against IG-25 from the same run, goes to
 ``<out>/summary.json`` and ``summary.md``.
@@ -117,7 +118,7 @@ def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str,
     calibrated on the task's unlabelled training texts); every variant runs at that layer.
     """
     from captum_layer_saliency import DecodedLayerSaliency
-    from captum_layer_saliency.baselines import ExplainerAttributor, get_method
+    from captum_layer_saliency.compare.methods.registry import ExplainerAttributor, get_method
 
     methods: dict[str, Any] = {name: get_method(name, clf) for name in BASELINES}
     base = get_method("dls", clf)
@@ -148,7 +149,7 @@ def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str,
 
 def run(args: argparse.Namespace) -> None:
     from captum_layer_saliency import load_default
-    from captum_layer_saliency.baselines import PassCounter
+    from captum_layer_saliency.compare.methods.registry import PassCounter
     from captum_layer_saliency.compare.runner import batch_plan
     from captum_layer_saliency.metrics import aopc_bounds, aopc_curves, normalise_aopc
     from captum_layer_saliency.metrics.normalised import beyond_bounds

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from captum_layer_saliency.baselines import get_method  # noqa: E402
+from captum_layer_saliency.compare.methods.registry import get_method  # noqa: E402
 from captum_layer_saliency.data.sst_words import load_sst_word_sentiment  # noqa: E402
 from captum_layer_saliency.metrics.sentiment_correlation import (  # noqa: E402
     sentiment_correlation,
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows_path = out_dir / "rows.jsonl"
     done = load_rows(rows_path)
     if not args.summary_only:
-        from captum_layer_saliency.defaults import load_default
+        from captum_layer_saliency.zoo.load import load_default
 
         dataset, match = load_sst_word_sentiment(args.split)
         print(

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .attr.decoded_layer_saliency import DecodedLayerSaliency
-from .coherence import COHERENCE_SCORES, SELECTION_RULES, LayerCoherenceSelector
-from .decoding import HeadMismatchError, LMHead, load_lm_head
-from .explaining import explain
-from .explanation import Explanation, load_explanations, save_explanations
-from .hf import TextClassifier
-from .surgery import UnsupportedModelError, find_model_parts
-from .words import aggregate_to_words
+from captum_layer_saliency.attr.coherence import (
+    COHERENCE_SCORES,
+    SELECTION_RULES,
+    LayerCoherenceSelector,
+)
+from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
+from captum_layer_saliency.explaining import explain
+from captum_layer_saliency.models.classifier import TextClassifier
+from captum_layer_saliency.models.heads import HeadMismatchError, LMHead, load_lm_head
+from captum_layer_saliency.models.surgery import UnsupportedModelError, find_model_parts
+from captum_layer_saliency.models.words import aggregate_to_words
+from captum_layer_saliency.viz.explanation import Explanation, load_explanations, save_explanations
 
 __version__ = "0.1.0"
 
@@ -42,11 +46,11 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The default models pull in their build machinery; import them only when asked for.
     if name == "load_default":
-        from .defaults import load_default
+        from captum_layer_saliency.zoo.load import load_default
 
         return load_default
     if name == "LAFA":
-        from .attr.lafa import LAFA
+        from captum_layer_saliency.attr.lafa import LAFA
 
         return LAFA
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

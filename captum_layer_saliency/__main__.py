@@ -1,5 +1,5 @@
-"""``python -m captum_layer_saliency``: see :mod:`captum_layer_saliency.cli`."""
+"""``python -m captum_layer_saliency``: see :mod:`captum_layer_saliency.cli.app`."""
 
-from .cli import main
+from captum_layer_saliency.cli.app import main
 
 raise SystemExit(main())

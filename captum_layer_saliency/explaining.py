@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from .explanation import Explanation
-from .hf import TextClassifier
-from .targets import log_probabilities
-from .words import REDUCTIONS, aggregate_to_words
+from captum_layer_saliency.models.classifier import TextClassifier
+from captum_layer_saliency.models.targets import log_probabilities
+from captum_layer_saliency.models.words import REDUCTIONS, aggregate_to_words
+from captum_layer_saliency.viz.explanation import Explanation
 
 __all__ = [
     "explain",
@@ -81,7 +81,7 @@ def make_attributor(clf: TextClassifier, method: str = "dls", **options: Any) ->
     Raises:
         ValueError: an unknown method, bad options, or DLS without an LM head.
     """
-    from .baselines import get_method, resolve_method_name
+    from captum_layer_saliency.compare.methods.registry import get_method, resolve_method_name
 
     name = resolve_method_name(method)
     if (name == "dls" or name.startswith("dls_layer")) and clf.lm_head is None:
@@ -159,12 +159,13 @@ def explain_batch(
 
     Args:
         clf: the classifier.
-        attributor: a :class:`~captum_layer_saliency.baselines.TokenAttributor`.
+        attributor: a :class:`~captum_layer_saliency.compare.methods.registry.TokenAttributor`.
         texts: the batch.
         method: the method's canonical name (recorded).
         text_pairs: the second texts of pairs, or ``None``.
         target: as in :func:`explain`.
-        words: a reduction in :data:`~captum_layer_saliency.words.REDUCTIONS`, or ``None`` for
+        words: a reduction in :data:`~captum_layer_saliency.models.words.REDUCTIONS`, or ``None``
+        for
             token scores only.
         max_length: the token budget (default: the classifier's).
         truncation: ``"error"`` or ``"truncate"``.
@@ -173,7 +174,7 @@ def explain_batch(
     Returns:
         One explanation per text, in order.
     """
-    from . import __version__
+    from captum_layer_saliency import __version__
 
     n = len(texts)
     enc = _encode(clf, texts, text_pairs, max_length, truncation)
@@ -292,13 +293,13 @@ def explain(
         progress: show a progress bar.
 
     Returns:
-        One :class:`~captum_layer_saliency.explanation.Explanation` per text, in order.
+        One :class:`~captum_layer_saliency.viz.explanation.Explanation` per text, in order.
 
     Raises:
         ValueError: an unknown method or target, an empty or over-long text, a bad
             ``batch_size`` or word reduction.
     """
-    from .baselines import resolve_method_name
+    from captum_layer_saliency.compare.methods.registry import resolve_method_name
 
     batch = [texts] if isinstance(texts, str) else list(texts)
     if batch_size < 1:

@@ -1,7 +1,8 @@
 """Small stand-ins for the method and metric registries, for the comparison and CLI tests.
 
 The tests install them with ``install_fakes(monkeypatch)``, which puts fake
-``captum_layer_saliency.baselines`` and ``captum_layer_saliency.metrics`` modules into
+``captum_layer_saliency.compare.methods.registry`` and ``captum_layer_saliency.metrics`` modules
+into
 ``sys.modules`` (the runner and the CLI resolve both through :mod:`importlib` at call time). They
 are cheap, deterministic given the global RNG, and use the method names the report treats
 specially (``dls``, ``input_x_gradient``), so every report feature is exercised.
@@ -202,7 +203,7 @@ for _name, _fn in DEMO_METRIC_COPIES.items():
 
 def install_fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Put the fake registries where the runner and the CLI look for them."""
-    baselines = types.ModuleType("captum_layer_saliency.baselines")
+    baselines = types.ModuleType("captum_layer_saliency.compare.methods.registry")
     baselines.METHODS = METHODS  # type: ignore[attr-defined]
     baselines.ALIASES = ALIASES  # type: ignore[attr-defined]
     baselines.get_method = get_method  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer  # noqa: E402
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead  # noqa: E402
 
-from captum_layer_saliency.hf import TextClassifier  # noqa: E402
+from captum_layer_saliency.models.classifier import TextClassifier  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (  # noqa: SIM905 (one readable line of words beats a 45-line list)

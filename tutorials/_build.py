@@ -282,8 +282,8 @@ from captum_layer_saliency import (
 )
 from captum_layer_saliency import viz
 from captum_layer_saliency.data.sst2 import load_sst2
-from captum_layer_saliency.defaults import load_pretrained_encoder
-from captum_layer_saliency.hf import special_token_ids
+from captum_layer_saliency.zoo.load import load_pretrained_encoder
+from captum_layer_saliency.models.classifier import special_token_ids
 
 clf = load_default("sst2")
 """),
@@ -476,7 +476,8 @@ COMPARE = [
 # 3. DLS next to Captum's baselines
 
 Integrated Gradients, DeepLift and GradientSHAP (Captum's layer versions, at the embeddings, from
-a PAD baseline, as in `captum_layer_saliency.baselines`) and DLS explain the same SST-2 sentences.
+a PAD baseline, as in `captum_layer_saliency.compare.methods.registry`) and DLS explain the same
+SST-2 sentences.
 We then measure ERASER **faithfulness**: *comprehensiveness* (how much the predicted class's
 probability drops when the top tokens are deleted; higher is better) and *sufficiency* (how much it
 drops when *only* the top tokens are kept; lower is better), averaged over the 1/5/10/20/50 % bins
@@ -492,7 +493,7 @@ import time
 
 from captum_layer_saliency import load_default
 from captum_layer_saliency import viz
-from captum_layer_saliency.baselines import get_method
+from captum_layer_saliency.compare.methods.registry import get_method
 from captum_layer_saliency.data.sst2 import load_sst2
 from captum_layer_saliency.metrics import aopc_curves, comprehensiveness, sufficiency
 
@@ -716,7 +717,7 @@ norm.
 """),
     code("""
 from captum_layer_saliency import LayerCoherenceSelector, find_model_parts, load_default
-from captum_layer_saliency.hf import special_token_ids
+from captum_layer_saliency.models.classifier import special_token_ids
 
 clf = load_default("sst2")
 parts = find_model_parts(clf.model)
@@ -745,7 +746,7 @@ last block is never chosen, because the pooler reads only [CLS] and its word pos
 gradient:
 """),
     code("""
-from captum_layer_saliency.neighbours import default_corpus
+from captum_layer_saliency.attr.neighbours import default_corpus
 
 selection = explicit.calibrate(default_corpus("sst2", size=128), tokenizer=clf.tokenizer)
 print(selection.name)
@@ -830,7 +831,7 @@ step. Here we build the index ourselves (without a progress bar) and pass it as 
 two explainers below share it.
 """),
     code("""
-from captum_layer_saliency.layer_index import cached_layer_index
+from captum_layer_saliency.attr.layer_index import cached_layer_index
 
 index = cached_layer_index(clf.model, clf.tokenizer, references, layer=2, progress=False)
 lafa = LAFA.for_model(clf.model, clf.tokenizer, index=index)

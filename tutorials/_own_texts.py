@@ -61,7 +61,7 @@ import tempfile
 from pathlib import Path
 
 from captum_layer_saliency import load_default
-from captum_layer_saliency.defaults import load_pretrained_encoder
+from captum_layer_saliency.zoo.load import load_pretrained_encoder
 
 work = Path(tempfile.mkdtemp(prefix="own-texts-"))
 default = load_default("sst2")

@@ -1,5 +1,5 @@
 """Attribution methods, one file each, Captum style."""
 
-from .decoded_layer_saliency import DecodedLayerSaliency
+from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
 
 __all__ = ["DecodedLayerSaliency"]

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..coherence import LayerCoherenceSelector
-from ..decoding import decode_top1
+from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
+from captum_layer_saliency.attr.decoding import decode_top1
 
 logger = logging.getLogger("captum_layer_saliency")
 

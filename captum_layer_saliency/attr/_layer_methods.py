@@ -28,7 +28,8 @@ attention mask unchanged; the PAD baseline of the library's IG, taken at the lay
 **Cost.** The network below the layer runs once; each step runs only the blocks *above* it, and
 all steps run as one batch (``internal_batch_size`` caps the rows per call). For a layer at
 depth ``l`` of ``L`` blocks (``u = (L - l) / L`` of the network above it), per explained example,
-in full-pass equivalents (what :class:`~captum_layer_saliency.baselines.PassCounter` books):
+in full-pass equivalents (what :class:`~captum_layer_saliency.compare.methods.registry.PassCounter`
+books):
 
 ================================  ============================  ====================
 layer method                      forwards                      backwards
@@ -44,8 +45,8 @@ gradient_shap                     as integrated_gradients       as integrated_gr
 costs about two forwards). At block 5 of the 6-block default models, integrated gradients with
 2 steps costs 2.2 forwards and 0.33 backwards, about the cost of one forward and one backward.
 This "upper part only" path needs a model whose embeddings and blocks
-:func:`~captum_layer_saliency.surgery.find_model_parts` knows (every family there) and a layer
-that is one of them; otherwise (any other module, ``attribute_to_layer_input=True``, or
+:func:`~captum_layer_saliency.models.surgery.find_model_parts` knows (every family there)
+and a layer that is one of them; otherwise (any other module, ``attribute_to_layer_input=True``, or
 ``upper_only=False``) each step runs the whole network with the layer's output replaced by the
 step's state, as Captum's layer methods do (forwards ``1 (+1) + n_steps``, backwards
 ``n_steps``). Both paths give the same attributions (a test checks it).
@@ -71,9 +72,9 @@ from captum._utils.typing import TargetType
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor, nn
 
-from .. import _passes
-from ..layer_capture import _ordered, _with_hidden, capture_layers
-from ..surgery import UnsupportedModelError, find_model_parts
+from captum_layer_saliency.models import passes as _passes
+from captum_layer_saliency.models.capture import _ordered, _with_hidden, capture_layers
+from captum_layer_saliency.models.surgery import UnsupportedModelError, find_model_parts
 
 __all__ = [
     "INTEGRATION_METHODS",

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..decoding import sparsify_rows
+from captum_layer_saliency.attr.decoding import sparsify_rows
 
 __all__ = ["map_back"]
 

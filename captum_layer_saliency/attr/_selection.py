@@ -14,16 +14,17 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..coherence import (
+from captum_layer_saliency.attr import _calibration as cal
+from captum_layer_saliency.attr.coherence import (
     LayerCoherenceSelector,
     layer_position_coherence,
     position_coherence,
 )
-from ..decoding import candidate_mask, default_layers
-from ..hf import model_device
-from ..layer_capture import layer_gradients_and_outputs
-from ..surgery import find_model_parts
-from . import _calibration as cal
+from captum_layer_saliency.attr.decoding import candidate_mask
+from captum_layer_saliency.models.capture import layer_gradients_and_outputs
+from captum_layer_saliency.models.classifier import model_device
+from captum_layer_saliency.models.heads import default_layers
+from captum_layer_saliency.models.surgery import find_model_parts
 
 Batch = Mapping[str, Tensor] | tuple[Tensor, Tensor]
 

@@ -12,33 +12,33 @@ from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..coherence import LayerCoherenceSelector
-from ..decoding import (
-    DEFAULT_DECODE_CHUNK,
-    candidate_mask,
-    check_head_compatible,
-    decode_layer,
-    load_lm_head,
+from captum_layer_saliency.attr import _calibration as cal
+from captum_layer_saliency.attr._layer_methods import LayerMethod, layer_method_attributions
+from captum_layer_saliency.attr._mapping import map_back
+from captum_layer_saliency.attr._selection import (
+    SelectionMixin,
+    check_layers_in_model,
+    model_layers,
+    resolve_layers,
 )
-from ..hf import classifier_forward, special_token_ids
-from ..layer_capture import layer_gradients_and_outputs
-from ..model_inputs import (
+from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
+from captum_layer_saliency.attr.decoding import DEFAULT_DECODE_CHUNK, candidate_mask, decode_layer
+from captum_layer_saliency.models.capture import layer_gradients_and_outputs
+from captum_layer_saliency.models.classifier import classifier_forward, special_token_ids
+from captum_layer_saliency.models.heads import check_head_compatible, load_lm_head
+from captum_layer_saliency.models.inputs import (
     check_explainable,
     check_model_inputs,
     check_not_data_parallel,
     forward_args,
     logits_of,
 )
-from ..targets import (
+from captum_layer_saliency.models.targets import (
     check_target_range,
     normalize_target,
     output_activation,
     prediction_weights,
 )
-from . import _calibration as cal
-from ._layer_methods import LayerMethod, layer_method_attributions
-from ._mapping import map_back
-from ._selection import SelectionMixin, check_layers_in_model, model_layers, resolve_layers
 
 __all__ = [
     "AGGREGATIONS",

@@ -7,14 +7,14 @@ first variant, which remains available through the options):
 1. **Base saliency** (Eq. 3): a registry method at the embeddings, reduced per token by the sum
    of squares over the hidden dimension (``reduction="squared_l2"``); SmoothGrad by default
    (the paper's base for SST), ``saliency``, ``input_x_gradient`` or ``integrated_gradients``,
-   or any :class:`~captum_layer_saliency.baselines.TokenAttributor`.
+   or any :class:`~captum_layer_saliency.compare.methods.registry.TokenAttributor`.
 2. **Neighbours** (Eq. 4): reference texts encoded by a hidden layer of the **same classifier**
-   (:class:`~captum_layer_saliency.layer_index.LayerIndex`), the ``k`` nearest by L2 distance
+   (:class:`~captum_layer_saliency.attr.layer_index.LayerIndex`), the ``k`` nearest by L2 distance
    among those within the cut-off ``epsilon`` (a quantile of the pairwise distances), optionally
    only texts the classifier puts in the explained class (``same_class``). An input is never its
    own neighbour. This project's first variant, the ``k`` nearest by cosine in an external
    sentence encoder, is used when ``index`` is a
-   :class:`~captum_layer_saliency.neighbours.NeighbourIndex`.
+   :class:`~captum_layer_saliency.attr.neighbours.NeighbourIndex`.
 3. **Aggregation** (Eqs. 6-7, ``aggregation="paper"``): ``M(x)_t + lambda * E(w_t)``, ``E`` the
    average over the neighbours of their token saliencies weighted by a kernel on the word
    (layer-0) embeddings, each neighbour's sum divided by its length
@@ -38,13 +38,23 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..baselines import TokenAttributor, embedding_layer
-from ..hf import classifier_forward, special_mask
-from ..hf import special_token_ids as tokenizer_special_ids
-from ..layer_index import LayerIndex, layer_vectors
-from ..model_inputs import check_explainable, check_model_inputs, forward_args, logits_of
-from ..targets import normalize_target
-from .lafa_aggregation import AGGREGATIONS, KERNELS, local_aggregate, paper_aggregate
+from captum_layer_saliency.attr.lafa_aggregation import (
+    AGGREGATIONS,
+    KERNELS,
+    local_aggregate,
+    paper_aggregate,
+)
+from captum_layer_saliency.attr.layer_index import LayerIndex, layer_vectors
+from captum_layer_saliency.compare.methods.registry import TokenAttributor, embedding_layer
+from captum_layer_saliency.models.classifier import classifier_forward, special_mask
+from captum_layer_saliency.models.classifier import special_token_ids as tokenizer_special_ids
+from captum_layer_saliency.models.inputs import (
+    check_explainable,
+    check_model_inputs,
+    forward_args,
+    logits_of,
+)
+from captum_layer_saliency.models.targets import normalize_target
 
 __all__ = ["DEFAULTS", "LAFA", "TOKEN_REPRS"]
 
@@ -73,7 +83,7 @@ class LAFA(GradientAttribution):
     r"""Locally Aggregated Feature Attribution: a base saliency smoothed over similar texts.
 
     See the module docstring for the algorithm. Build it in one line with
-    :func:`~captum_layer_saliency.attr.lafa_factory.lafa_for_model`, or ``get_method("lafa",
+    :func:`~captum_layer_saliency.compare.methods.lafa.lafa_for_model`, or ``get_method("lafa",
     clf)`` for the comparison harness.
     """
 
@@ -160,7 +170,7 @@ class LAFA(GradientAttribution):
             raise ValueError(f"unknown token_repr {token_repr!r}; choose from {TOKEN_REPRS}")
         if not callable(getattr(base, "attribute", None)):
             raise ValueError("base must have attribute(input_ids, attention_mask, target)")
-        from ..neighbours import NeighbourIndex
+        from captum_layer_saliency.attr.neighbours import NeighbourIndex
 
         if not isinstance(index, (LayerIndex, NeighbourIndex)):
             raise ValueError(
@@ -206,7 +216,7 @@ class LAFA(GradientAttribution):
     ) -> LAFA:
         """Build LAFA for a Hugging Face sequence classifier in one line.
 
-        The same as :func:`~captum_layer_saliency.attr.lafa_factory.lafa_for_model` on
+        The same as :func:`~captum_layer_saliency.compare.methods.lafa.lafa_for_model` on
         ``TextClassifier(model, tokenizer, max_length=max_length)``: by default the paper's
         algorithm (SmoothGrad base, neighbours in the model's layer 2, ``M + lambda * E``).
 
@@ -223,8 +233,8 @@ class LAFA(GradientAttribution):
         Raises:
             ValueError: no reference corpus, or a bad option.
         """
-        from ..hf import TextClassifier
-        from .lafa_factory import lafa_for_model
+        from captum_layer_saliency.compare.methods.lafa import lafa_for_model
+        from captum_layer_saliency.models.classifier import TextClassifier
 
         clf = TextClassifier(model=model, tokenizer=tokenizer, max_length=max_length)
         return lafa_for_model(clf, reference_texts, **options)

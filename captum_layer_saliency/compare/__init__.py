@@ -5,7 +5,7 @@ on disk (JSONL rows, ``run.json``), ``report`` turns rows into tables, plots and
 ``distributed`` runs the shards under ``torchrun``.
 """
 
-from .report import (
+from captum_layer_saliency.compare.report import (
     NoResultsError,
     bootstrap_ci,
     combine_runs,
@@ -14,7 +14,7 @@ from .report import (
     summarize,
     write_report,
 )
-from .results import (
+from captum_layer_saliency.compare.results import (
     ConfigMismatchError,
     CorruptResultsError,
     OutputDirError,
@@ -22,7 +22,7 @@ from .results import (
     merge_shards,
     read_rows,
 )
-from .runner import (
+from captum_layer_saliency.compare.runner import (
     EmptyDatasetError,
     InvalidComparisonError,
     ModelOutputError,

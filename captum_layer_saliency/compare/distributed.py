@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import results
+from captum_layer_saliency.compare import results
 
 #: The environment torchrun (``torch.distributed.run``) sets for every worker.
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")

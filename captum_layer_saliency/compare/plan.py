@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metrics.faithfulness import ERASER_BINS
+from captum_layer_saliency.metrics.faithfulness import ERASER_BINS
 
 __all__ = [
     "ONE_OFF_NOTES",
@@ -37,7 +37,7 @@ def _option(method: str, name: str, options: Mapping[str, Any], default: int) ->
     """An option's value: the user's, else the factory's default, else ``default``."""
     if name in options:
         return int(options[name])
-    from ..baselines import METHODS
+    from captum_layer_saliency.compare.methods.registry import METHODS
 
     factory = getattr(METHODS.get(method), "factory", None)
     if factory is not None:
@@ -53,8 +53,8 @@ def _option(method: str, name: str, options: Mapping[str, Any], default: int) ->
 def _lafa_passes(n: int, options: Mapping[str, Any]) -> float:
     """At most ``k + 1`` runs of the base (the input and its neighbours; a neighbour's base
     scores are computed once per explainer and reused)."""
-    from ..attr.lafa import DEFAULTS
-    from ..attr.lafa_factory import FACTORY_DEFAULTS
+    from captum_layer_saliency.attr.lafa import DEFAULTS
+    from captum_layer_saliency.compare.methods.lafa import FACTORY_DEFAULTS
 
     k = int(options.get("k", DEFAULTS["k"]))
     base = options.get("base", FACTORY_DEFAULTS["base"])

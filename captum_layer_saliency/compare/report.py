@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import viz
-from . import results
-from .selection_notes import selection_notes, selection_notes_html
+from captum_layer_saliency import viz
+from captum_layer_saliency.compare import results
+from captum_layer_saliency.compare.selection_notes import selection_notes, selection_notes_html
 
 #: The method every cost ratio is relative to (the cheapest gradient baseline).
 COST_REFERENCE = "input_x_gradient"

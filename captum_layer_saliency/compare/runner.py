@@ -54,10 +54,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.tasks import EmptyDatasetError
-from ..hf import TRUNCATION_MODES, TextClassifier
-from . import results
-from .plan import format_plan, plan_comparison
+from captum_layer_saliency.compare import results
+from captum_layer_saliency.compare.plan import format_plan, plan_comparison
+from captum_layer_saliency.data.tasks import EmptyDatasetError
+from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
 
 #: Columns every dataset row must have, and the two that carry word-level human rationales.
 REQUIRED_COLUMNS = ("text", "label")
@@ -99,7 +99,7 @@ def canonical_method(name: str) -> str:
     Raises:
         ValueError: the name is not a known method or alias.
     """
-    name_: str = _module("baselines").resolve_method_name(name)
+    name_: str = _module("compare.methods.registry").resolve_method_name(name)
     return name_
 
 
@@ -107,7 +107,7 @@ def _build_method(
     name: str, clf: TextClassifier, seed: int, options: Mapping[str, Any]
 ) -> TokenAttributor:
     """``get_method`` with the run's seed passed to methods that take one (unless overridden)."""
-    baselines = _module("baselines")
+    baselines = _module("compare.methods.registry")
     factory = getattr(baselines.METHODS.get(name), "factory", None)
     takes_seed = factory is not None and "seed" in inspect.signature(factory).parameters
     if takes_seed and "seed" not in options:
@@ -390,7 +390,7 @@ def _finite_list(values: Tensor) -> list[float | None]:
 
 
 def _pass_counter(model: torch.nn.Module) -> Any:
-    return _module("baselines").PassCounter(model)
+    return _module("compare.methods.registry").PassCounter(model)
 
 
 class _Batch:
@@ -550,7 +550,7 @@ def run_comparison(
         dataset: a ``datasets.Dataset`` (or any sequence of dicts) with ``text`` and ``label``,
             optionally ``idx`` (the example's index; default its position) and ``words`` +
             ``rationale`` (per-word human rationales, enabling the plausibility metrics).
-        methods: method names or aliases from :mod:`captum_layer_saliency.baselines`.
+        methods: method names or aliases from :mod:`captum_layer_saliency.compare.methods.registry`.
         out_dir: the output directory (created; may hold an earlier run of the same config).
         task: the task's name, recorded in ``run.json`` (default: ``"custom"``).
         limit: explain only the first ``limit`` examples.
@@ -716,7 +716,7 @@ def run_comparison(
     finally:
         bar.close()
     if report and shard is None:
-        from .report import write_report
+        from captum_layer_saliency.compare.report import write_report
 
         write_report(out)
     return out

@@ -20,7 +20,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, Features, Value
 from datasets import Sequence as HFSequence
 
-from .sst2 import SST2_LABELS
+from captum_layer_saliency.data.sst2 import SST2_LABELS
 
 SENTIMENT_LABELS = tuple(SST2_LABELS)
 """Binary sentiment label names of every sentiment task: SST-2's (0 negative, 1 positive), so the

@@ -27,8 +27,8 @@ from typing import Any
 
 from datasets import Dataset, Value
 
-from ._schema import SENTIMENT_LABELS, rationale_dataset
-from ._source import DataUnavailableError, resolve_data_dir
+from captum_layer_saliency.data._schema import SENTIMENT_LABELS, rationale_dataset
+from captum_layer_saliency.data._source import DataUnavailableError, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 from datasets import Dataset, Value
 
-from ._schema import rationale_dataset
-from ._source import hub_then_local, resolve_data_dir
+from captum_layer_saliency.data._schema import rationale_dataset
+from captum_layer_saliency.data._source import hub_then_local, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 

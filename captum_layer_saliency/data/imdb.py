@@ -19,8 +19,8 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from ._schema import SENTIMENT_LABELS, text_features
-from ._source import hub_then_local, resolve_data_dir
+from captum_layer_saliency.data._schema import SENTIMENT_LABELS, text_features
+from captum_layer_saliency.data._source import hub_then_local, resolve_data_dir
 
 _SPLITS = ("test", "train")
 

@@ -32,9 +32,9 @@ from typing import Any
 
 from datasets import Dataset
 
-from ._schema import SENTIMENT_LABELS, rationale_dataset
-from ._source import hub_then_local, resolve_data_dir
-from .sst2 import load_sst2
+from captum_layer_saliency.data._schema import SENTIMENT_LABELS, rationale_dataset
+from captum_layer_saliency.data._source import hub_then_local, resolve_data_dir
+from captum_layer_saliency.data.sst2 import load_sst2
 
 logger = logging.getLogger(__name__)
 

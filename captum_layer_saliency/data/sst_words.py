@@ -33,10 +33,15 @@ from typing import Any
 from datasets import Dataset, Value
 from datasets import Sequence as HFSequence
 
-from ._schema import SENTIMENT_LABELS, rationale_dataset
-from ._source import resolve_data_dir
-from .sst2 import load_sst2
-from .sst_phrases import DEFAULT_MAX_PHRASE_WORDS, TreeNode, parse_tree, phrase_rationale
+from captum_layer_saliency.data._schema import SENTIMENT_LABELS, rationale_dataset
+from captum_layer_saliency.data._source import resolve_data_dir
+from captum_layer_saliency.data.sst2 import load_sst2
+from captum_layer_saliency.data.sst_phrases import (
+    DEFAULT_MAX_PHRASE_WORDS,
+    TreeNode,
+    parse_tree,
+    phrase_rationale,
+)
 
 logger = logging.getLogger(__name__)
 

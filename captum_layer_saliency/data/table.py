@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .jsonl import DataFileError, load_jsonl
+from captum_layer_saliency.data.jsonl import DataFileError, load_jsonl
 
 __all__ = ["TABLE_SUFFIXES", "label_indices", "read_table", "text_column"]
 

@@ -31,14 +31,14 @@ from typing import Protocol
 
 from datasets import Dataset
 
-from ._schema import SENTIMENT_LABELS
-from .ag_news import AG_NEWS_LABELS, load_ag_news
-from .eraser_movies import load_eraser_movies
-from .hatexplain import HATEXPLAIN_LABELS, load_hatexplain
-from .imdb import load_imdb
-from .rte import RTE_LABELS, load_rte_pairs
-from .sst_phrases import load_sst2_phrases
-from .sst_words import load_sst_word_sentiment
+from captum_layer_saliency.data._schema import SENTIMENT_LABELS
+from captum_layer_saliency.data.ag_news import AG_NEWS_LABELS, load_ag_news
+from captum_layer_saliency.data.eraser_movies import load_eraser_movies
+from captum_layer_saliency.data.hatexplain import HATEXPLAIN_LABELS, load_hatexplain
+from captum_layer_saliency.data.imdb import load_imdb
+from captum_layer_saliency.data.rte import RTE_LABELS, load_rte_pairs
+from captum_layer_saliency.data.sst_phrases import load_sst2_phrases
+from captum_layer_saliency.data.sst_words import load_sst_word_sentiment
 
 ERASER_MAX_WORDS = 400
 """Words kept per ERASER review in the ``eraser_movies`` task. With the default BERT-uncased

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..targets import check_target_range, log_probabilities
+from captum_layer_saliency.models.targets import check_target_range, log_probabilities
 
 ForwardFunc = Callable[[Tensor, Tensor], Tensor]
 Replacement = str | int
@@ -169,7 +169,7 @@ def target_log_probs(
     Returns:
         ``(n,)`` float64 log-probabilities: the log-softmax of the logits, or the target
         label's log-sigmoid when the forward's ``activation`` is ``"sigmoid"`` (a multi-label
-        head; :class:`~captum_layer_saliency.model_inputs.ClassifierForward` reads it from the
+        head; :class:`~captum_layer_saliency.models.inputs.ClassifierForward` reads it from the
         model's config).
     """
     if batch_size < 1:

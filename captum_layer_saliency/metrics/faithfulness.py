@@ -39,7 +39,7 @@ from captum_layer_saliency.metrics._perturb import (
     tokens_for_fraction,
     valid_token_mask,
 )
-from captum_layer_saliency.targets import normalize_target
+from captum_layer_saliency.models.targets import normalize_target
 
 ERASER_BINS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5)
 

@@ -1,0 +1,69 @@
+"""Files and the user cache: where cached artifacts live and how they are written safely.
+
+Kept apart from :mod:`captum_layer_saliency.zoo.load` so that caches (LAFA's neighbour indexes)
+need not import the default models' training code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["CACHE_ENV", "DEFAULT_CACHE_DIR", "atomic_write", "resolve_cache_dir", "sha256_file"]
+
+CACHE_ENV = "CAPTUM_LAYER_SALIENCY_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/captum_layer_saliency")
+
+
+def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """The user cache directory: ``path``, else ``$CAPTUM_LAYER_SALIENCY_CACHE``, else the default.
+
+    Args:
+        path: an explicit directory.
+
+    Returns:
+        The (not necessarily existing) directory.
+    """
+    chosen = path if path is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
+    return Path(chosen).expanduser()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` so that readers see either the old file or the complete new one.
+
+    ``write`` fills a temporary file in the same directory, which is then renamed over ``path``
+    with :func:`os.replace` (atomic on POSIX and Windows). If ``write`` fails or is interrupted
+    (``KeyboardInterrupt`` included), the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: the destination.
+        write: called with the temporary path; must write the whole content there.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        # mkstemp makes 0600 files; give the artifact the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

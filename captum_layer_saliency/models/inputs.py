@@ -1,0 +1,378 @@
+"""How a Hugging Face classifier is called: its inputs beyond the ids and mask, and its output.
+
+Every method and metric of this package calls the model through one function,
+``f(input_ids, attention_mask, *extra) -> logits`` (:class:`ClassifierForward`). It passes the
+model's other inputs as follows:
+
+* **Derived inputs**, computed from the ids and the mask of each call, so that they stay right
+  however a method or metric rebuilds its inputs (tokens deleted and re-packed, rows cropped to
+  one example, LAFA's neighbours, Captum's expanded batches):
+
+  - ``token_type_ids`` (segment ids of a sentence pair), for a model that takes them and a
+    tokenizer that makes them: 0 up to and including the first separator, 1 after it, 0 on
+    padding -- the ids BERT-style tokenizers give a pair (:meth:`TextClassifier.encode` checks
+    that they agree);
+  - ``position_ids`` from the attention mask (``cumsum(mask) - 1``) when a row is left-padded
+    and the family uses absolute positions it does not derive itself (BERT, DistilBERT, ALBERT,
+    ELECTRA, GPT-2...; RoBERTa-style models derive them from the ids; rotary models such as
+    Llama get them too, as in Hugging Face's own generation code).
+
+* **Explicit inputs**: any keyword the model's forward takes, passed by its Hugging Face name
+  (``token_type_ids=``, ``position_ids=``...) to DLS, LAFA or a registry method; they travel as
+  Captum ``additional_forward_args`` (:func:`forward_args`), so Captum expands and slices them
+  with the batch, and they override the derived ones.
+
+The module also holds the checks on how a model is explained: a forward returning a tuple,
+sequences longer than the model's positions, training mode, ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from captum_layer_saliency.models.targets import output_activation
+
+__all__ = [
+    "ClassifierForward",
+    "InputNames",
+    "check_explainable",
+    "check_model_inputs",
+    "check_sequence_length",
+    "forward_args",
+    "logits_of",
+    "position_ids_from_mask",
+    "segment_ids",
+]
+
+#: Families whose embeddings derive position ids from the input ids (padding-aware) themselves;
+#: passing ``cumsum(mask) - 1`` would drop their ``padding_idx + 1`` offset.
+SELF_POSITIONED = frozenset(
+    {
+        "roberta",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "roberta-prelayernorm",
+        "data2vec-text",
+        "longformer",
+        "mpnet",
+        "ibert",
+    }
+)
+
+
+#: Encoder families whose classification head reads the first position ([CLS], <s>): left
+#: padding puts a pad there, so they must be padded on the right.
+FIRST_TOKEN_POOLING = frozenset(
+    {
+        "bert",
+        "albert",
+        "electra",
+        "distilbert",
+        "deberta",
+        "deberta-v2",
+        "mpnet",
+        "megatron-bert",
+        "ernie",
+        "roformer",
+        "mobilebert",
+        "squeezebert",
+        "convbert",
+    }
+    | SELF_POSITIONED
+)
+
+
+@dataclass(frozen=True)
+class InputNames:
+    """The names of the tensors that follow it in ``additional_forward_args``.
+
+    Not a tensor, so Captum passes it through unchanged while it expands or slices the tensors.
+    """
+
+    names: tuple[str, ...]
+
+
+def forward_args(
+    attention_mask: Tensor, model_inputs: Mapping[str, Tensor] | None = None
+) -> tuple[Any, ...]:
+    """The ``additional_forward_args`` that give a :class:`ClassifierForward` its inputs.
+
+    Args:
+        attention_mask: ``(batch, seq)``.
+        model_inputs: other inputs of the model by name, each ``(batch, seq, ...)``.
+
+    Returns:
+        ``(attention_mask,)``, or ``(attention_mask, InputNames(names), *tensors)``.
+    """
+    if not model_inputs:
+        return (attention_mask,)
+    names = tuple(model_inputs)
+    return (attention_mask, InputNames(names), *(model_inputs[n] for n in names))
+
+
+def _explicit(extra: tuple[Any, ...]) -> dict[str, Any]:
+    if not extra:
+        return {}
+    head, *values = extra
+    if not isinstance(head, InputNames) or len(values) != len(head.names):
+        raise TypeError(
+            "a classifier forward takes (input_ids, attention_mask) and, optionally, "
+            "InputNames(names) followed by one tensor per name; use forward_args(mask, inputs) or "
+            "pass the model's other inputs by keyword (token_type_ids=...)"
+        )
+    return dict(zip(head.names, values, strict=True))
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """``cumsum(mask) - 1``, clamped at 0: each real token's position among the real tokens.
+
+    Args:
+        attention_mask: ``(batch, seq)``.
+
+    Returns:
+        ``(batch, seq)`` long position ids (0 on leading padding).
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def segment_ids(input_ids: Tensor, attention_mask: Tensor | None, sep_token_id: int) -> Tensor:
+    """Segment ids of (possibly paired) BERT-style encodings: 1 after the first separator.
+
+    Args:
+        input_ids: ``(batch, seq)``.
+        attention_mask: ``(batch, seq)`` or ``None``.
+        sep_token_id: the separator's id.
+
+    Returns:
+        ``(batch, seq)`` long, 0 up to and including the first separator, 1 after it, 0 on
+        padding.
+    """
+    is_sep = (input_ids == sep_token_id).long()
+    before = is_sep.cumsum(-1) - is_sep  # separators strictly before each position
+    seg = (before > 0).long()
+    return seg * attention_mask.long() if attention_mask is not None else seg
+
+
+def logits_of(out: Any) -> Tensor:
+    """The logits of a model's output: ``out.logits``, or a tensor.
+
+    Raises:
+        TypeError: a tuple, list or other non-tensor output, with what to do.
+    """
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, (tuple, list)):
+        kinds = ", ".join(type(o).__name__ for o in out)
+        raise TypeError(
+            f"the forward function returned a {type(out).__name__} ({kinds}), not a tensor of "
+            "logits: return only the logits, e.g. `lambda ids, mask: model(ids, mask)[0]`, or "
+            "a Hugging Face output with .logits"
+        )
+    raise TypeError(
+        f"the forward function returned a {type(out).__name__}, not a (batch, classes) tensor "
+        "of logits"
+    )
+
+
+def _accepted(model: nn.Module) -> tuple[set[str], bool]:
+    """The named parameters of the model's forward, and whether it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return set(), True
+    named = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class ClassifierForward:
+    """``f(input_ids, attention_mask=None, *extra, **model_inputs) -> logits`` for an HF model.
+
+    Args:
+        model: a ``*ForSequenceClassification`` model.
+        sep_token_id: the tokenizer's separator id, when its encodings carry segment ids (see
+            :func:`segment_ids`); ``None`` derives none.
+    """
+
+    def __init__(self, model: nn.Module, sep_token_id: int | None = None) -> None:
+        self.model = model
+        self.input_names, self.takes_kwargs = _accepted(model)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        self.derives_positions = (
+            "position_ids" in self.input_names and model_type not in SELF_POSITIONED
+        )
+        self.sep_token_id = sep_token_id if "token_type_ids" in self.input_names else None
+        #: the head reads the first position: inputs must be padded on the right.
+        self.pools_first_token = model_type in FIRST_TOKEN_POOLING
+        #: the longest input the position embeddings take (``None``: no fixed table, e.g. rotary).
+        self.max_tokens = _max_tokens(getattr(model, "config", None))
+        #: ``"softmax"``, or ``"sigmoid"`` for a multi-label head: read by the metrics.
+        self.activation = output_activation(model)
+
+    def derived(self, input_ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
+        """The inputs derived from the ids and mask (see the module docstring)."""
+        extra: dict[str, Tensor] = {}
+        if self.sep_token_id is not None:
+            extra["token_type_ids"] = segment_ids(input_ids, attention_mask, self.sep_token_id)
+        if (
+            self.derives_positions
+            and attention_mask is not None
+            and attention_mask.shape[-1] > 0
+            and bool((attention_mask[:, 0] == 0).any())
+        ):
+            extra["position_ids"] = position_ids_from_mask(attention_mask)
+        return extra
+
+    def __call__(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *extra: Any, **kw: Any
+    ) -> Tensor:
+        check_sequence_length(input_ids.shape[-1], self.max_tokens)
+        if (
+            self.pools_first_token
+            and attention_mask is not None
+            and attention_mask.shape[-1] > 0
+            and bool((attention_mask[:, 0] == 0).any())
+        ):
+            raise ValueError(
+                f"{type(self.model).__name__} classifies from its first position ([CLS]), but "
+                "this batch is left-padded, so a padding token sits there: pad on the right "
+                "(tokenizer.padding_side = 'right'; TextClassifier.encode does)"
+            )
+        inputs = {**self.derived(input_ids, attention_mask), **_explicit(extra), **kw}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, **inputs)
+        if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
+            return out[0]  # a Hugging Face model with return_dict=False: logits come first
+        return logits_of(out)
+
+
+def _max_tokens(config: Any) -> int | None:
+    """The number of positions of a learned/sinusoidal position table, from the config."""
+    if config is None or getattr(config, "rope_theta", None) is not None:
+        return None
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if getattr(config, "model_type", None) in ("deberta", "deberta-v2") and not getattr(
+        config, "position_biased_input", True
+    ):
+        return None  # relative positions only
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if getattr(config, "model_type", None) in SELF_POSITIONED:
+        n -= int(getattr(config, "pad_token_id", 1) or 1) + 1  # positions start after padding_idx
+    return n
+
+
+def check_model_inputs(
+    model_inputs: Mapping[str, Any], input_ids: Tensor, model: nn.Module | None = None
+) -> dict[str, Tensor]:
+    """Check the model's other inputs passed by keyword: names the model takes, batch shape.
+
+    Args:
+        model_inputs: the keyword inputs (``token_type_ids=``...).
+        input_ids: ``(batch, seq)`` ids they go with.
+        model: the model, when known: every name must be a parameter of its forward.
+
+    Returns:
+        The inputs as a dict (tensors on the ids' device).
+
+    Raises:
+        ValueError: a name the model does not take, ``input_ids``/``attention_mask`` passed
+            twice, or a tensor whose first two dimensions are not the ids'.
+        TypeError: a value that is not a tensor.
+    """
+    out: dict[str, Tensor] = {}
+    if model is not None:
+        names, _ = _accepted(model)
+        unknown = sorted(set(model_inputs) - names)
+        if unknown:
+            takes = ", ".join(sorted(names - {"input_ids", "attention_mask", "labels"}))
+            raise ValueError(
+                f"{type(model).__name__}.forward takes no input named {unknown[0]!r}; its other "
+                f"inputs are: {takes}"
+            )
+    for name, value in model_inputs.items():
+        if name in ("input_ids", "attention_mask", "inputs_embeds", "labels"):
+            raise ValueError(f"{name} is not a free model input here; pass it as its own argument")
+        if not isinstance(value, Tensor):
+            raise TypeError(f"model input {name} must be a tensor, got {type(value).__name__}")
+        if value.dim() < 2 or tuple(value.shape[:2]) != tuple(input_ids.shape):
+            raise ValueError(
+                f"model input {name} has shape {tuple(value.shape)}; it must start with the "
+                f"ids' shape {tuple(input_ids.shape)} (batch, seq)"
+            )
+        out[name] = value.to(input_ids.device)
+    return out
+
+
+def check_sequence_length(n_tokens: int, max_positions: int | None, where: str = "") -> None:
+    """Refuse a sequence longer than the model's position embeddings, before the model runs.
+
+    Raises:
+        ValueError: naming both lengths and the truncation option.
+    """
+    if max_positions is not None and n_tokens > max_positions:
+        raise ValueError(
+            f"{where}an input of {n_tokens} tokens is longer than the model's {max_positions} "
+            f"positions (max_position_embeddings): encode with max_length <= {max_positions} "
+            "and truncation='truncate' to cut the texts"
+        )
+
+
+def check_explainable(model: Any, what: str = "the model") -> None:
+    """Refuse ``torch.inference_mode()``; warn about a model in training mode.
+
+    Gradient methods need autograd; inference tensors cannot be recorded by it. A model in
+    training mode runs dropout, so every map comes out different.
+
+    Raises:
+        RuntimeError: under ``torch.inference_mode()``.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "explaining under torch.inference_mode() is impossible: attributions need autograd. "
+            "Call the explainer outside the inference_mode() block (torch.no_grad() around it is "
+            "fine; the explainer enables gradients itself)"
+        )
+    if isinstance(model, nn.Module) and model.training:
+        warnings.warn(
+            f"{what} is in training mode: dropout makes every map random. Call model.eval() "
+            "before explaining it",
+            UserWarning,
+            stacklevel=4,  # check_explainable <- attribute <- Captum's log_usage <- the caller
+        )
+
+
+def check_not_data_parallel(model: Any, device_ids: Any = None) -> None:
+    """Refuse ``DataParallel``/``DistributedDataParallel`` wrappers, saying what works instead.
+
+    The explainers hook layers of the model and differentiate one forward; a replicating
+    wrapper runs copies of the layers on other devices, where the hooks do not see them.
+
+    Raises:
+        ValueError: a wrapped model, or ``device_ids`` (kept only for Captum's signature).
+    """
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    if isinstance(model, wrappers):
+        raise ValueError(
+            f"the model is wrapped in {type(model).__name__}, which the explainers cannot hook: "
+            "pass the bare model (`model.module`, on one device). To use several GPUs, run one "
+            "process per GPU, each on its share of the examples: `torchrun --nproc_per_node N "
+            "-m captum_layer_saliency compare ...` (docs/scaling.md)"
+        )
+    if device_ids is not None:
+        raise ValueError(
+            "device_ids is accepted only for Captum's signature and must be None: the "
+            "explainers run on the model's own device (for several GPUs, one process per GPU "
+            "under torchrun)"
+        )
