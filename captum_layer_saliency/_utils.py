@@ -1,18 +1,30 @@
-"""Files and the user cache: where cached artifacts live and how they are written safely.
+"""Small utilities every floor may use: the user cache, safe file writes, hashing, seeding.
 
-Kept apart from :mod:`captum_layer_saliency.zoo.load` so that caches (LAFA's neighbour indexes)
-need not import the default models' training code.
+Nothing here imports the rest of the package.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CACHE_ENV", "DEFAULT_CACHE_DIR", "atomic_write", "resolve_cache_dir", "sha256_file"]
+import numpy as np
+import torch
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_CACHE_DIR",
+    "atomic_write",
+    "resolve_cache_dir",
+    "seed_everything",
+    "seeded",
+    "sha256_file",
+]
 
 CACHE_ENV = "CAPTUM_LAYER_SALIENCY_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/captum_layer_saliency")
@@ -67,3 +79,35 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's global generators with ``seed``.
+
+    NumPy takes seeds below ``2**32``, so it gets ``seed % 2**32``.
+
+    Returns:
+        A fresh ``torch.Generator`` seeded with ``seed``, for code that takes one explicitly.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch (CPU and a CUDA ``device``) and NumPy's global generator, restoring both on exit.
+
+    Captum draws from both: torch for LIME/KernelSHAP samples and Shapley permutations, NumPy for
+    GradientSHAP's interpolation points.
+    """
+    devices = [device] if device is not None and device.type == "cuda" else []
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)

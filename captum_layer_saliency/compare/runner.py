@@ -40,7 +40,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import random
 import sys
 import time
 import warnings
@@ -48,16 +47,21 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from captum_layer_saliency._utils import seed_everything as _seed_everything
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.plan import format_plan, plan_comparison
 from captum_layer_saliency.data.tasks import EmptyDatasetError
-from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
+from captum_layer_saliency.models.classifier import (
+    TRUNCATION_MODES,
+    TextClassifier,
+    TokenAttributor,
+)
 
 #: Columns every dataset row must have, and the two that carry word-level human rationales.
 REQUIRED_COLUMNS = ("text", "label")
@@ -79,12 +83,6 @@ class InvalidComparisonError(ValueError):
 
 class ModelOutputError(ValueError):
     """The model produced NaN or infinite logits for some examples (rows so far are kept)."""
-
-
-class TokenAttributor(Protocol):
-    """What the baselines registry returns: ``(batch, seq)`` token scores."""
-
-    def attribute(self, input_ids: Tensor, attention_mask: Tensor, target: Tensor) -> Tensor: ...
 
 
 def _module(name: str) -> ModuleType:
@@ -185,12 +183,6 @@ def _metric_fn(name: str) -> Any:
     # A Metric may carry its function; otherwise the metrics module exports it under its name.
     metrics = _module("metrics")
     return getattr(metrics.METRICS[name], "fn", None) or getattr(metrics, name)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def derive_seed(seed: int, batch_no: int, method: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -304,3 +304,16 @@ def _text_list(texts: str | Sequence[str], what: str) -> list[str]:
         if not text.strip():
             raise ValueError(f"{what} {i} is empty or only whitespace; there is nothing to explain")
     return batch
+
+
+@runtime_checkable
+class TokenAttributor(Protocol):
+    """Anything that scores the tokens of a batch for a target class.
+
+    The one attributor protocol of the package: the registry's methods implement it, and the
+    harness, ``explain`` and LAFA (its base saliency) call it.
+    """
+
+    def attribute(self, input_ids: Tensor, attention_mask: Tensor, target: Tensor) -> Tensor:
+        """Return detached float ``(batch, seq)`` scores, 0 on padding and special tokens."""
+        ...

@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -48,7 +47,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -60,6 +58,7 @@ from captum_layer_saliency._utils import (  # noqa: F401  (re-exported: the cach
     DEFAULT_CACHE_DIR,
     atomic_write,
     resolve_cache_dir,
+    seed_everything,
     sha256_file,
 )
 from captum_layer_saliency.data.ag_news import AG_NEWS_LABELS
@@ -288,13 +287,6 @@ def new_mlm_head(word_embeddings: Tensor) -> BertOnlyMLMHead:
 def _head_trainable(head: nn.Module) -> dict[str, nn.Parameter]:
     """The head's trained parameters by name (the tied decoder weight excluded)."""
     return {n: p for n, p in head.named_parameters(remove_duplicate=False) if "decoder" not in n}
-
-
-def _seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- files, hashes, cache
@@ -607,7 +599,7 @@ def train_head(config: BuildConfig) -> tuple[dict[str, Tensor], dict[str, Any]]:
         ``(tensors to save, metrics)``.
     """
     hc = config.head
-    generator = _seed_everything(config.seed)
+    generator = seed_everything(config.seed)
     tokenizer = _tokenizer()
     mlm = _masked_lm_model().eval()
     encoder = mlm.bert
@@ -736,7 +728,7 @@ def train_classifier(task: str, config: BuildConfig) -> tuple[dict[str, Tensor],
         ``lora_B.*``) and the fully trained parameters (``full.*``).
     """
     cc = config.classifiers[task]
-    generator = _seed_everything(config.seed)
+    generator = seed_everything(config.seed)
     tokenizer = _tokenizer()
     texts, labels, names = _task_data(task, "train")
     chosen = _sample(len(texts), cc.train_examples, generator)

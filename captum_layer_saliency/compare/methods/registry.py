@@ -43,15 +43,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from captum_layer_saliency._utils import seeded
 from captum_layer_saliency.attr.reductions import check_reduction, reduce_hidden
 from captum_layer_saliency.models import passes as _passes
-from captum_layer_saliency.models.classifier import TextClassifier, classifier_forward
+from captum_layer_saliency.models.classifier import (
+    TextClassifier,
+    TokenAttributor,
+    classifier_forward,
+)
 from captum_layer_saliency.models.inputs import (
     check_explainable,
     check_model_inputs,
@@ -71,15 +75,6 @@ GRADIENT, PERTURBATION, ATTENTION, LAYER, CONTROL = (
 METHOD_KINDS = (GRADIENT, PERTURBATION, ATTENTION, LAYER, CONTROL)
 DLS_MODULE = "captum_layer_saliency.attr.decoded_layer_saliency"
 _DLS_LAYER = re.compile(r"^dls_layer(\d+)$")
-
-
-@runtime_checkable
-class TokenAttributor(Protocol):
-    """Anything that scores the tokens of a batch for a target class."""
-
-    def attribute(self, input_ids: Tensor, attention_mask: Tensor, target: Tensor) -> Tensor:
-        """Return detached float ``(batch, seq)`` scores, 0 on padding and special tokens."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -244,24 +239,6 @@ def token_feature_mask(valid: Tensor) -> Tensor:
     """
     ids = valid.long().cumsum(-1) - 1
     return torch.where(valid, ids, torch.zeros_like(ids))
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Seed torch (CPU and ``device``) and NumPy's global generator, restoring both on exit.
-
-    Captum draws from both: torch for LIME/KernelSHAP samples and Shapley permutations, NumPy for
-    GradientSHAP's interpolation points.
-    """
-    devices = [device] if device is not None and device.type == "cuda" else []
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
 
 
 def example_seed(seed: int, input_ids: Tensor) -> int:
