@@ -1,4 +1,4 @@
-"""AG News (Zhang et al. 2015) as a :class:`datasets.Dataset`, with a split of its test set.
+r"""AG News (Zhang et al. 2015) as a :class:`datasets.Dataset`, with a split of its test set.
 
 Only the official **test** split (7,600 articles, 1,900 per class) is available offline, so the
 default AG News classifier is trained on part of the official *test* split and evaluated on a
@@ -15,7 +15,7 @@ label order) and the first ``HELDOUT_PER_CLASS`` go to ``"heldout"``. Both parts
 ``idx`` order.
 
 ``text`` follows the Hugging Face ``ag_news`` convention: ``title + " " + description``, verbatim
-(the source's ``\\`` line-break escapes and HTML entities such as ``#39;`` are kept), so the hub
+(the source's ``\`` line-break escapes and HTML entities such as ``#39;`` are kept), so the hub
 and the local copies give identical rows.
 
 Sources, in order: the hub (``load_dataset("ag_news", split="test")``), the gzip copy vendored in

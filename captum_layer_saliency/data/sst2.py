@@ -38,7 +38,7 @@ _FEATURES = datasets.Features(
 
 
 def _parse_tsv(lines: list[str]) -> datasets.Dataset:
-    """Parse GLUE's ``sentence\\tlabel`` TSV, or the test split's ``index\\tsentence``."""
+    r"""Parse GLUE's ``sentence\tlabel`` TSV, or the test split's ``index\tsentence``."""
     header, rows = lines[0].rstrip("\n").split("\t"), lines[1:]
     if header == ["index", "sentence"]:
         texts = [line.rstrip("\n").split("\t", 1)[1] for line in rows]

@@ -71,10 +71,10 @@ class TreeNode:
 
 
 def normalise_ptb_token(token: str) -> str:
-    """Undo the PTB escapes of a tree leaf and lowercase it, as the GLUE SST-2 text is.
+    r"""Undo the PTB escapes of a tree leaf and lowercase it, as the GLUE SST-2 text is.
 
     Args:
-        token: a raw leaf, e.g. ``-LRB-`` or ``8\u00a01\\/2``.
+        token: a raw leaf, e.g. ``-LRB-`` or ``8\u00a01\/2``.
 
     Returns:
         The normalised text, e.g. ``(`` or ``8 1/2`` (it may contain spaces).
@@ -85,10 +85,10 @@ def normalise_ptb_token(token: str) -> str:
 
 
 def tokenize_tree(line: str) -> list[str]:
-    """Split a PTB S-expression into ``(``, ``)`` and atoms.
+    r"""Split a PTB S-expression into ``(``, ``)`` and atoms.
 
     Only ASCII spaces and parentheses separate atoms: some leaves contain a non-breaking space
-    (``8\u00a01\\/2``) that must stay inside the leaf.
+    (``8\u00a01\/2``) that must stay inside the leaf.
 
     Args:
         line: one tree, e.g. ``(3 (2 a) (3 good))``.

@@ -61,8 +61,10 @@ _VENDORED_TREES = {"validation": "sst_dev_trees.txt.gz", "test": "sst_test_trees
 
 
 def leaf_labels(root: TreeNode) -> list[int]:
-    """The label of the leaf above each word, left to right (a leaf that the normalisation split
-    into several words gives each of them its label)."""
+    """The label of the leaf above each word, left to right.
+
+    A leaf that the normalisation split into several words gives each of them its label.
+    """
     labels = [2] * root.n_words
     stack = [root]
     while stack:

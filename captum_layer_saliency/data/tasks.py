@@ -53,7 +53,9 @@ that a ``limit`` prefix holds both classes. ``idx`` keeps each row's position in
 class TaskLoader(Protocol):
     """Loads one split of a task's data."""
 
-    def __call__(self, split: str, data_dir: str | os.PathLike[str] | None) -> Dataset: ...
+    def __call__(self, split: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
+        """Return ``split`` of the task, read from ``data_dir`` when given (else hub/vendored)."""
+        ...
 
 
 class EmptyDatasetError(ValueError):

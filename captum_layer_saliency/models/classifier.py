@@ -74,6 +74,7 @@ def special_mask(input_ids: Tensor, special_ids: Sequence[int] | Tensor | None) 
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -103,10 +104,12 @@ class TextClassifier:
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on; inputs are moved there."""
         return model_device(self.model)
 
     @property
     def special_token_ids(self) -> list[int]:
+        """The tokenizer's special token ids ([CLS], [SEP], padding, ...)."""
         return special_token_ids(self.tokenizer)
 
     @property
@@ -120,6 +123,7 @@ class TextClassifier:
         return output_activation(self.model)
 
     def special_mask(self, input_ids: Tensor) -> Tensor:
+        """``True`` where ``input_ids`` ``(batch, seq)`` holds a special token (same shape)."""
         return special_mask(input_ids, self.special_token_ids)
 
     @property

@@ -84,9 +84,11 @@ class LMHead(nn.Module):
         self.source = source
 
     def forward(self, hidden: Tensor) -> Tensor:
+        """Vocabulary logits ``(..., V)`` of hidden states ``(..., hidden_size)``."""
         return self.parts(hidden)
 
     def extra_repr(self) -> str:
+        """The head's sizes, family and source, for ``repr``."""
         return (
             f"hidden_size={self.hidden_size}, vocab_size={self.vocab_size}, "
             f"family={self.family!r}, source={self.source!r}"

@@ -154,8 +154,11 @@ class ModelParts:
 
 
 def layer_names(n_blocks: int) -> list[str]:
-    """``["embeddings", "block 1", ..., "block n"]``: index 0 is the embeddings' output,
-    index ``l`` the output of block ``l`` (counted from 1, unlike module paths)."""
+    """``["embeddings", "block 1", ..., "block n"]``: the layers' names, by index.
+
+    Index 0 is the embeddings' output, index ``l`` the output of block ``l`` (counted from 1,
+    unlike module paths).
+    """
     return ["embeddings"] + [f"block {i}" for i in range(1, n_blocks + 1)]
 
 
