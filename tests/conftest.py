@@ -115,14 +115,14 @@ def tiny_batch(tiny_classifier: TextClassifier) -> dict[str, torch.Tensor]:
 def layer_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of layers each DLS forward/backward captures, appended per ``attribute`` call
     (a frozen per-model selection captures 1)."""
-    from captum_layer_saliency.attr import decoded_layer_saliency as dls_module
+    from captum_layer_saliency.attr import _layer_method_mixin as dls_module
 
     runs: list[int] = []
-    real = dls_module.layer_gradients_and_outputs
+    real = dls_module.layer_method_attributions
 
-    def spy(forward: object, layers: list, *args: object, **kwargs: object) -> object:
+    def spy(method: object, fwd: object, steps: object, layers: list, *a: object, **k: object):
         runs.append(len(layers))
-        return real(forward, layers, *args, **kwargs)  # type: ignore[arg-type]
+        return real(method, fwd, steps, layers, *a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dls_module, "layer_gradients_and_outputs", spy)
+    monkeypatch.setattr(dls_module, "layer_method_attributions", spy)
     return runs

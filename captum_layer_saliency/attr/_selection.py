@@ -1,8 +1,10 @@
 """The per-model layer choice of :class:`~captum_layer_saliency.DecodedLayerSaliency`.
 
-A mixin, so that the explainer's own module keeps to the attribution maths; the pieces it
-uses (stored selections, the calibration budget, reachability, warnings) are in
-:mod:`._calibration`.
+A mixin, so that the explainer's own module keeps to its public surface: how the choice is made
+(:meth:`~SelectionMixin.fit_selector`, :meth:`~SelectionMixin.calibrate`, a stored selection),
+frozen and stored. The per-call part (which layers run, how a map is picked) is in
+:mod:`._layer_choice`; the pieces it uses (stored selections, the calibration budget,
+reachability, warnings) are in :mod:`._calibration`.
 """
 
 from __future__ import annotations
@@ -15,52 +17,25 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_layer_saliency.attr import _calibration as cal
+from captum_layer_saliency.attr._layer_choice import LayerChoiceMixin
+from captum_layer_saliency.attr._layers import model_layers
 from captum_layer_saliency.attr.coherence import (
     LayerCoherenceSelector,
-    layer_position_coherence,
-    position_coherence,
 )
 from captum_layer_saliency.attr.decoding import candidate_mask
 from captum_layer_saliency.models.capture import layer_gradients_and_outputs
 from captum_layer_saliency.models.classifier import model_device
-from captum_layer_saliency.models.heads import default_layers
-from captum_layer_saliency.models.surgery import find_model_parts
 
 Batch = Mapping[str, Tensor] | tuple[Tensor, Tensor]
 
 
-def model_layers(model: nn.Module) -> tuple[list[nn.Module], list[str], list[str], list[int]]:
-    """A Hugging Face model's candidate layers, with their one naming scheme.
-
-    Returns:
-        ``(modules, names, paths, indices)``: index 0 is the embeddings (``"embeddings"``),
-        index ``l`` is block ``l`` (``"block l"``); ``paths`` are the module paths
-        (``"bert.encoder.layer.4"`` for block 5). The embeddings are left out where no head
-        can decode them (ELECTRA with an embedding projection), so indices may start at 1.
-    """
-    parts = find_model_parts(model)
-    modules = default_layers(model)
-    all_ids = [id(m) for m in parts.layers]
-    indices = [all_ids.index(id(m)) for m in modules]
-    names = [parts.layer_names[i] for i in indices]
-    paths = [parts.layer_paths[i] for i in indices]
-    return modules, names, paths, indices
-
-
-class SelectionMixin:
+class SelectionMixin(LayerChoiceMixin):
     """Per-model (default) or per-example layer selection, calibration and its records."""
 
-    # Set by DecodedLayerSaliency.
-    selector: LayerCoherenceSelector | None
-    layer: Any
-    lm_head: nn.Module
+    # Set by DecodedLayerSaliency (and declared by LayerChoiceMixin: selector, layer, ...).
     forward_func: Callable[..., Any]
     special_token_ids: list[int]
     model: nn.Module | None
-    last_selected_: list[list[int]] | None
-    last_layer_scores_: Tensor | None
-    decode_chunk_size: int
-    aggregation: str
     _checked_forward: Callable[..., Any]
 
     def _init_selection(
@@ -191,8 +166,9 @@ class SelectionMixin:
         return self.selection_
 
     def store_selection(self) -> None:
-        """Store the per-model choice in ``model.config`` (``save_pretrained`` keeps it), so
-        :meth:`for_model` on the saved model skips calibration.
+        """Store the per-model choice in ``model.config``, where ``save_pretrained`` keeps it.
+
+        :meth:`for_model` on the saved model then skips calibration.
 
         Raises:
             ValueError: nothing chosen yet, or no Hugging Face model.
@@ -202,70 +178,6 @@ class SelectionMixin:
         cal.store_selection(self.model, self.selection_)
 
     # -- internal ----------------------------------------------------------------------------
-
-    def _position_scores(
-        self,
-        hidden: list[Tensor],
-        decoded: list[Any] | None,
-        ids: Tensor,
-        mask: Tensor,
-        words: Tensor,
-        sample: bool,
-    ) -> tuple[list[Tensor], Tensor]:
-        """Per-position coherence of every candidate layer, and the rows they cover.
-
-        Per-example selection with ``self_recovery`` and no decoded maps scores a sample of
-        each example's word positions (``position_sample``), which bounds its decoding cost.
-        """
-        assert self.selector is not None
-        score = self.selector.score
-        if decoded is not None:
-            return [position_coherence(d, ids, score) for d in decoded], words
-        if sample and self.position_sample is not None and score == "self_recovery":
-            rows = cal.sample_positions(words, self.position_sample)
-            return cal.sampled_self_recovery(
-                hidden, ids, rows, self.lm_head, self.decode_chunk_size
-            ), rows
-        return [
-            layer_position_coherence(
-                h, ids, mask, words, self.lm_head, score, self.decode_chunk_size
-            )
-            for h in hidden
-        ], words
-
-    def _select(
-        self,
-        maps: list[Tensor],
-        position_scores: list[Tensor] | None,
-        candidates: Tensor,
-        online: bool,
-        run_idx: list[int],
-    ) -> Tensor:
-        assert self.selector is not None
-        stacked = torch.stack(maps, dim=1)  # (B, L, n)
-        if not online:
-            assert self.selector.weights_ is not None
-            weights = self.selector.weights_.to(stacked)
-            self.last_selected_ = [[self.layer_indices[i] for i in run_idx]] * stacked.shape[0]
-            self.last_layer_scores_ = None
-            return _fuse(stacked, weights)
-        assert position_scores is not None
-        rows = candidates.float()
-        per_example = torch.stack(
-            [(scores * rows).sum(-1) / rows.sum(-1).clamp_min(1) for scores in position_scores],
-            dim=1,
-        )  # (B, L)
-        out = torch.zeros_like(stacked[:, 0])
-        chosen: list[list[int]] = []
-        # The selector's rules run on the host: one copy for the batch, not one sync per example.
-        per_example_host = per_example.detach().cpu()
-        for b in range(stacked.shape[0]):
-            picked, weights = self.selector.select(per_example_host[b])
-            out[b] = _fuse(stacked[b : b + 1, picked], weights.to(stacked))[0]
-            chosen.append([self.layer_indices[i] for i in picked])
-        self.last_layer_scores_ = per_example.detach()
-        self.last_selected_ = chosen
-        return out
 
     def _attach_model(
         self,
@@ -287,40 +199,6 @@ class SelectionMixin:
             self.calibrate(calibration_texts)
         else:
             self._use_stored_selection(model)
-
-    def _choose(
-        self,
-        maps: list[Tensor],
-        position_scores: list[Tensor] | None,
-        rows: Tensor,
-        mode: str,
-        run_idx: list[int],
-        words: Tensor,
-    ) -> Tensor:
-        """One map per example from the candidates' maps: the frozen layer, a calibration
-        step (then its current choice), or each example's own choice; warns on empty maps."""
-        assert self.selector is not None
-        if mode == "calibrate" and len(maps) > 1:
-            assert position_scores is not None
-            self._calibration_step(position_scores, rows)
-            assert self.selector.selected_ is not None
-            run_idx = list(self.selector.selected_)
-            maps = [maps[i] for i in run_idx]
-        out = self._select(maps, position_scores, rows, mode == "example", run_idx)
-        where = (
-            "the layers chosen per example"
-            if mode == "example"
-            else ", ".join(self.layer_name(self.layer_indices[i]) for i in run_idx)
-        )
-        cal.warn_zero_maps(out, words, where, self.aggregation)
-        return out
-
-    def _mode(self) -> str:
-        if isinstance(self.layer, nn.Module) or self.selector is None:
-            return "all"
-        if self._frozen and self.selector.fitted:
-            return "frozen"
-        return "calibrate" if self.selection == "model" else "example"
 
     def _use_stored_selection(self, model: nn.Module) -> None:
         stored = cal.stored_selection(model)
@@ -353,15 +231,6 @@ class SelectionMixin:
         self.unreachable_layers_ = [self.layer_indices[k] for k in out]
         self.selector.exclude(out)
 
-    def _calibration_step(self, position_scores: Sequence[Tensor], rows: Tensor) -> None:
-        assert self.selector is not None
-        self.selector.update(*self.selector.layer_sums(position_scores, rows.float()))
-        if self._calibrator.add(int(rows.sum())):
-            self._freeze(
-                f"the first {self._calibrator.seen} word tokens explained (auto-calibration)",
-                "auto-calibrated",
-            )
-
     def _freeze(self, calibration: str, how: str) -> None:
         selector = self.selector
         assert selector is not None and selector.scores_ is not None and selector.selected_
@@ -389,45 +258,6 @@ class SelectionMixin:
         cal.warn_degenerate_head(selector, self.layer_names)
 
 
-def check_layers_in_model(layers: Sequence[nn.Module], model: nn.Module) -> None:
-    """Raise when a layer is not a module, or not a submodule of ``model``."""
-    known = {id(m) for m in model.modules()}
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"layer {i} is a {type(layer).__name__}, not a torch.nn.Module")
-        if id(layer) not in known:
-            raise ValueError(
-                f"layer {i} ({type(layer).__name__}) is not a submodule of the model "
-                f"{type(model).__name__}"
-            )
-
-
-def resolve_layers(
-    layers: Any, modules: Sequence[nn.Module], names: Sequence[str], indices: Sequence[int]
-) -> list[nn.Module]:
-    """The modules meant by ``layers``: an index (0 = embeddings, ``l`` = block ``l``; negative
-    counts from the last block), a module, a list of either, or ``None`` (all of them).
-
-    Raises:
-        ValueError: an index out of range.
-    """
-    single = isinstance(layers, (nn.Module, int))
-    items: list[Any] = [layers] if single else list(modules if layers is None else layers)
-    chosen: list[nn.Module] = []
-    for item in items:
-        if isinstance(item, int) and not isinstance(item, bool):
-            position = item if item >= 0 else indices[-1] + 1 + item
-            if position not in indices:
-                raise ValueError(
-                    f"layer index {item} is out of range: the model's layers are "
-                    f"{indices[0]} ({names[0]}) .. {indices[-1]} ({names[-1]})"
-                )
-            chosen.append(modules[list(indices).index(position)])
-        else:
-            chosen.append(item)  # checked by the caller
-    return chosen
-
-
 def _as_list(layer: Any) -> list[nn.Module]:
     return [layer] if isinstance(layer, nn.Module) else list(layer)
 
@@ -436,14 +266,3 @@ def _pair(batch: Batch) -> tuple[Tensor, Tensor]:
     if isinstance(batch, Mapping):
         return batch["input_ids"], batch["attention_mask"]
     return batch[0], batch[1]
-
-
-def _fuse(maps: Tensor, weights: Tensor) -> Tensor:
-    """Weighted sum of per-layer maps ``(B, L, n)``.
-
-    Gradient scales differ by orders of magnitude across layers, so with several layers each
-    map is first scaled to unit L1 norm per example; otherwise the largest layer would decide.
-    """
-    if maps.shape[1] > 1:
-        maps = maps / maps.abs().sum(-1, keepdim=True).clamp_min(1e-30)
-    return torch.einsum("l,bln->bn", weights.to(maps), maps)

@@ -83,8 +83,9 @@ def layer_position_coherence(
     score: str,
     chunk_size: int = DEFAULT_DECODE_CHUNK,
 ) -> Tensor:
-    """Per-position coherence ``(B, n)`` of one layer's hidden states, decoding only what the
-    score needs.
+    """Per-position coherence ``(B, n)`` of one layer's hidden states.
+
+    It decodes only what the score needs.
 
     ``self_recovery`` needs only each position's most probable token (:func:`decode_top1`),
     which skips the normalisation of the ``positions x V`` logits that the other scores need;
@@ -150,6 +151,7 @@ class LayerCoherenceSelector:
         layer: int | None = None,
         decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
     ) -> None:
+        """Check and keep the options (see the class docstring)."""
         if score not in COHERENCE_SCORES:
             raise ValueError(
                 f"unknown coherence score {score!r}; choose from {sorted(COHERENCE_SCORES)}"
@@ -201,9 +203,11 @@ class LayerCoherenceSelector:
 
     @property
     def fitted(self) -> bool:
+        """Whether per-layer scores were fitted (or restored) and a layer selected."""
         return self.selected_ is not None and self._counts > 0
 
     def __repr__(self) -> str:
+        """The options and the current selection."""
         return (
             f"LayerCoherenceSelector(score={self.score!r}, rule={self.rule!r}, "
             f"theta={self.theta}, layer={self.layer}, selected_={self.selected_})"

@@ -1,44 +1,48 @@
-"""Decoded Layer Saliency (Hou & Castanon, ICML 2023) as a Captum layer attribution."""
+"""Decoded Layer Saliency (Hou & Castanon, ICML 2023) as a Captum layer attribution.
+
+The public class and its options. The pieces live beside it, one job each: the aggregation
+(:mod:`._aggregation`), the layer methods (:mod:`._layer_methods`, :mod:`._layer_attributions`,
+:mod:`._layer_runner`, :mod:`._layer_method_mixin`), decoding (:mod:`.decoding`), the mapping
+back to tokens (:mod:`._mapping`), the layer choice (:mod:`._selection`, :mod:`._calibration`,
+:mod:`.coherence`, :mod:`._layers`) and the inputs (:mod:`._dls_inputs`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-from captum._utils.common import _format_additional_forward_args
 from captum._utils.typing import ModuleOrModuleList, TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_layer_saliency.attr import _calibration as cal
-from captum_layer_saliency.attr._layer_methods import LayerMethod, layer_method_attributions
-from captum_layer_saliency.attr._mapping import map_back
-from captum_layer_saliency.attr._selection import (
-    SelectionMixin,
-    check_layers_in_model,
-    model_layers,
-    resolve_layers,
+from captum_layer_saliency.attr._aggregation import AGGREGATIONS, position_saliency
+from captum_layer_saliency.attr._dls_inputs import (
+    attention_mask_of,
+    check_hidden_states,
+    checked_forward,
+    forward_arguments,
+    token_ids_of,
 )
+from captum_layer_saliency.attr._layer_method_mixin import LayerMethodMixin
+from captum_layer_saliency.attr._layer_methods import LayerMethod
+from captum_layer_saliency.attr._layers import check_layers_in_model, model_layers, resolve_layers
+from captum_layer_saliency.attr._mapping import (
+    MAPPINGS,
+    PRIORS,
+    SPECIAL_ROWS,
+    check_mapping_options,
+    layer_maps,
+)
+from captum_layer_saliency.attr._selection import SelectionMixin
 from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
-from captum_layer_saliency.attr.decoding import DEFAULT_DECODE_CHUNK, candidate_mask, decode_layer
-from captum_layer_saliency.models.capture import layer_gradients_and_outputs
+from captum_layer_saliency.attr.decoding import DEFAULT_DECODE_CHUNK, candidate_mask
 from captum_layer_saliency.models.classifier import classifier_forward, special_token_ids
 from captum_layer_saliency.models.heads import check_head_compatible, load_lm_head
-from captum_layer_saliency.models.inputs import (
-    check_explainable,
-    check_model_inputs,
-    check_not_data_parallel,
-    forward_args,
-    logits_of,
-)
-from captum_layer_saliency.models.targets import (
-    check_target_range,
-    normalize_target,
-    output_activation,
-    prediction_weights,
-)
+from captum_layer_saliency.models.inputs import check_explainable, check_not_data_parallel
+from captum_layer_saliency.models.targets import normalize_target, output_activation
 
 __all__ = [
     "AGGREGATIONS",
@@ -49,51 +53,8 @@ __all__ = [
     "position_saliency",
 ]
 
-#: Position-saliency functions ``g(G_i, H_i)``.
-AGGREGATIONS = ("grad_x_act", "gradcam", "grad_norm")
-#: How position saliency returns to the input tokens: through the decoded distribution
-#: (``S = s A``); straight to the token at the same position (``A = I``); or ``"hybrid"``:
-#: identity for the word positions, decoded for the special tokens' rows, whose saliency the
-#: identity mapping would otherwise drop.
-MAPPINGS = ("decoded", "identity", "hybrid")
-#: What the special tokens' rows ([CLS], [SEP]) do under the decoded mapping: spread their
-#: saliency like any other row (``"include"``, the specification), or contribute nothing.
-SPECIAL_ROWS = ("include", "exclude")
-#: Frequency correction of the decoded mapping: frequent tokens ("the", ",", ".") take decoded
-#: mass from every row, so summing over rows heaps saliency on them. ``"example"`` divides each
-#: column of ``A`` by its mean over the example's real rows, so a row counts for a token only
-#: as far as it points there more than the other rows do.
-PRIORS = ("none", "example")
 
-
-def position_saliency(grad: Tensor, act: Tensor, mask: Tensor, aggregation: str) -> Tensor:
-    """``s_i = g(G_i, H_i)`` ``(B, n)``; padding positions get 0.
-
-    Args:
-        grad: ``G = dy/dH`` ``(B, n, K)``.
-        act: ``H`` ``(B, n, K)``.
-        mask: ``(B, n)``, 0 at padding.
-        aggregation: ``"grad_x_act"`` (``sum_k G_ik H_ik``), ``"gradcam"``
-            (``ReLU(sum_k alpha_k H_ik)`` with ``alpha_k`` the mean of ``G_ik`` over the real
-            positions), or ``"grad_norm"`` (``||G_i||_2``).
-    """
-    # float32 whatever the model's dtype: a bf16 mask would count real positions inexactly
-    # beyond 256 (gradcam's mean), and bf16 sums over K lose the small terms.
-    real = mask.float()
-    g, h = grad.float(), act.float()
-    if aggregation == "grad_x_act":
-        scores = (g * h).sum(-1)
-    elif aggregation == "gradcam":
-        alpha = (g * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp_min(1)
-        scores = torch.relu(torch.einsum("bk,bnk->bn", alpha, h))
-    elif aggregation == "grad_norm":
-        scores = g.norm(dim=-1)
-    else:
-        raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
-    return scores * real
-
-
-class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution):
+class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, GradientAttribution):
     r"""Decoded Layer Saliency: gradient saliency at hidden layers, decoded onto input tokens.
 
     For a layer with hidden states ``H`` (``B x n x K``) and ``G = dy_target/dH``:
@@ -119,6 +80,29 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
 
     Layers are named one way everywhere: index 0 is the embeddings, ``l`` is block ``l``
     (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths).
+
+    **Where DLS departs from Captum's layer attributions.** :meth:`attribute` returns one
+    score per *input token*, ``(B, n)``, not the layer's ``(B, n, K)`` attributions (the
+    hidden dimension is aggregated, and the positions are mapped back to the input tokens);
+    and ``target=None`` explains each example's **prediction** (Captum requires a target for
+    a multi-class output). The rest follows Captum: ``target`` semantics,
+    ``additional_forward_args``, ``attribute_to_layer_input``, ``grad_kwargs``, and
+    ``@log_usage``.
+
+    **Cost** per explained example, in full-pass equivalents (``last_cost_``;
+    :class:`~captum_layer_saliency.compare.methods.registry.PassCounter` measures the same),
+    with the layer chosen: ``layer_method="gradient"`` 1 forward + 1 backward;
+    ``"integrated_gradients"`` from the PAD baseline at block ``l`` of ``L``
+    ``1 + l/L + n_steps (L - l)/L`` forwards and ``n_steps (L - l)/L`` backwards (at block 5 of
+    6 with 1 step: 2 forwards + 0.17 backwards). Choosing the layer on the first calls
+    (no stored selection) or per example runs every candidate layer, and decoding (``mapping``
+    other than ``"identity"``) adds the head's ``n x K x V`` per layer. Measured against
+    Captum's baselines: BENCHMARKS.md sections 1, 3, 6 and 7.
+
+    Source: J. Hou and L. Castanon, "Decoding Layer Saliency in Language Transformers",
+    ICML 2023 (the method); the layer methods follow Sundararajan et al. 2017 (integrated
+    gradients), Smilkov et al. 2017 (SmoothGrad) and Lundberg and Lee 2017 (GradientSHAP),
+    applied at the layer as Captum's ``LayerIntegratedGradients`` does.
     """
 
     def __init__(
@@ -147,7 +131,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         noise: float = 0.1,
         internal_batch_size: int | None = None,
     ) -> None:
-        r"""
+        r"""Build DLS on one layer or on candidate layers of a model.
+
         Args:
             forward_func (Callable): the model or a function ``f(inputs, *args) -> logits``.
             layer (torch.nn.Module or list[torch.nn.Module]): the layer, or the candidate
@@ -206,14 +191,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         GradientAttribution.__init__(self, forward_func)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
-        if mapping not in MAPPINGS:
-            raise ValueError(f"unknown mapping {mapping!r}; choose from {MAPPINGS}")
-        if special_rows not in SPECIAL_ROWS:
-            raise ValueError(f"special_rows must be one of {SPECIAL_ROWS}, got {special_rows!r}")
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        check_mapping_options(mapping, special_rows, prior, top_k)
         if not isinstance(lm_head, nn.Module):
             raise TypeError(f"lm_head must be a torch.nn.Module, got {type(lm_head).__name__}")
         if selection not in cal.SELECTIONS:
@@ -238,15 +216,9 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         self.prior = prior
         self.special_token_ids = list(special_token_ids or [])
         self.decode_chunk_size = decode_chunk_size
-        self.layer_method = (
-            layer_method
-            if isinstance(layer_method, LayerMethod)
-            else LayerMethod(
-                layer_method, n_steps, layer_baseline, integration, noise, None, internal_batch_size
-            )
+        self._init_layer_method(
+            layer_method, n_steps, layer_baseline, integration, noise, internal_batch_size
         )
-        #: forward and backward passes per example of the last call (full-pass equivalents).
-        self.last_cost_: dict[str, float] | None = None
         self._init_selection(
             layers, forward_func, selection, cal.Calibrator(calibration_tokens), position_sample
         )
@@ -267,10 +239,12 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """Whether the scores multiply by the layer's activations (``grad_x_act``), as Captum's."""
         return self.aggregation == "grad_x_act"
 
     @property
     def candidate_layers(self) -> list[nn.Module]:
+        """The candidate layers, shallow to deep (one for a single layer)."""
         return [self.layer] if isinstance(self.layer, nn.Module) else list(self.layer)
 
     @classmethod
@@ -353,7 +327,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         grad_kwargs: dict[str, Any] | None = None,
         **model_inputs: Tensor,
     ) -> Tensor | list[Tensor]:
-        r"""
+        r"""Token scores ``(B, n)`` explaining ``target`` (default: the prediction).
+
         Args:
             inputs (Tensor or tuple[Tensor, ...]): the model inputs, usually the token ids
                 ``(B, n)``. Dimension 0 indexes the examples.
@@ -394,26 +369,13 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             RuntimeError: called under ``torch.inference_mode()``.
         """
         check_explainable(self.model or self._module, "the model")
-        ids = self._token_ids(inputs, token_ids)
-        mask = self._attention_mask(ids, attention_mask)
-        if model_inputs:
-            if not self._mask_is_forward_arg:
-                raise ValueError(
-                    "model inputs by keyword (token_type_ids=...) need a model built with "
-                    "DecodedLayerSaliency.for_model; with your own forward, pass them through "
-                    "additional_forward_args"
-                )
-            if additional_forward_args is not None:
-                raise ValueError("pass the model's inputs by keyword or additional_forward_args")
-            extra = check_model_inputs(model_inputs, ids, self.model)
-            additional_forward_args = forward_args(mask, extra)
-        if additional_forward_args is None and self._mask_is_forward_arg:
-            additional_forward_args = (mask,)
-        additional_forward_args = _format_additional_forward_args(additional_forward_args)
-        batch = ids.shape[0]
-        targets = normalize_target(target, batch, device=ids.device)
+        ids = token_ids_of(inputs, token_ids)
+        mask = attention_mask_of(ids, attention_mask, self._pad_token_id)
+        additional_forward_args = forward_arguments(
+            additional_forward_args, model_inputs, ids, mask, self.model, self._mask_is_forward_arg
+        )
+        targets = normalize_target(target, ids.shape[0], device=ids.device)
         forward, predicted = self._checked_forward(targets, target is None)
-        target = targets
 
         mode = self._mode()  # "all" (one map per layer), "frozen", "calibrate" or "example"
         candidates = self.candidate_layers
@@ -421,170 +383,31 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         if mode == "frozen":
             assert self.selector is not None and self.selector.selected_ is not None
             run_idx = list(self.selector.selected_)
-        if self.layer_method.name == "gradient":
-            grads, hidden = layer_gradients_and_outputs(
-                forward,
-                [candidates[i] for i in run_idx],
-                inputs,
-                target,
-                additional_forward_args,
-                to_input=attribute_to_layer_input,
-                grad_kwargs=grad_kwargs,
-            )
-            acts, self.last_cost_ = hidden, self.layer_method.cost(None, None)
-        else:
-            grads, acts, hidden, self.last_cost_ = layer_method_attributions(
-                self.layer_method,
-                forward,
-                self._checked_forward(targets, False)[0],
-                [candidates[i] for i in run_idx],
-                inputs,
-                target,
-                additional_forward_args,
-                resolve_target=lambda: _single_label(predicted[0]) if target is None else target,
-                ids=ids,
-                mask=mask,
-                candidates=candidate_mask(ids, mask, self.special_token_ids),
-                pad_token_id=self._pad_token_id,
-                model=self.model,
-                to_input=attribute_to_layer_input,
-                grad_kwargs=grad_kwargs,
-            )
-        self.last_target_ = predicted[0] if predicted else targets
-        head_width = _head_in_features(self.lm_head)
-        for h in hidden:
-            if h.dim() != 3 or h.shape[:2] != ids.shape:
-                raise ValueError(
-                    f"a candidate layer returned shape {tuple(h.shape)}; DLS needs hidden "
-                    f"states of shape (batch, seq, hidden) matching the ids {tuple(ids.shape)}"
-                )
-            if head_width is not None and h.shape[-1] != head_width:
-                raise ValueError(
-                    f"the LM head takes hidden size {head_width} but this layer's hidden size is "
-                    f"{h.shape[-1]}: the head belongs to another model (use the LM head of the "
-                    "classifier's own backbone, load_lm_head)"
-                )
-        saliency = [
-            position_saliency(g, a, mask, self.aggregation)
-            for g, a in zip(grads, acts, strict=True)
-        ]
-        candidates_mask = candidate_mask(ids, mask, self.special_token_ids)
-        choosing = mode in ("calibrate", "example") and len(candidates) > 1
-        if choosing:
-            self._note_reach(grads, candidates_mask)
-        # The identity mapping needs no decoding; selection then decodes only what its
-        # coherence score needs (for self_recovery: an argmax, no softmax over the vocabulary).
-        decoded = (
-            [
-                decode_layer(h, ids, mask, candidates_mask, self.lm_head, self.decode_chunk_size)
-                for h in hidden
-            ]
-            if self.mapping != "identity"
-            else None
+        grads, acts, hidden = self._layer_states(
+            forward,
+            [candidates[i] for i in run_idx],
+            inputs,
+            targets,
+            additional_forward_args,
+            predicted=predicted,
+            explain_prediction=target is None,
+            ids=ids,
+            mask=mask,
+            to_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
         )
-        position_scores: list[Tensor] | None = None
-        rows = candidates_mask
-        if choosing:
-            assert self.selector is not None
-            position_scores, rows = self._position_scores(
-                hidden, decoded, ids, mask, candidates_mask, sample=mode == "example"
-            )
-        maps = [
-            map_back(
-                self,
-                saliency[k],
-                decoded[k].contributions if decoded else None,
-                mask,
-                candidates_mask,
-            )
-            for k in range(len(run_idx))
-        ]
-        if isinstance(self.layer, nn.Module):
-            out = maps[0]
-            cal.warn_zero_maps(
-                out, candidates_mask, self.layer_name(self.layer_indices[0]), self.aggregation
-            )
-            return out.detach()
-        if self.selector is None:
-            return [m.detach() for m in maps]
-        return self._choose(maps, position_scores, rows, mode, run_idx, candidates_mask).detach()
+        check_hidden_states(hidden, ids, self.lm_head)
+        words = candidate_mask(ids, mask, self.special_token_ids)
+        maps, decoded = layer_maps(self, grads, acts, hidden, ids, mask, words, self.lm_head)
+        return self._finish(maps, grads, hidden, decoded, ids, mask, words, mode, run_idx)
 
     # -- pieces --------------------------------------------------------------------------------
-
-    def _token_ids(self, inputs: Tensor | tuple[Tensor, ...], token_ids: Tensor | None) -> Tensor:
-        if token_ids is None:
-            first = inputs[0] if isinstance(inputs, tuple) else inputs
-            if not isinstance(first, Tensor) or first.dtype.is_floating_point:
-                raise ValueError(
-                    "inputs are not token ids: pass token_ids=(batch, seq) ids alongside them"
-                )
-            token_ids = first
-        if token_ids.dim() != 2:
-            raise ValueError(f"token ids must be (batch, seq), got shape {tuple(token_ids.shape)}")
-        if token_ids.numel() == 0:
-            raise ValueError(f"empty input: token ids of shape {tuple(token_ids.shape)}")
-        return token_ids
-
-    def _attention_mask(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        if attention_mask is None:
-            if self._pad_token_id is not None:
-                return (ids != self._pad_token_id).long()
-            return torch.ones_like(ids)
-        if attention_mask.shape != ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, the ids "
-                f"{tuple(ids.shape)}"
-            )
-        empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(f"example(s) {empty} have no real token (attention_mask all 0)")
-        return attention_mask
 
     def _checked_forward(
         self, targets: Tensor | None, explain_prediction: bool
     ) -> tuple[Callable[..., Tensor], list[Tensor]]:
-        """Wrap the forward to check the target against the output, before Captum indexes it.
+        """The forward, checked, returning the prediction's logit with ``explain_prediction``.
 
-        With ``target=None`` the wrapper returns the prediction's logit per example (the sum
-        of the predicted labels' logits for a multi-label head), so the prediction comes from
-        the very forward pass that is differentiated.
+        See :func:`~captum_layer_saliency.attr._dls_inputs.checked_forward`.
         """
-        predicted: list[Tensor] = []
-        user_forward = self.forward_func
-        activation = self.activation
-
-        def forward(*args: Any) -> Tensor:
-            out = logits_of(user_forward(*args))
-            if not torch.isfinite(out).all():
-                raise ValueError("the model's output holds NaN or inf; cannot attribute it")
-            if out.dim() == 2:
-                if targets is not None:  # its length was checked; layer methods expand rows
-                    check_target_range(targets, out.shape[1])
-                if explain_prediction:
-                    weights = prediction_weights(out, activation)
-                    if activation == "softmax":
-                        predicted.append(weights.argmax(-1))
-                    else:
-                        predicted.append(weights)
-                    return (out * weights.to(out)).sum(-1)
-            return out
-
-        return forward, predicted
-
-
-def _single_label(predicted: Tensor) -> Tensor:
-    """The predicted classes as ``(B,)`` indices; a multi-label prediction needs a target."""
-    if predicted.dim() != 1:
-        raise ValueError(
-            "this layer method explains one class per example, but the multi-label prediction "
-            "has several: pass target= (one label per example)"
-        )
-    return predicted
-
-
-def _head_in_features(head: nn.Module) -> int | None:
-    """The hidden size an LM head takes: its first linear layer's input width."""
-    for module in head.modules():
-        if isinstance(module, nn.Linear):
-            return int(module.in_features)
-    return None
+        return checked_forward(self.forward_func, self.activation, targets, explain_prediction)

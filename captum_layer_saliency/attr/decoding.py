@@ -165,10 +165,20 @@ def decode_layer(
 
 
 def sparsify_rows(contributions: Tensor, top_k: int | None, normalize: bool) -> Tensor:
-    """Keep the ``top_k`` largest entries of each row (all when ``None``), then optionally
-    rescale each non-empty row to sum to 1.
+    """Keep the ``top_k`` largest entries of each row, then optionally rescale rows to sum to 1.
 
     Ties at the ``top_k``-th value are broken by position (the earlier position is kept).
+
+    Args:
+        contributions: ``A`` ``(B, n, n)``.
+        top_k: entries kept per row (all when ``None``).
+        normalize: rescale each non-empty row to sum to 1.
+
+    Returns:
+        The sparsified ``(B, n, n)`` matrix.
+
+    Raises:
+        ValueError: ``top_k`` below 1.
     """
     matrix = contributions
     if top_k is not None:
@@ -188,5 +198,14 @@ def sparsify_rows(contributions: Tensor, top_k: int | None, normalize: bool) -> 
 def candidate_mask(
     input_ids: Tensor, attention_mask: Tensor, special_token_ids: Sequence[int] | None
 ) -> Tensor:
-    """Positions that are real (mask 1) and do not hold a special token."""
+    """Positions that are real (mask 1) and do not hold a special token.
+
+    Args:
+        input_ids: ``(B, n)`` ids.
+        attention_mask: ``(B, n)``, 0 at padding.
+        special_token_ids: the special tokens' ids.
+
+    Returns:
+        ``(B, n)`` bool.
+    """
     return attention_mask.bool() & ~special_mask(input_ids, special_token_ids)
