@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_layer_saliency import DecodedLayerSaliency, load_default  # noqa: E402
 from captum_layer_saliency.attr._calibration import CONFIG_KEY  # noqa: E402
-from captum_layer_saliency.attr.neighbours import default_corpus  # noqa: E402
 from captum_layer_saliency.compare.methods.registry import get_method  # noqa: E402
+from captum_layer_saliency.data.corpora import default_corpus  # noqa: E402
 from captum_layer_saliency.metrics import METRICS  # noqa: E402
 
 PATHS = ("readme", "fitted", "auto", "per_example", "per_example_all", "input_x_gradient")

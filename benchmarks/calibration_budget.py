@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_layer_saliency import LayerCoherenceSelector, load_default  # noqa: E402
 from captum_layer_saliency.attr.decoding import candidate_mask, decode_top1  # noqa: E402
-from captum_layer_saliency.attr.neighbours import default_corpus  # noqa: E402
+from captum_layer_saliency.data.corpora import default_corpus  # noqa: E402
 from captum_layer_saliency.models.capture import layer_outputs  # noqa: E402
 from captum_layer_saliency.models.surgery import find_model_parts  # noqa: E402
 

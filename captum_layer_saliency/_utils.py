@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +25,8 @@ __all__ = [
     "seed_everything",
     "seeded",
     "sha256_file",
+    "sha256_texts",
+    "text_key",
 ]
 
 CACHE_ENV = "CAPTUM_LAYER_SALIENCY_CACHE"
@@ -111,3 +114,21 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
             yield
         finally:
             np.random.set_state(np_state)
+
+
+def sha256_texts(texts: Sequence[str]) -> str:
+    """Hex sha256 of a list of texts, in order (a cache key for a corpus)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def text_key(text: str) -> str:
+    """The key under which two texts count as the same text: case-folded, whitespace removed.
+
+    A text that went through a tokenizer and back (``"it 's"`` -> ``"it's"``, lower-cased)
+    keeps its key, so an input decoded from token ids still matches its corpus copy.
+    """
+    return re.sub(r"\s+", "", text).casefold()

@@ -746,7 +746,7 @@ last block is never chosen, because the pooler reads only [CLS] and its word pos
 gradient:
 """),
     code("""
-from captum_layer_saliency.attr.neighbours import default_corpus
+from captum_layer_saliency.data.corpora import default_corpus
 
 selection = explicit.calibrate(default_corpus("sst2", size=128), tokenizer=clf.tokenizer)
 print(selection.name)
@@ -806,9 +806,9 @@ the paper, by default:
    neighbour's sum divided by its length; `lam=0.44`.
 
 See [docs/lafa.md](../docs/lafa.md) for the algorithm beside this project's first variant.
-By default `LAFA.for_model(..., task="sst2")` uses 5,000 SST-2 training sentences as its reference
-corpus, encoded once by the classifier and cached. To keep this notebook fast we pass a small
-corpus of 300 sentences instead.
+Given `default_corpus("sst2")` (`captum_layer_saliency.data.corpora`), `LAFA.for_model` uses
+5,000 SST-2 training sentences as its reference corpus, encoded once by the classifier and
+cached. To keep this notebook fast we pass a small corpus of 300 sentences instead.
 """),
     code(SETUP),
     code("""

@@ -7,7 +7,7 @@ first variant, which remains available through the options):
 1. **Base saliency** (Eq. 3): a registry method at the embeddings, reduced per token by the sum
    of squares over the hidden dimension (``reduction="squared_l2"``); SmoothGrad by default
    (the paper's base for SST), ``saliency``, ``input_x_gradient`` or ``integrated_gradients``,
-   or any :class:`~captum_layer_saliency.compare.methods.registry.TokenAttributor`.
+   or any :class:`~captum_layer_saliency.models.classifier.TokenAttributor`.
 2. **Neighbours** (Eq. 4): reference texts encoded by a hidden layer of the **same classifier**
    (:class:`~captum_layer_saliency.attr.layer_index.LayerIndex`), the ``k`` nearest by L2 distance
    among those within the cut-off ``epsilon`` (a quantile of the pairwise distances), optionally
@@ -38,15 +38,25 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_layer_saliency.attr.lafa_aggregation import (
-    AGGREGATIONS,
-    KERNELS,
-    local_aggregate,
-    paper_aggregate,
+from captum_layer_saliency.attr._lafa_scores import NeighbourScores
+from captum_layer_saliency.attr.lafa_aggregation import local_aggregate, paper_aggregate
+from captum_layer_saliency.attr.lafa_setup import (
+    BUILD_DEFAULTS,
+    DEFAULTS,
+    TOKEN_REPRS,
+    base_method,
+    check_options,
+    neighbour_index,
 )
 from captum_layer_saliency.attr.layer_index import LayerIndex, layer_vectors
-from captum_layer_saliency.compare.methods.registry import TokenAttributor, embedding_layer
-from captum_layer_saliency.models.classifier import classifier_forward, special_mask
+from captum_layer_saliency.attr.neighbours import NeighbourIndex
+from captum_layer_saliency.models.capture import layer_outputs
+from captum_layer_saliency.models.classifier import (
+    TextClassifier,
+    TokenAttributor,
+    classifier_forward,
+    special_mask,
+)
 from captum_layer_saliency.models.classifier import special_token_ids as tokenizer_special_ids
 from captum_layer_saliency.models.inputs import (
     check_explainable,
@@ -54,37 +64,18 @@ from captum_layer_saliency.models.inputs import (
     forward_args,
     logits_of,
 )
+from captum_layer_saliency.models.surgery import embedding_layer, find_model_parts
 from captum_layer_saliency.models.targets import normalize_target
 
 __all__ = ["DEFAULTS", "LAFA", "TOKEN_REPRS"]
-
-#: Token representations for the ``weighted_mean`` kernel: word embeddings or a layer's states.
-TOKEN_REPRS = ("embedding", "contextual")
-#: The paper's settings for SST (Zhang et al., 2022, section 5): 10 neighbours, the cut-off at
-#: the 0.39 quantile, lambda = 0.44, an indicator-like kernel on word embeddings, same class.
-DEFAULTS: dict[str, Any] = {
-    "k": 10,
-    "epsilon": 0.39,
-    "same_class": True,
-    "aggregation": "paper",
-    "lam": 0.44,
-    "kernel": "indicator",
-    "sigma": 0.1,
-    "min_similarity": None,  # 0.999 for "paper", 0.5 for "weighted_mean"
-    "top_matches": 1,
-    "token_repr": "embedding",
-}
-MIN_SIMILARITY = {"paper": 0.999, "weighted_mean": 0.5}
-#: Cached neighbour scores kept at most (the cache is cleared when it grows past this).
-CACHE_LIMIT = 200_000
 
 
 class LAFA(GradientAttribution):
     r"""Locally Aggregated Feature Attribution: a base saliency smoothed over similar texts.
 
-    See the module docstring for the algorithm. Build it in one line with
-    :func:`~captum_layer_saliency.compare.methods.lafa.lafa_for_model`, or ``get_method("lafa",
-    clf)`` for the comparison harness.
+    See the module docstring for the algorithm. Build it in one line with :meth:`for_model`
+    (or :meth:`for_classifier`); the comparison harness's ``get_method("lafa", clf)`` also finds
+    a default model's reference corpus (:mod:`captum_layer_saliency.compare.methods.lafa`).
     """
 
     def __init__(
@@ -109,7 +100,8 @@ class LAFA(GradientAttribution):
         special_token_ids: Sequence[int] | None = None,
         max_length: int = 128,
     ) -> None:
-        r"""
+        r"""Check the options and assemble the explainer from its parts.
+
         Args:
             model (torch.nn.Module): a Hugging Face ``*ForSequenceClassification`` model
                 (eval mode); its forward is ``f(input_ids, attention_mask) -> logits``.
@@ -149,29 +141,19 @@ class LAFA(GradientAttribution):
                 a ``NeighbourIndex`` without its encoder.
         """
         GradientAttribution.__init__(self, classifier_forward(model, tokenizer))
-        if not isinstance(k, int) or k < 0:
-            raise ValueError(f"k must be a non-negative int, got {k!r}")
-        if epsilon is not None and not 0 <= epsilon <= 1:
-            raise ValueError(f"epsilon is a quantile in [0, 1] (or None), got {epsilon!r}")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; choose from {KERNELS}")
-        if not lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {lam!r}")
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
-        min_similarity = MIN_SIMILARITY[aggregation] if min_similarity is None else min_similarity
-        if not -1 <= min_similarity <= 1:
-            raise ValueError(f"min_similarity must lie in [-1, 1], got {min_similarity!r}")
-        if not isinstance(top_matches, int) or top_matches < 1:
-            raise ValueError(f"top_matches must be a positive int, got {top_matches!r}")
-        if token_repr not in TOKEN_REPRS:
-            raise ValueError(f"unknown token_repr {token_repr!r}; choose from {TOKEN_REPRS}")
+        min_similarity = check_options(
+            k=k,
+            epsilon=epsilon,
+            aggregation=aggregation,
+            kernel=kernel,
+            lam=lam,
+            sigma=sigma,
+            min_similarity=min_similarity,
+            top_matches=top_matches,
+            token_repr=token_repr,
+        )
         if not callable(getattr(base, "attribute", None)):
             raise ValueError("base must have attribute(input_ids, attention_mask, target)")
-        from captum_layer_saliency.attr.neighbours import NeighbourIndex
-
         if not isinstance(index, (LayerIndex, NeighbourIndex)):
             raise ValueError(
                 f"index must be a LayerIndex or a NeighbourIndex, got {type(index).__name__}"
@@ -194,7 +176,7 @@ class LAFA(GradientAttribution):
         self.special_token_ids = list(special_token_ids)
         self.max_length = max_length
         self.pad_token_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
-        self._cache: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
+        self._neighbour_scores = NeighbourScores(base, tokenizer, max_length, self.pad_token_id)
         #: the class each example was explained for in the last call ``(B,)``.
         self.last_target_: Tensor | None = None
         #: the neighbour texts of each example in the last call.
@@ -202,6 +184,7 @@ class LAFA(GradientAttribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """Whether the base multiplies by the inputs (Captum's flag; False for the defaults)."""
         return bool(getattr(self.base, "multiplies_by_inputs", False))
 
     @classmethod
@@ -216,16 +199,17 @@ class LAFA(GradientAttribution):
     ) -> LAFA:
         """Build LAFA for a Hugging Face sequence classifier in one line.
 
-        The same as :func:`~captum_layer_saliency.compare.methods.lafa.lafa_for_model` on
-        ``TextClassifier(model, tokenizer, max_length=max_length)``: by default the paper's
-        algorithm (SmoothGrad base, neighbours in the model's layer 2, ``M + lambda * E``).
+        By default the paper's algorithm: a SmoothGrad base, neighbours in the model's layer 2,
+        ``M + lambda * E``. The same as :meth:`for_classifier` on
+        ``TextClassifier(model, tokenizer, max_length=max_length)``. For a task's default
+        reference corpus pass ``captum_layer_saliency.data.corpora.default_corpus("sst2")``.
 
         Args:
             model: a ``*ForSequenceClassification`` model in eval mode.
             tokenizer: its tokenizer.
-            reference_texts: the reference corpus (or pass ``task=`` or ``index=``).
+            reference_texts: the unlabelled reference corpus (or pass ``index=``).
             max_length: the token budget of neighbour texts.
-            **options: see ``lafa_for_model`` and the constructor.
+            **options: see :meth:`for_classifier` and the constructor.
 
         Returns:
             The explainer.
@@ -233,16 +217,100 @@ class LAFA(GradientAttribution):
         Raises:
             ValueError: no reference corpus, or a bad option.
         """
-        from captum_layer_saliency.compare.methods.lafa import lafa_for_model
-        from captum_layer_saliency.models.classifier import TextClassifier
-
         clf = TextClassifier(model=model, tokenizer=tokenizer, max_length=max_length)
-        return lafa_for_model(clf, reference_texts, **options)
+        return cls.for_classifier(clf, reference_texts, **options)
+
+    @classmethod
+    def for_classifier(
+        cls,
+        clf: TextClassifier,
+        reference_texts: Sequence[str] | None = None,
+        *,
+        base: str | TokenAttributor = BUILD_DEFAULTS["base"],
+        reduction: str = BUILD_DEFAULTS["reduction"],
+        n_samples: int = BUILD_DEFAULTS["n_samples"],
+        noise: float = BUILD_DEFAULTS["noise"],
+        neighbours: str = BUILD_DEFAULTS["neighbours"],
+        layer: int = BUILD_DEFAULTS["layer"],
+        pooling: str = BUILD_DEFAULTS["pooling"],
+        index: LayerIndex | NeighbourIndex | None = None,
+        encoder: Any = None,
+        cache_dir: str | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        **options: Any,
+    ) -> LAFA:
+        """Build LAFA for a :class:`~captum_layer_saliency.models.classifier.TextClassifier`.
+
+        Args:
+            clf: the classifier bundle.
+            reference_texts: unlabelled reference texts (ignored when ``index`` is given).
+            base: a name of :data:`~captum_layer_saliency.attr.lafa_setup.BASES`, or any token
+                attributor.
+            reduction: the base's hidden-dimension reduction
+                (:func:`~captum_layer_saliency.attr.lafa_setup.base_method`).
+            n_samples: SmoothGrad's samples.
+            noise: SmoothGrad's relative noise.
+            neighbours: ``"layer"`` (the paper) or ``"encoder"`` (all-MiniLM-L6-v2 cosine).
+            layer: the hidden layer of the index (0 = embeddings, ``L`` = block ``L``).
+            pooling: ``"mean"`` or ``"cls"``
+                (:data:`~captum_layer_saliency.attr.layer_index.POOLINGS`).
+            index: a prebuilt :class:`~captum_layer_saliency.attr.layer_index.LayerIndex` (then
+                ``layer`` and ``pooling`` are the index's) or
+                :class:`~captum_layer_saliency.attr.neighbours.NeighbourIndex` (with its
+                ``encoder``), instead of building one.
+            encoder: the sentence encoder for ``neighbours="encoder"`` (default
+                all-MiniLM-L6-v2).
+            cache_dir: the cache root for built indexes.
+            seed: the base's seed.
+            progress: show a progress bar while building an index.
+            **options: LAFA's own options (``k``, ``epsilon``, ``same_class``, ``lam``,
+                ``aggregation``, ``kernel``...; see the constructor).
+
+        Returns:
+            The explainer.
+
+        Raises:
+            ValueError: neither ``reference_texts`` nor ``index``, or a bad option.
+        """
+        if isinstance(base, str):
+            base = base_method(
+                clf, base, reduction=reduction, n_samples=n_samples, noise=noise, seed=seed
+            )
+        if options.get("token_repr") == "contextual":
+            options.setdefault("repr_layer", find_model_parts(clf.model).layers[-1])
+        if index is None:
+            if reference_texts is None:
+                raise ValueError(
+                    f"LAFA needs a reference corpus for {clf.name!r}: pass reference_texts= "
+                    "(e.g. captum_layer_saliency.data.corpora.default_corpus('sst2')) or index="
+                )
+            index, encoder = neighbour_index(
+                clf,
+                reference_texts,
+                neighbours=neighbours,
+                layer=layer,
+                pooling=pooling,
+                encoder=encoder,
+                cache_dir=cache_dir,
+                progress=progress,
+            )
+        return cls(
+            clf.model,
+            clf.tokenizer,
+            base,
+            index,
+            encoder=encoder,
+            max_length=clf.max_length,
+            **options,
+        )
 
     @property
     def is_base(self) -> bool:
-        """True when the options reduce LAFA to its base method (``k = 0``, or ``lam = 0``
-        under the paper's aggregation)."""
+        """True when the options reduce LAFA to its base method.
+
+        That is ``k = 0``, or ``lam = 0`` under the paper's aggregation.
+        """
         return self.k == 0 or (self.aggregation == "paper" and self.lam == 0)
 
     @log_usage()
@@ -256,7 +324,8 @@ class LAFA(GradientAttribution):
         texts: Sequence[str] | None = None,
         **model_inputs: Tensor,
     ) -> Tensor:
-        r"""
+        r"""Score every token of a batch: its base saliency smoothed over its neighbours.
+
         Args:
             inputs (Tensor): token ids ``(B, n)``.
             target (int, list or Tensor, optional): the class to explain, one for all examples
@@ -306,7 +375,7 @@ class LAFA(GradientAttribution):
             raise ValueError(f"got {len(texts)} texts for {batch} inputs")
         neighbours = self._neighbours(ids, mask, target_t, texts)
         self.last_neighbours_ = [[self.index.texts[i] for i in row] for row in neighbours]
-        nb_ids, nb_scores = self._neighbour_scores(neighbours, target_t, ids.device)
+        nb_ids, nb_scores = self._neighbour_scores(self.last_neighbours_, target_t, ids.device)
         nb_valid = (nb_ids != self.pad_token_id) & ~special_mask(nb_ids, self.special_token_ids)
         nb_valid &= nb_scores.isfinite()
         nb_scores = torch.where(nb_valid, nb_scores, 0.0)
@@ -314,12 +383,7 @@ class LAFA(GradientAttribution):
             with torch.no_grad():
                 words, nb_words = self.word_embeddings(ids), self.word_embeddings(nb_ids)
             out = paper_aggregate(
-                scores,
-                words,
-                valid,
-                nb_scores,
-                nb_words,
-                nb_valid,
+                *(scores, words, valid, nb_scores, nb_words, nb_valid),
                 lam=self.lam,
                 kernel=self.kernel,
                 sigma=self.sigma,
@@ -329,12 +393,7 @@ class LAFA(GradientAttribution):
             nb_real = (nb_ids != self.pad_token_id).long()
             reprs, nb_reprs = self._reprs(ids, mask, extra), self._reprs(nb_ids, nb_real)
             out = local_aggregate(
-                scores,
-                reprs,
-                valid,
-                nb_scores,
-                nb_reprs,
-                nb_valid,
+                *(scores, reprs, valid, nb_scores, nb_reprs, nb_valid),
                 sigma=self.sigma,
                 top_matches=self.top_matches,
                 min_similarity=self.min_similarity,
@@ -364,50 +423,6 @@ class LAFA(GradientAttribution):
         found, _ = self.index.search(texts, k, encoder=self.encoder)
         rows: list[list[int]] = found.tolist()
         return rows
-
-    def _neighbour_scores(
-        self, neighbours: list[list[int]], target: Tensor, device: torch.device
-    ) -> tuple[Tensor, Tensor]:
-        """Padded ``(B, k, m)`` ids and base scores of the neighbours (NaN scores mark empty
-        slots), computing only the (text, class) pairs not yet cached."""
-        wanted = {
-            (self.index.texts[i], int(t))
-            for row, t in zip(neighbours, target.tolist(), strict=True)
-            for i in row
-        }
-        missing = sorted(key for key in wanted if key not in self._cache)
-        if len(self._cache) + len(missing) > CACHE_LIMIT:
-            self._cache.clear()
-            missing = sorted(wanted)
-        for start in range(0, len(missing), 32):
-            chunk = missing[start : start + 32]
-            enc = self.tokenizer(
-                [text for text, _ in chunk],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            nb_ids = enc["input_ids"].to(device)
-            nb_mask = enc["attention_mask"].to(device)
-            classes = torch.tensor([c for _, c in chunk], device=device)
-            got = self.base.attribute(nb_ids, nb_mask, classes).float()
-            for j, key in enumerate(chunk):
-                real = nb_mask[j].bool()
-                self._cache[key] = (nb_ids[j, real].tolist(), got[j, real].tolist())
-        k = max((len(row) for row in neighbours), default=0)
-        width = max(
-            (len(self._cache[key][0]) for key in wanted),
-            default=0,
-        )
-        out_ids = torch.full((len(neighbours), k, width), self.pad_token_id, dtype=torch.long)
-        out_scores = torch.full((len(neighbours), k, width), float("nan"))
-        for b, (row, t) in enumerate(zip(neighbours, target.tolist(), strict=True)):
-            for j, i in enumerate(row):
-                tok, sc = self._cache[(self.index.texts[i], int(t))]
-                out_ids[b, j, : len(tok)] = torch.tensor(tok)
-                out_scores[b, j, : len(sc)] = torch.tensor(sc)
-        return out_ids.to(device), out_scores.to(device)
 
     def _mask(self, ids: Tensor, attention_mask: Tensor | None, extra: Any) -> Tensor:
         if extra is not None:
@@ -448,16 +463,8 @@ class LAFA(GradientAttribution):
             return reprs
         assert self.repr_layer is not None
         flat_ids, flat_mask = ids.reshape(-1, ids.shape[-1]), mask.reshape(-1, ids.shape[-1])
-        captured: list[Tensor] = []
-
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            captured.append(output[0] if isinstance(output, (tuple, list)) else output)
-
-        handle = self.repr_layer.register_forward_hook(hook)
-        try:
-            self.forward_func(flat_ids, *forward_args(flat_mask.long(), extra))
-        finally:
-            handle.remove()
-        if not captured or captured[0].shape[:2] != flat_ids.shape:
+        args = forward_args(flat_mask.long(), extra)
+        (states,) = layer_outputs(self.forward_func, [self.repr_layer], flat_ids, args)
+        if states.shape[:2] != flat_ids.shape:
             raise ValueError("repr_layer did not return (batch, seq, hidden) states")
-        return captured[0].reshape(*ids.shape, -1)
+        return states.reshape(*ids.shape, -1)

@@ -30,8 +30,10 @@ KERNELS = ("indicator", "exp")
 
 
 def kernel_weights(cos: Tensor, kernel: str, *, sigma: float, min_similarity: float) -> Tensor:
-    """``kappa`` of cosines: ``"indicator"`` ``1[cos >= min_similarity]`` or ``"exp"``
-    ``exp((cos - 1) / sigma)`` (cosines below ``min_similarity`` weigh 0 under both).
+    """``kappa`` of cosines: ``"indicator"`` or ``"exp"``.
+
+    ``"indicator"`` is ``1[cos >= min_similarity]``, ``"exp"`` is ``exp((cos - 1) / sigma)``
+    (cosines below ``min_similarity`` weigh 0 under both).
 
     Raises:
         ValueError: an unknown kernel.

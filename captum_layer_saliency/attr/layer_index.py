@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_layer_saliency._utils import atomic_write, resolve_cache_dir
+from captum_layer_saliency._utils import atomic_write, resolve_cache_dir, sha256_texts
 
 __all__ = ["POOLINGS", "LayerIndex", "cached_layer_index", "layer_vectors", "model_fingerprint"]
 
@@ -41,14 +41,6 @@ POOLINGS = ("mean", "cls")
 INDEX_FORMAT = 1
 #: Pairs of texts sampled to estimate a distance quantile when the corpus has more pairs.
 QUANTILE_PAIRS = 200_000
-
-
-def _text_hash(texts: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -136,6 +128,7 @@ class LayerIndex:
         pooling: str = "mean",
         fingerprint: str = "",
     ) -> None:
+        """Check the vectors and classes against the texts (see the class docstring)."""
         texts = list(texts)
         if not texts:
             raise ValueError("the reference corpus is empty: LAFA needs texts to find neighbours")
@@ -156,9 +149,11 @@ class LayerIndex:
         self._cutoffs: dict[float, float] = {}
 
     def __len__(self) -> int:
+        """The number of reference texts."""
         return len(self.texts)
 
     def __repr__(self) -> str:
+        """The size, layer and pooling."""
         return f"LayerIndex({len(self)} texts, layer={self.layer}, pooling={self.pooling!r})"
 
     def at_layer(self, layer: int) -> LayerIndex:
@@ -354,7 +349,7 @@ def cached_layer_index(
     if not isinstance(layer, int) or not 0 <= layer <= n_layers:
         raise ValueError(f"layer must be an int in [0, {n_layers}], got {layer!r}")
     key = hashlib.sha256(
-        f"{fingerprint}:{pooling}:{max_length}:{_text_hash(texts)}".encode()
+        f"{fingerprint}:{pooling}:{max_length}:{sha256_texts(texts)}".encode()
     ).hexdigest()[:20]
     directory = resolve_cache_dir(cache_dir) / "lafa_layer_index" / f"{pooling}-{key}"
     try:

@@ -10,7 +10,9 @@
   reloaded.
 * :func:`cached_index` builds an index once per (corpus, encoder) and keeps it in the user cache
   (``$CAPTUM_LAYER_SALIENCY_CACHE``, else ``~/.cache/captum_layer_saliency``).
-* :func:`default_corpus` gives a task's default reference texts (its training texts).
+
+A task's default reference texts (its training texts) come from
+:func:`captum_layer_saliency.data.corpora.default_corpus`; this module reads no dataset.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -31,16 +32,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from captum_layer_saliency.zoo.load import atomic_write, encoder_path, resolve_cache_dir
+from captum_layer_saliency._utils import atomic_write, resolve_cache_dir, sha256_texts, text_key
+from captum_layer_saliency.models.pretrained import encoder_path, quiet_transformers
 
 __all__ = [
-    "DEFAULT_CORPUS_SIZE",
     "DEFAULT_ENCODER_NAME",
     "Encoder",
     "NeighbourIndex",
     "SentenceEncoder",
     "cached_index",
-    "default_corpus",
     "default_encoder",
     "encoder_name",
     "text_key",
@@ -54,20 +54,6 @@ INDEX_FORMAT = 1
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2:mean"
 _EMBEDDINGS_FILE = "embeddings.safetensors"
 _META_FILE = "index.json"
-#: Reference texts sampled from the SST-2 training phrases by default (see :func:`default_corpus`).
-DEFAULT_CORPUS_SIZE = 5000
-#: SST-2's training set is every phrase of the training trees; shorter ones ("the movie") are
-#: fragments whose gradients say little about a sentence, so the default corpus skips them.
-SST2_MIN_WORDS = 4
-
-
-def text_key(text: str) -> str:
-    """The key under which two texts count as the same text: case-folded, whitespace removed.
-
-    A text that went through a tokenizer and back (``"it 's"`` -> ``"it's"``, lower-cased)
-    keeps its key, so an input decoded from token ids still matches its corpus copy.
-    """
-    return re.sub(r"\s+", "", text).casefold()
 
 
 def encoder_name(encoder: Encoder) -> str:
@@ -118,12 +104,11 @@ class SentenceEncoder:
         device: str | torch.device = "cpu",
         name: str | None = None,
     ) -> None:
+        """Load the checkpoint, frozen, in eval mode (see the class docstring)."""
         from transformers import AutoModel, AutoTokenizer
 
-        from captum_layer_saliency.zoo.load import _quiet_transformers
-
         source = str(path if path is not None else encoder_path())
-        with _quiet_transformers():
+        with quiet_transformers():
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModel.from_pretrained(source).eval().to(device)
         for p in self.model.parameters():
@@ -187,6 +172,7 @@ class NeighbourIndex:
     """
 
     def __init__(self, texts: Sequence[str], embeddings: Tensor, encoder_name: str) -> None:
+        """Normalise the embeddings and index the texts (see the class docstring)."""
         texts = list(texts)
         if not texts:
             raise ValueError(
@@ -200,9 +186,11 @@ class NeighbourIndex:
             self._by_key.setdefault(text_key(text), []).append(i)
 
     def __len__(self) -> int:
+        """The number of reference texts."""
         return len(self.texts)
 
     def __repr__(self) -> str:
+        """The size, dimension and encoder."""
         return f"NeighbourIndex({len(self)} texts, dim={self.dim}, encoder={self.encoder_name!r})"
 
     @property
@@ -383,15 +371,6 @@ class NeighbourIndex:
         return [[self.texts[i] for i in row] for row in idx.tolist()]
 
 
-def corpus_hash(texts: Sequence[str]) -> str:
-    """sha256 of the corpus (its texts, in order)."""
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 def cached_index(
     texts: Sequence[str],
     encoder: Encoder | None = None,
@@ -423,7 +402,7 @@ def cached_index(
     encoder = encoder if encoder is not None else default_encoder()
     name = encoder_name(encoder)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-60:]
-    key = hashlib.sha256(f"{corpus_hash(texts)}:{name}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{sha256_texts(texts)}:{name}".encode()).hexdigest()[:20]
     directory = resolve_cache_dir(cache_dir) / "lafa_index" / f"{slug}-{key}"
     try:
         index = NeighbourIndex.load(directory)
@@ -435,61 +414,3 @@ def cached_index(
     index = NeighbourIndex.build(texts, encoder, progress=progress)
     index.save(directory)
     return index
-
-
-def default_task_of(clf: Any) -> str | None:
-    """The task of a default classifier, from its name (``minilm-sst2``, ``minilm-ag_news``...)."""
-    for task in ("ag_news", "sst2", "hatexplain"):
-        if str(getattr(clf, "name", "")).endswith(task):
-            return task
-    return None
-
-
-def default_corpus(task: str, size: int | None = DEFAULT_CORPUS_SIZE, seed: int = 0) -> list[str]:
-    """A task's default reference corpus: its training texts, deduplicated.
-
-    * ``"sst2"``: the SST-2 training phrases with at least :data:`SST2_MIN_WORDS` words,
-      deduplicated, then ``size`` of them sampled with ``seed`` (67k phrases would take the
-      encoder about half an hour on two CPU cores; 5,000 take a couple of minutes, once).
-    * ``"ag_news"``: the 6,000 ``train_part`` texts the default classifier was trained on
-      (disjoint from the ``heldout`` evaluation rows), sampled down to ``size`` if larger.
-    * ``"hatexplain"``: the 1,922 validation posts the default classifier was trained on
-      (disjoint from the test posts it is evaluated on).
-
-    Args:
-        task: ``"sst2"``, ``"ag_news"`` or ``"hatexplain"``.
-        size: the most texts to keep (``None`` keeps all).
-        seed: the sampling seed.
-
-    Returns:
-        The texts, in a fixed order.
-
-    Raises:
-        ValueError: an unknown task.
-    """
-    if task == "sst2":
-        from captum_layer_saliency.data.sst2 import load_sst2
-
-        texts = [t.strip() for t in load_sst2("train")["text"]]
-        texts = [t for t in texts if len(t.split()) >= SST2_MIN_WORDS]
-    elif task == "ag_news":
-        from captum_layer_saliency.data.ag_news import load_ag_news
-
-        texts = [t.strip() for t in load_ag_news("train_part")["text"]]
-    elif task == "hatexplain":
-        from captum_layer_saliency.data.hatexplain import load_hatexplain
-
-        texts = [t.strip() for t in load_hatexplain("validation")["text"]]
-    else:
-        raise ValueError(
-            f"no default reference corpus for task {task!r}; use 'sst2', 'ag_news' or 'hatexplain'"
-        )
-    seen: set[str] = set()
-    unique = []
-    for text in texts:
-        if text and text_key(text) not in seen:
-            seen.add(text_key(text))
-            unique.append(text)
-    if size is not None and len(unique) > size:
-        unique = [unique[i] for i in sorted(random.Random(seed).sample(range(len(unique)), size))]
-    return unique

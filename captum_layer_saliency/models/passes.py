@@ -1,10 +1,9 @@
 """Counting forward and backward passes in full-pass equivalents.
 
-:class:`~captum_layer_saliency.compare.methods.registry.PassCounter` counts the rows that go
-through a model's
-forward (and back). Some methods run only part of the network: DLS's layer methods run the
-blocks below the selected layer once and, per integration step, only the blocks above it. They
-say so here, so that a counter books each row at the fraction of the network it ran:
+:class:`PassCounter` counts the rows that go through a model's forward (and back); the comparison
+runner and the DLS benchmarks use it. Some methods run only part of the network: DLS's layer methods
+run the blocks below the selected layer once and, per integration step, only the blocks above it.
+They say so here, so that a counter books each row at the fraction of the network it ran:
 
 * :func:`partial_passes` scales every row the counter sees inside the block (the model's own
   ``forward`` runs, with the skipped modules stubbed out);
@@ -14,11 +13,16 @@ say so here, so that a counter books each row at the fraction of the network it 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import TracebackType
+from typing import Any
 
-__all__ = ["listening", "partial_passes", "pass_scale", "report_passes"]
+from torch import Tensor, nn
+
+__all__ = ["PassCounter", "listening", "partial_passes", "pass_scale", "report_passes"]
 
 _SCALE: ContextVar[float] = ContextVar("captum_layer_saliency_pass_scale", default=1.0)
 _LISTENERS: list[Callable[[float, float], None]] = []
@@ -59,3 +63,88 @@ def listening(callback: Callable[[float, float], None]) -> Iterator[None]:
         yield
     finally:
         _LISTENERS.remove(callback)
+
+
+class PassCounter:
+    """Counts the rows a model processes forward and backward while the context is open.
+
+    ``forwards`` is the number of examples (batch rows) that went through the model's forward,
+    summed over calls; ``backwards`` the number of rows through which a gradient flowed back from
+    the logits. So explaining 8 sentences with IG at 25 steps counts ``forwards == 200`` (plus
+    any extra pass the method makes), and the cost per explained example is
+    ``forwards / 8`` (:meth:`per_example`). Raw call counts are in ``forward_calls`` and
+    ``backward_calls``. Methods that run only part of the network (DLS's layer methods run the
+    blocks above the selected layer per step) book each row at that fraction
+    (:func:`partial_passes`, :func:`report_passes`), so the counts are in full-pass equivalents.
+
+    Args:
+        model: the ``nn.Module`` whose ``forward`` is counted (the classifier itself).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        """Prepare a counter for ``model``; counting starts when the context opens."""
+        self.model = model
+        self.forwards: float = 0
+        self.backwards: float = 0
+        self.forward_calls = self.backward_calls = 0
+        self._handle: Any = None
+        self._listening: Any = None
+
+    def __enter__(self) -> PassCounter:
+        """Start counting: hook the model's forward and listen for reported passes."""
+        self._handle = self.model.register_forward_hook(self._on_forward)
+        self._listening = listening(self._on_report)
+        self._listening.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop counting: remove the hook and the listener (also after an exception)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if self._listening is not None:
+            self._listening.__exit__(None, None, None)
+            self._listening = None
+
+    def _on_report(self, forwards: float, backwards: float) -> None:
+        self.forwards += forwards
+        self.backwards += backwards
+
+    def _on_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        logits = getattr(output, "logits", None)
+        if logits is None:
+            logits = output[0] if isinstance(output, (tuple, list)) else output
+        if not isinstance(logits, Tensor):
+            return
+        rows = (int(logits.shape[0]) if logits.dim() > 0 else 1) * pass_scale()
+        self.forwards += rows
+        self.forward_calls += 1
+        if logits.requires_grad:
+            # The hook runs when autograd computes the logits' gradient, i.e. once per backward
+            # pass through this forward (torch.autograd.grad included).
+            logits.register_hook(functools.partial(self._on_backward, rows))
+
+    def _on_backward(self, rows: float, grad: Tensor) -> None:
+        self.backwards += rows
+        self.backward_calls += 1
+
+    def per_example(self, n_examples: int) -> dict[str, float]:
+        """The counts per explained example.
+
+        Args:
+            n_examples: how many examples were explained.
+
+        Returns:
+            ``{"forwards": ..., "backwards": ...}`` divided by ``n_examples``.
+
+        Raises:
+            ValueError: ``n_examples`` is not positive.
+        """
+        if n_examples <= 0:
+            raise ValueError(f"n_examples must be positive, got {n_examples}")
+        return {"forwards": self.forwards / n_examples, "backwards": self.backwards / n_examples}

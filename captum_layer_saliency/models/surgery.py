@@ -16,6 +16,7 @@ __all__ = [
     "FamilySpec",
     "ModelParts",
     "UnsupportedModelError",
+    "embedding_layer",
     "find_model_parts",
     "get_submodule",
     "layer_names",
@@ -192,3 +193,32 @@ def find_model_parts(model: nn.Module) -> ModelParts:
     paths = {id(m): name for name, m in model.named_modules()}
     layer_paths = [paths.get(id(m), "") for m in [embeddings, *blocks]]
     return ModelParts(family, embeddings, list(blocks), final_norm, layer_paths)
+
+
+def embedding_layer(model: nn.Module, layer: str = "embeddings") -> nn.Module:
+    """The module whose output the gradient methods attribute to.
+
+    Args:
+        model: a Hugging Face model.
+        layer: ``"embeddings"`` for the whole embeddings module (Thermostat's choice; DLS's
+            layer 0) or ``"word_embeddings"`` for the token embedding table alone.
+
+    Returns:
+        The embeddings found by :func:`find_model_parts`, or ``model.get_input_embeddings()``
+        for ``"word_embeddings"`` and unknown families.
+
+    Raises:
+        ValueError: an unknown ``layer``, or a model without input embeddings.
+    """
+    if layer not in ("embeddings", "word_embeddings"):
+        raise ValueError(f"layer must be 'embeddings' or 'word_embeddings', got {layer!r}")
+    if layer == "embeddings":
+        try:
+            return find_model_parts(model).embeddings
+        except UnsupportedModelError:
+            pass  # fall back to the input embeddings, which every HF model exposes
+    get = getattr(model, "get_input_embeddings", None)
+    if get is None:
+        raise ValueError(f"cannot find the input embeddings of {type(model).__name__}")
+    module: nn.Module = get()
+    return module

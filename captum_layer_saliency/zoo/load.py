@@ -1123,6 +1123,7 @@ def load_default(task: str, cache_dir: str | os.PathLike[str] | None = None) -> 
     from captum_layer_saliency.zoo.selection import apply_stored_selection
 
     apply_stored_selection(model, manifest, task)
+    model.config.dls_default_task = task  # which default corpus calibrates DLS and feeds LAFA
     head = load_head(
         verify_entry(directory, manifest, HEAD), model.bert.embeddings.word_embeddings.weight
     )

@@ -39,7 +39,7 @@ def fit_default_selection(task: str, n_texts: int | None = None, cache_dir: Any 
     Args:
         task: ``"sst2"``, ``"ag_news"`` or ``"hatexplain"``.
         n_texts: how many texts of the task's default corpus
-            (:func:`~captum_layer_saliency.attr.neighbours.default_corpus`, seed 0; labels unused).
+            (:func:`~captum_layer_saliency.data.corpora.default_corpus`, seed 0; labels unused).
         cache_dir: where the artifacts are (see ``load_default``).
 
     Returns:
@@ -47,7 +47,7 @@ def fit_default_selection(task: str, n_texts: int | None = None, cache_dir: Any 
         ``model_sha256``: the classifier artifact it was fitted for.
     """
     from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
-    from captum_layer_saliency.attr.neighbours import default_corpus
+    from captum_layer_saliency.data.corpora import default_corpus
     from captum_layer_saliency.zoo.load import _resolve, load_default
 
     n = n_texts or CALIBRATION_TEXTS[task]

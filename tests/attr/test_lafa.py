@@ -16,9 +16,10 @@ from captum_layer_saliency.attr.lafa_aggregation import (
     local_aggregate,
     paper_aggregate,
 )
+from captum_layer_saliency.attr.lafa_setup import base_method
 from captum_layer_saliency.attr.layer_index import LayerIndex, cached_layer_index, layer_vectors
 from captum_layer_saliency.attr.neighbours import NeighbourIndex
-from captum_layer_saliency.compare.methods.lafa import base_method, lafa_for_model
+from captum_layer_saliency.compare.methods.lafa import lafa_for_model
 from captum_layer_saliency.compare.methods.registry import available_methods, get_method
 from captum_layer_saliency.models.classifier import TextClassifier
 

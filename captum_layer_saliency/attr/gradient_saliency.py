@@ -1,0 +1,161 @@
+"""The gradient saliencies at the embeddings: Saliency, Input×Gradient, Integrated Gradients.
+
+Each is a Captum *layer* method on the embeddings module (option ``layer="word_embeddings"`` for
+the token embedding table alone), reduced over the hidden dimension
+(:mod:`captum_layer_saliency.attr.reductions`). They are LAFA's base saliencies
+(:mod:`captum_layer_saliency.attr.lafa_setup`) and the comparison registry's ``saliency``,
+``input_x_gradient`` and ``integrated_gradients``: one implementation for both.
+"""
+
+from __future__ import annotations
+
+from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+from torch import Tensor
+
+from captum_layer_saliency.attr.attributor import EmbeddingAttributor
+from captum_layer_saliency.attr.reductions import reduce_hidden
+from captum_layer_saliency.models.classifier import TextClassifier
+
+__all__ = ["InputXGradientAttributor", "IntegratedGradientsAttributor", "SaliencyAttributor"]
+
+
+class SaliencyAttributor(EmbeddingAttributor):
+    """Gradient of the target logit at the embeddings, reduced to its norm per token."""
+
+    def __init__(
+        self,
+        clf: TextClassifier,
+        *,
+        seed: int = 0,
+        layer: str = "embeddings",
+        norm: str = "l2",
+        baseline_token_id: int | None = None,
+    ) -> None:
+        """Set the norm of the gradient.
+
+        Args:
+            clf: the classifier bundle.
+            seed: the method's seed (Saliency is deterministic).
+            layer: ``"embeddings"`` or ``"word_embeddings"``.
+            norm: ``"l2"`` (default), ``"l1"`` or ``"squared_l2"`` over the hidden dimension.
+            baseline_token_id: unused by Saliency; accepted like every gradient method.
+
+        Raises:
+            ValueError: an unknown norm or layer.
+        """
+        if norm not in ("l1", "l2", "squared_l2"):
+            raise ValueError(f"norm must be 'l1', 'l2' or 'squared_l2', got {norm!r}")
+        super().__init__(clf, seed, layer, baseline_token_id, norm=norm)
+        self.norm = norm
+
+    def _layer_attribution(
+        self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
+    ) -> Tensor:
+        method = LayerGradientXActivation(self.forward, self.layer, multiply_by_inputs=False)
+        result: Tensor = method.attribute(
+            input_ids, target=target, additional_forward_args=self._args(attention_mask)
+        )
+        return result
+
+    def _reduce(self, attr: Tensor) -> Tensor:
+        return reduce_hidden(attr, self.norm)
+
+
+class InputXGradientAttributor(EmbeddingAttributor):
+    """Embedding output × gradient, summed over the hidden dimension (Thermostat's GxA).
+
+    ``reduction`` (default ``"sum"``) may be any of
+    :data:`~captum_layer_saliency.attr.reductions.REDUCTIONS` (``"squared_l2"``: LAFA's Eq. 3).
+    """
+
+    def __init__(
+        self,
+        clf: TextClassifier,
+        *,
+        seed: int = 0,
+        layer: str = "embeddings",
+        baseline_token_id: int | None = None,
+        reduction: str = "sum",
+    ) -> None:
+        """Set the layer and the reduction.
+
+        Args:
+            clf: the classifier bundle.
+            seed: the method's seed (deterministic).
+            layer: ``"embeddings"`` or ``"word_embeddings"``.
+            baseline_token_id: unused; accepted like every gradient method.
+            reduction: the hidden-dimension reduction (default ``"sum"``).
+
+        Raises:
+            ValueError: an unknown reduction or layer.
+        """
+        super().__init__(clf, seed, layer, baseline_token_id, reduction=reduction)
+
+    def _layer_attribution(
+        self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
+    ) -> Tensor:
+        result: Tensor = LayerGradientXActivation(self.forward, self.layer).attribute(
+            input_ids, target=target, additional_forward_args=self._args(attention_mask)
+        )
+        return result
+
+
+class IntegratedGradientsAttributor(EmbeddingAttributor):
+    """Layer Integrated Gradients from the PAD baseline, reduced by ``reduction``.
+
+    The default reduction is ``"sum"`` (see
+    :data:`~captum_layer_saliency.attr.reductions.REDUCTIONS`).
+    """
+
+    def __init__(
+        self,
+        clf: TextClassifier,
+        *,
+        seed: int = 0,
+        n_steps: int = 25,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        layer: str = "embeddings",
+        baseline_token_id: int | None = None,
+        reduction: str = "sum",
+    ) -> None:
+        """Set the path integral and the reduction.
+
+        Args:
+            clf: the classifier bundle.
+            seed: the method's seed (deterministic).
+            n_steps: integration steps (default 25).
+            method: Captum's integration rule (default ``"gausslegendre"``).
+            internal_batch_size: steps per forward pass (default: all at once).
+            layer: ``"embeddings"`` or ``"word_embeddings"``.
+            baseline_token_id: the token of the PAD baseline (default: the pad id).
+            reduction: the hidden-dimension reduction (default ``"sum"``).
+
+        Raises:
+            ValueError: an unknown reduction or layer, or no pad token.
+        """
+        super().__init__(
+            clf,
+            seed,
+            layer,
+            baseline_token_id,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            reduction=reduction,
+        )
+        self.n_steps, self.method, self.internal_batch_size = n_steps, method, internal_batch_size
+
+    def _layer_attribution(
+        self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
+    ) -> Tensor:
+        result: Tensor = LayerIntegratedGradients(self.forward, self.layer).attribute(
+            input_ids,
+            baselines=self._baseline(input_ids, attention_mask, special),
+            target=target,
+            additional_forward_args=self._args(attention_mask),
+            n_steps=self.n_steps,
+            method=self.method,
+            internal_batch_size=self.internal_batch_size,
+        )
+        return result
