@@ -16,6 +16,7 @@ reads correctly, in Captum's colours.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -23,6 +24,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import torch
+from captum.attr import visualization
+
+from captum_layer_saliency.viz.html import html_page, render_html
+from captum_layer_saliency.viz.plots import plot_token_heatmap
 
 __all__ = [
     "SCHEMA_FIELDS",
@@ -95,6 +102,12 @@ class Explanation:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Check that the parallel fields have matching lengths.
+
+        Raises:
+            ValueError: tokens and scores, words and word scores, or tokens and ``token_words``
+                differ in length, or only one of words and word scores is given.
+        """
         if len(self.tokens) != len(self.scores):
             raise ValueError(f"{len(self.tokens)} tokens but {len(self.scores)} scores")
         if (self.words is None) != (self.word_scores is None):
@@ -111,8 +124,15 @@ class Explanation:
     # ----------------------------------------------------------------------- views
 
     def units(self, words: bool | None = None) -> tuple[list[str], list[float]]:
-        """The pieces to show and their scores: the words when there are (or ``words=True``),
-        else the tokens without the special ones.
+        """The pieces to show and their scores.
+
+        The words when there are (or ``words=True``), else the tokens without the special ones.
+
+        Args:
+            words: show the words (default: when the explanation has them) or the tokens.
+
+        Returns:
+            ``(pieces, scores)``, two lists of the same length.
 
         Raises:
             ValueError: ``words=True`` on an explanation without word scores.
@@ -197,8 +217,6 @@ class Explanation:
         Returns:
             The ``matplotlib.figure.Figure``.
         """
-        from captum_layer_saliency.viz import plot_token_heatmap
-
         units, scores = self.units(words)
         unit = "words" if (self.words is not None if words is None else words) else "tokens"
         return plot_token_heatmap(
@@ -212,10 +230,6 @@ class Explanation:
             words: show the words (default: when the explanation has them) or the tokens.
             legend: append the colour legend.
         """
-        import html
-
-        from captum_layer_saliency.viz import render_html
-
         units, scores = self.units(words)
         use_words = self.words is not None if words is None else words
         meta = [f"{self.method} explains {self.target_label} (p={self.target_probability:.2f})"]
@@ -276,9 +290,6 @@ class Explanation:
             ``attr_class`` the explained class, ``attr_score`` the sum of the scores,
             ``raw_input_ids`` the ``n`` words or tokens (not escaped).
         """
-        import torch
-        from captum.attr import visualization
-
         units, scores = self.units(words)
         bound = max((abs(s) for s in scores if math.isfinite(s)), default=0.0) or 1.0
         return visualization.VisualizationDataRecord(
@@ -389,10 +400,6 @@ def explanations_html(
         images: optional relative PNG paths, one per explanation (``None`` for none), shown
             under each text.
     """
-    import html
-
-    from captum_layer_saliency.viz import html_page
-
     parts = []
     for i, explanation in enumerate(explanations):
         parts.append(explanation.to_html(words=words))

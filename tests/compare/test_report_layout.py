@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 from matplotlib.colors import to_hex
 
 from captum_layer_saliency import viz
-from captum_layer_saliency.compare.report import _html_table
+from captum_layer_saliency.compare.methods import available_methods
+from captum_layer_saliency.compare.report import summarize
+from captum_layer_saliency.compare.report_figures import coherence_plot
+from captum_layer_saliency.compare.report_tables import html_table
 
 
 def test_a_method_has_one_colour_in_every_figure() -> None:
-    colours = viz.method_colours(["integrated_gradients", "dls", "mine"])
-    assert colours == viz.method_colours(["dls", "mine", "integrated_gradients"]) | {
+    order = available_methods()  # what the report passes
+    colours = viz.method_colours(["integrated_gradients", "dls", "mine"], order)
+    assert colours == viz.method_colours(["dls", "mine", "integrated_gradients"], order) | {
         "mine": colours["mine"]
     }
-    assert colours["dls"] == viz.method_colours(["dls"])["dls"]  # whatever else is compared
-    assert len(set(viz.method_colours(["dls", "saliency", "lime", "random"]).values())) == 4
+    assert colours["dls"] == viz.method_colours(["dls"], order)["dls"]  # whatever else is compared
+    assert len(set(viz.method_colours(["dls", "saliency", "lime", "random"], order).values())) == 4
     curves = {
         "integrated_gradients": {"comprehensiveness": [0.1, 0.2], "sufficiency": [0.0, 0.1]},
         "dls": {"comprehensiveness": [0.2, 0.3], "sufficiency": [0.1, 0.0]},
@@ -37,7 +42,7 @@ def test_a_method_has_one_colour_in_every_figure() -> None:
 
 
 def test_tables_put_the_interval_under_the_mean_and_scroll_rather_than_cut() -> None:
-    table = _html_table(["method", "comp"], [["<dls>", "0.119 [0.014, 0.185]"], ["x", "3.5×"]])
+    table = html_table(["method", "comp"], [["<dls>", "0.119 [0.014, 0.185]"], ["x", "3.5×"]])
     assert table.startswith('<div class="table-wrap">')
     assert '0.119<br><span class="ci">[0.014, 0.185]</span>' in table
     assert "&lt;dls&gt;" in table and "<dls>" not in table
@@ -46,8 +51,6 @@ def test_tables_put_the_interval_under_the_mean_and_scroll_rather_than_cut() -> 
 
 
 def test_the_report_draws_the_dls_coherence_curve_in_the_methods_colour(tmp_path) -> None:
-    from captum_layer_saliency.compare.report import _coherence_plot
-
     config = {
         "layer_selection": {
             "dls": {
@@ -60,11 +63,38 @@ def test_the_report_draws_the_dls_coherence_curve_in_the_methods_colour(tmp_path
         }
     }
     paths: dict = {}
-    images = _coherence_plot(config, tmp_path, paths)
+    images = coherence_plot(config, tmp_path, paths)
     assert len(images) == 1 and images[0].startswith("<p><img")
     assert paths["layer_coherence"].read_bytes()[:4] == b"\x89PNG"
-    assert _coherence_plot({}, tmp_path, {}) == []
+    assert coherence_plot({}, tmp_path, {}) == []
     figure = viz.plot_coherence_curves(
         {"dls": [0.7, 0.8]}, selected={"dls": 1}, colors=viz.method_colours(["dls"])
     )
     assert to_hex(figure.axes[0].get_lines()[0].get_color()) == viz.method_colours(["dls"])["dls"]
+
+
+def test_the_colour_order_is_the_callers_and_dls_always_comes_first() -> None:
+    palette = viz.method_colours(["dls", "a", "b", "c"])  # no order: DLS, then as given
+    assert viz.method_colours(["c", "b"], ["a", "b", "c"]) == {"c": palette["c"], "b": palette["b"]}
+    assert viz.method_colours(["b", "x"], ["dls", "a", "b"])["x"] == palette["c"]
+    assert viz.method_colours(["dls"], ["a", "dls"]) == {"dls": palette["dls"]}
+
+
+def test_the_summary_takes_the_metric_metadata_it_is_given() -> None:
+    class Meta:
+        def __init__(self, higher: bool) -> None:
+            self.higher_is_better = higher
+
+    rows = [
+        {"index": i, "method": m, "seconds": 1.0, "metrics": {"loss": v, "gain": -v}}
+        for i in range(3)
+        for m, v in (("a", 0.1 * i), ("b", 1.0 + i))
+    ]
+    lower = summarize(rows, n_boot=50, metrics={"loss": Meta(False), "gain": Meta(True)})
+    assert lower["metrics"] == ["loss", "gain"]
+    assert lower["higher_is_better"] == {"loss": False, "gain": True}
+    assert lower["primary_metric"] == "loss" and lower["order"] == ["a", "b"]
+    higher = summarize(rows, n_boot=50, metrics={"loss": Meta(True)})
+    assert higher["metrics"] == ["loss", "gain"] and higher["higher_is_better"]["gain"] is None
+    assert higher["order"] == ["b", "a"]
+    assert lower["methods"]["a"]["metrics"]["loss"]["mean"] == pytest.approx(0.1)

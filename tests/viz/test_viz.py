@@ -135,3 +135,29 @@ def test_escape_record_keeps_numbers_and_does_not_mutate() -> None:
     assert escaped.raw_input_ids == ["a", "&lt;b&gt;", "c"]
     assert escaped.pred_class == 1 and escaped.true_class == "neg"
     assert record.raw_input_ids == ["a", "<b>", "c"]  # type: ignore[attr-defined]
+
+
+def test_viz_imports_only_the_floors_below_it() -> None:
+    """viz is floor 2: it may import ``_utils``, ``models`` and itself, never compare & co."""
+    import ast
+
+    allowed = (
+        "captum_layer_saliency._utils",
+        "captum_layer_saliency.models",
+        "captum_layer_saliency.viz",
+    )
+    package = Path(viz.__file__).parent
+    found = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            found += [
+                (path.name, name)
+                for name in names
+                if name.startswith("captum_layer_saliency") and not name.startswith(allowed)
+            ]
+    assert found == []
