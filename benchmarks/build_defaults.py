@@ -5,18 +5,22 @@ Usage (from the repository root; about 20 minutes on 2 busy CPU cores)::
     HF_HUB_OFFLINE=1 python benchmarks/build_defaults.py            # build, then report
     HF_HUB_OFFLINE=1 python benchmarks/build_defaults.py --report   # report only
 
-The build is ``python -m captum_layer_saliency.zoo.load build --force --cache-dir
+The build is :func:`captum_layer_saliency.zoo.build.build_defaults` with ``force=True`` into the
+packaged directory, the same function as ``captum-layer-saliency build-defaults --force --cache-dir
 captum_layer_saliency/zoo/artifacts``; the report prints the Markdown tables of the manifest's
 measurements and draws the per-layer coherence curves to ``docs/default_models_coherence.png``.
+Afterwards refit the stored layer selection (``python -m captum_layer_saliency.zoo.selection``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
-from captum_layer_saliency.zoo import load as defaults
+from captum_layer_saliency.zoo.build import build_defaults
+from captum_layer_saliency.zoo.load import HEAD, PACKAGED_DIR, TASKS, read_manifest
 
 FIGURE = Path("docs/default_models_coherence.png")
 CURVES = {
@@ -89,21 +93,21 @@ def report(directory: Path) -> None:
     Args:
         directory: the artifact directory.
     """
-    manifest = defaults.read_manifest(directory)
+    manifest = read_manifest(directory)
     if manifest is None:
         raise SystemExit(f"no manifest in {directory}; build first")
     entries = manifest["entries"]
     print("| artifact | bytes | sha256 |\n|---|---|---|")
     for entry in entries.values():
         print(f"| `{entry['file']}` | {entry['bytes']:,} | `{entry['sha256']}` |")
-    for task in defaults.TASKS:
+    for task in TASKS:
         if task in entries:
             m = entries[task]["metrics"]
             where = f"{m['eval_split']} ({m['eval_examples']})"
             print(f"\n{task}: accuracy {m['accuracy']:.4f} on {where}")
             print(f"  {m['train_examples']} examples, {m['steps']} steps, {m['train_seconds']} s")
-    if defaults.HEAD in entries:
-        print("\nMLM head:", entries[defaults.HEAD]["metrics"])
+    if HEAD in entries:
+        print("\nMLM head:", entries[HEAD]["metrics"])
     coherence = manifest.get("coherence")
     if coherence:
         for key in ("all", "real"):
@@ -113,12 +117,15 @@ def report(directory: Path) -> None:
 
 
 def main() -> None:
+    """Build (unless ``--report``) into ``--dir``, then report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="skip the build")
-    parser.add_argument("--dir", type=Path, default=defaults.PACKAGED_DIR)
+    parser.add_argument("--dir", type=Path, default=PACKAGED_DIR)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     args = parser.parse_args()
     if not args.report:
-        defaults.main(["build", "--force", "--cache-dir", str(args.dir)])
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        build_defaults(force=True, cache_dir=args.dir, num_threads=args.threads)
     report(args.dir)
 
 

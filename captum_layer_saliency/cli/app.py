@@ -354,8 +354,9 @@ def _list_tasks() -> int:
     return 0
 
 
-def _build_defaults(fast: bool, force: bool) -> int:
-    info = _module("zoo.load").build_defaults(fast=fast, force=force)
+def _build_defaults(args: argparse.Namespace) -> int:
+    build = _module("zoo.build")
+    info = build.build_defaults(**build.build_options(args))
     built = ", ".join(info.get("built", [])) or "nothing (all artifacts were valid)"
     print(f"default models in {info.get('dir')}; built: {built}")
     return 0
@@ -484,8 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list-tasks", help="the comparison tasks")
 
     p = sub.add_parser("build-defaults", help="train the default models and the MLM head")
-    p.add_argument("--fast", action="store_true", help="tiny build for tests (useless models)")
-    p.add_argument("--force", action="store_true", help="rebuild even valid artifacts")
+    _module("zoo.build").add_build_arguments(p)
     return parser
 
 
@@ -564,7 +564,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list-tasks":
         return _list_tasks()
     if args.command == "build-defaults":
-        return _build_defaults(args.fast, args.force)
+        return _build_defaults(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
 
 

@@ -4,7 +4,8 @@ Decoded Layer Saliency chooses one layer per model, label-free (``docs/method.md
 the default models that choice is made once, here, on unlabelled *training* texts of each
 task (never on evaluation data), and stored in the artifacts' ``manifest.json`` under
 ``"selection"``. :func:`~captum_layer_saliency.zoo.load.load_default` puts it in the model's
-config, so ``DecodedLayerSaliency.for_model`` runs the chosen layer from its first call.
+config (:func:`~captum_layer_saliency.zoo.load.apply_stored_selection`), so
+``DecodedLayerSaliency.for_model`` runs the chosen layer from its first call.
 Nothing is retrained: only forward passes (and one backward, to find the layers whose gradient
 cannot reach the input tokens). Regenerate with::
 
@@ -22,11 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from captum_layer_saliency.attr._calibration import CONFIG_KEY
+from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
+from captum_layer_saliency.data.corpora import default_corpus
+from captum_layer_saliency.zoo._manifest import write_manifest
+from captum_layer_saliency.zoo.load import (
+    PACKAGED_DIR,
+    TASKS,
+    load_default,
+    read_manifest,
+    resolve_artifacts,
+)
 
-__all__ = ["CALIBRATION_TEXTS", "apply_stored_selection", "fit_default_selection", "main"]
+__all__ = ["CALIBRATION_TEXTS", "fit_default_selection", "main", "update_manifest"]
 
 #: Unlabelled training texts per task: each gives about twice the word tokens that already fix
 #: the elbow's choice (``benchmarks/calibration_budget.py``: 1,500 on SST-2).
@@ -46,10 +55,6 @@ def fit_default_selection(task: str, n_texts: int | None = None, cache_dir: Any 
         The :class:`~captum_layer_saliency.attr._calibration.LayerSelection` as a dict, plus
         ``model_sha256``: the classifier artifact it was fitted for.
     """
-    from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
-    from captum_layer_saliency.data.corpora import default_corpus
-    from captum_layer_saliency.zoo.load import _resolve, load_default
-
     n = n_texts or CALIBRATION_TEXTS[task]
     texts = default_corpus(task, size=n)
     clf = load_default(task, cache_dir=cache_dir)
@@ -63,46 +68,43 @@ def fit_default_selection(task: str, n_texts: int | None = None, cache_dir: Any 
         f"{len(texts)} unlabelled {task} training texts (default_corpus, seed 0; "
         f"{selection['n_positions']} word tokens)"
     )
-    _, manifest = _resolve([task], cache_dir)
+    _, manifest = resolve_artifacts([task], cache_dir)
     selection["model_sha256"] = manifest["entries"][task]["sha256"]
     return selection
 
 
-def apply_stored_selection(model: nn.Module, manifest: dict[str, Any], task: str) -> None:
-    """Put the manifest's selection for ``task`` into ``model.config`` (see the module doc).
-
-    A selection fitted for other classifier weights (another sha256) is ignored, with a log
-    line: DLS then calibrates on its first calls.
-    """
-    stored = (manifest.get("selection") or {}).get(task)
-    if not isinstance(stored, dict):
-        return
-    expected = manifest.get("entries", {}).get(task, {}).get("sha256")
-    if stored.get("model_sha256") != expected:
-        logging.getLogger(__name__).info(
-            "the stored %s layer selection belongs to other weights; DLS will calibrate", task
-        )
-        return
-    setattr(model.config, CONFIG_KEY, {k: v for k, v in stored.items() if k != "model_sha256"})
-
-
 def update_manifest(directory: Path, tasks: Sequence[str], cache_dir: Any = None) -> dict:
-    """Fit each task's selection and write it into ``directory``'s manifest."""
-    from captum_layer_saliency.zoo.load import _write_manifest, read_manifest
+    """Fit each task's selection and write it into ``directory``'s manifest.
 
+    Args:
+        directory: the artifact directory whose manifest to update.
+        tasks: the tasks to fit.
+        cache_dir: where the artifacts are loaded from (see ``load_default``).
+
+    Returns:
+        The fitted selections by task.
+
+    Raises:
+        FileNotFoundError: ``directory`` has no manifest.
+    """
     fitted = {task: fit_default_selection(task, cache_dir=cache_dir) for task in tasks}
     manifest = read_manifest(directory)
     if manifest is None:
         raise FileNotFoundError(f"no manifest in {directory}")
     manifest.setdefault("selection", {}).update(fitted)
-    _write_manifest(directory, manifest)
+    write_manifest(directory, manifest)
     return fitted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m captum_layer_saliency.zoo.selection [--tasks ...] [--artifacts DIR]``."""
-    from captum_layer_saliency.zoo.load import PACKAGED_DIR, TASKS
+    """``python -m captum_layer_saliency.zoo.selection [--tasks ...] [--artifacts DIR]``.
 
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
     parser = argparse.ArgumentParser(prog="python -m captum_layer_saliency.zoo.selection")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument(

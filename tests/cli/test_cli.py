@@ -251,11 +251,23 @@ def test_build_defaults_is_passed_through(
         calls.append(kwargs)
         return {"dir": "/cache", "built": ["head"]}
 
-    import captum_layer_saliency.zoo.load as defaults
+    import captum_layer_saliency.zoo.build as build
 
-    monkeypatch.setattr(defaults, "build_defaults", fake_build)
+    monkeypatch.setattr(build, "build_defaults", fake_build)
     assert cli.main(["build-defaults", "--fast"]) == 0
-    assert calls == [{"fast": True, "force": False}]
+    assert (
+        cli.main(["build-defaults", "--tasks", "sst2", "--cache-dir", "/c", "--threads", "2"]) == 0
+    )
+    assert calls == [
+        {
+            "tasks": list(build.TASKS),
+            "force": False,
+            "fast": True,
+            "cache_dir": None,
+            "num_threads": None,
+        },
+        {"tasks": ["sst2"], "force": False, "fast": False, "cache_dir": "/c", "num_threads": 2},
+    ]
     assert "/cache" in capsys.readouterr().out
 
 

