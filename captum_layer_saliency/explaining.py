@@ -179,7 +179,9 @@ def explain_batch(
     n = len(texts)
     enc = _encode(clf, texts, text_pairs, max_length, truncation)
     input_ids, mask = enc["input_ids"], enc["attention_mask"]
-    extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    # The tokenizer's other inputs that the forward cannot derive reach the method by keyword.
+    others = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    extra = clf.forward_func.underivable(input_ids, mask, others)
     n_classes = _n_classes(clf)
     specs: list[Any] = list(target) if isinstance(target, (list, tuple)) else [target] * n
     if len(specs) != n:
@@ -191,7 +193,9 @@ def explain_batch(
         probs = log_probabilities(logits.float(), clf.activation).exp().cpu()
     predicted = probs.argmax(-1).tolist()
     targets = [p if w is None else w for p, w in zip(predicted, wanted, strict=True)]
-    scores = attributor.attribute(input_ids, mask, torch.tensor(targets, device=input_ids.device))
+    scores = attributor.attribute(
+        input_ids, mask, torch.tensor(targets, device=input_ids.device), **extra
+    )
     scores = scores.detach().float().cpu()
     layers = layers_used(attributor, n)
     budget = max_length or clf.max_length

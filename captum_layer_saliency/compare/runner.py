@@ -407,12 +407,16 @@ class _Batch:
                 texts, text_pairs(examples), max_length=max_length, truncation="truncate"
             )
         # Tensors stay on the model's device; the host copies below are made once per batch.
-        self.input_ids: Tensor = enc["input_ids"]
-        self.attention_mask: Tensor = enc["attention_mask"]
+        self.input_ids: Tensor = enc.pop("input_ids")
+        self.attention_mask: Tensor = enc.pop("attention_mask")
         self.special: Tensor = clf.special_mask(self.input_ids)
         self.valid: Tensor = self.attention_mask.bool() & ~self.special
+        # The tokenizer's other inputs that the forward cannot derive: every method and metric
+        # gets them by keyword (they follow the tokens through the metrics' deletions).
+        forward = clf.forward_func
+        self.model_inputs = forward.underivable(self.input_ids, self.attention_mask, enc)
         with torch.no_grad():
-            logits = clf.forward_func(self.input_ids, self.attention_mask)
+            logits = forward(self.input_ids, self.attention_mask, **self.model_inputs)
         bad = (~torch.isfinite(logits).all(-1)).nonzero().flatten().tolist()
         if bad:
             raise ModelOutputError(
@@ -468,7 +472,11 @@ def _score(
     forward = clf.forward_func
     # Deleting tokens re-packs the inputs, padded with the model's own padding id.
     pad_id = getattr(clf.tokenizer, "pad_token_id", None)
-    common = {"batch_size": metric_batch_size, "pad_token_id": 0 if pad_id is None else pad_id}
+    common = {
+        "batch_size": metric_batch_size,
+        "pad_token_id": 0 if pad_id is None else pad_id,
+        **batch.model_inputs,
+    }
     args = (forward, batch.input_ids, batch.attention_mask, scores, batch.target, batch.special)
     curves = None
     values: dict[str, Tensor] = {}
@@ -742,7 +750,9 @@ def _explain_batch(
     n = len(examples)
     start = time.perf_counter()
     with _pass_counter(clf.model) as counter:
-        scores = attributor.attribute(batch.input_ids, batch.attention_mask, batch.target)
+        scores = attributor.attribute(
+            batch.input_ids, batch.attention_mask, batch.target, **batch.model_inputs
+        )
     elapsed = time.perf_counter() - start
     # Methods are asked to zero pads and specials; enforce it so that no method gains or loses
     # on a metric through positions that no metric should read.

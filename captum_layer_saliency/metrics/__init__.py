@@ -2,7 +2,8 @@
 
 :data:`METRICS` maps each metric's name to a :class:`Metric` saying whether higher is better and
 which kind it is. Faithfulness metrics are called as
-``fn(forward, input_ids, attention_mask, scores, target, special_mask, **options)``, plausibility
+``fn(forward, input_ids, attention_mask, scores, target, special_mask, **options,
+**model_inputs)`` (the model's other inputs by name; see :mod:`.faithfulness`), plausibility
 metrics as ``fn(scores, rationale, valid_mask, **options)``; both return one value per example,
 NaN where the metric is undefined (see the modules' docstrings).
 """
@@ -19,18 +20,15 @@ from captum_layer_saliency.metrics._perturb import (
     top_k_mask,
     valid_token_mask,
 )
+from captum_layer_saliency.metrics.curves import deletion_auc, insertion_auc
 from captum_layer_saliency.metrics.faithfulness import (
     ERASER_BINS,
     aopc_curves,
     comprehensiveness,
-    deletion_auc,
-    insertion_auc,
-    kendall_tau_b,
-    kendall_tau_loo,
-    leave_one_out,
     log_odds,
     sufficiency,
 )
+from captum_layer_saliency.metrics.kendall_loo import kendall_tau_b, kendall_tau_loo, leave_one_out
 from captum_layer_saliency.metrics.normalised import (
     aopc_bounds,
     normalise_aopc,

@@ -1,14 +1,24 @@
-"""Faithfulness metrics: how much the model's output depends on the tokens a method ranks first.
+"""Faithfulness as AOPC: ERASER comprehensiveness and sufficiency, their per-bin curves, log-odds.
 
-All functions are pure and batched. They take the same arguments:
+Every faithfulness metric of the package (here, in :mod:`.curves` and :mod:`.leave_one_out`) is
+pure and batched, and takes the same arguments:
 
-* ``forward``: ``f(input_ids, attention_mask) -> logits``; probabilities are its softmax (the
-  per-label sigmoid when ``forward.activation == "sigmoid"``: a multi-label head);
+* ``forward``: ``f(input_ids, attention_mask, *extra) -> logits`` (a
+  :class:`~captum_layer_saliency.models.inputs.ClassifierForward`, such as
+  ``TextClassifier.forward_func``, or any function of the ids and mask); probabilities are its
+  softmax (the per-label sigmoid when ``forward.activation == "sigmoid"``: a multi-label head);
 * ``input_ids``, ``attention_mask``: ``(batch, seq)`` the explained inputs (right-padded);
 * ``scores``: ``(batch, seq)`` token attributions, higher = more important (signed: a negative
   score ranks below a zero one);
-* ``target``: ``(batch,)`` the explained class (usually the predicted one);
-* ``special_mask``: ``(batch, seq)`` bool, True on special tokens, which are never removed.
+* ``target``: ``(batch,)`` the explained class (usually the predicted one), or a ``(batch,
+  classes)`` 0/1 **label set** (the prediction of a multi-label head,
+  :func:`~captum_layer_saliency.models.targets.predicted_target`), whose probability is the
+  product of its labels' sigmoids (their log-probabilities summed);
+* ``special_mask``: ``(batch, seq)`` bool, True on special tokens, which are never removed;
+* ``**model_inputs``: the model's other inputs by their Hugging Face names, each ``(batch, seq,
+  ...)`` (``token_type_ids=``, a custom keyword...), as DLS's ``attribute`` takes them. They
+  follow their tokens through every deletion (see :mod:`._perturb`); without them a
+  ``ClassifierForward`` derives segment and position ids from each perturbed copy.
 
 Rules shared by all (see :mod:`captum_layer_saliency.metrics._perturb`): only valid tokens (real,
 non-special) are ranked and removed; **ties are broken by position, earlier first**; tokens are
@@ -25,6 +35,7 @@ score and leave-one-out vector, otherwise it is NaN.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,82 +43,43 @@ from torch import Tensor
 from captum_layer_saliency.metrics._perturb import (
     DELETE,
     ForwardFunc,
+    Perturbations,
     Replacement,
-    full_log_probs,
-    target_log_probs,
-    token_ranks,
+    nan_where_empty,
+    prepare,
+    ranks_of,
     tokens_for_fraction,
-    valid_token_mask,
 )
-from captum_layer_saliency.models.targets import normalize_target
+
+__all__ = ["ERASER_BINS", "aopc_curves", "comprehensiveness", "log_odds", "sufficiency"]
 
 ERASER_BINS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5)
 
 
-def _prepare(
-    input_ids: Tensor, attention_mask: Tensor, scores: Tensor, target: Tensor, special_mask: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Validate shapes; return the valid mask, the ranks, the valid counts and a long target."""
-    if scores.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
-        raise ValueError(
-            f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} "
-            f"and scores {tuple(scores.shape)} must all be (batch, seq)"
-        )
-    if special_mask.shape != input_ids.shape:
-        raise ValueError(f"special_mask must be {tuple(input_ids.shape)}")
-    checked = normalize_target(target, input_ids.shape[0], device=input_ids.device)
-    if checked is None:
-        raise ValueError("target is required: the class whose probability the metric reads")
-    target = checked
-    valid = valid_token_mask(attention_mask, special_mask.to(input_ids.device))
-    ranks = token_ranks(scores.to(input_ids.device), valid)
-    return valid, ranks, valid.sum(-1), target
-
-
-def _nan_where_empty(values: Tensor, n_valid: Tensor) -> Tensor:
-    """Set the examples with no valid token to NaN (broadcast over trailing dims)."""
-    empty = (n_valid == 0).reshape(-1, *([1] * (values.dim() - 1)))
-    return values.masked_fill(empty, float("nan"))
-
-
-def _bin_log_probs(
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    ranks: Tensor,
-    valid: Tensor,
-    n_valid: Tensor,
-    target: Tensor,
-    bins: Sequence[float],
-    mode: str,
-    replacement: Replacement,
-    pad_token_id: int,
-    batch_size: int,
-) -> Tensor:
+def bin_log_probs(pert: Perturbations, ranks: Tensor, bins: Sequence[float], mode: str) -> Tensor:
     """``log p(target)`` with the top-k tokens removed (``"remove"``) or alone kept (``"keep"``).
+
+    Args:
+        pert: the bound inputs.
+        ranks: ``(batch, seq)`` token ranks.
+        bins: fractions of the valid tokens.
+        mode: ``"remove"`` or ``"keep"``.
 
     Returns:
         ``(batch, n_bins)`` log-probabilities.
     """
-    batch, n_bins = input_ids.shape[0], len(bins)
-    k = torch.stack([tokens_for_fraction(f, n_valid) for f in bins], dim=1)  # (batch, n_bins)
+    batch, n_bins = pert.input_ids.shape[0], len(bins)
+    k = torch.stack([tokens_for_fraction(f, pert.n_valid) for f in bins], dim=1)
     top = ranks[:, None, :] < k[:, :, None]  # (batch, n_bins, seq)
-    real = attention_mask.bool()[:, None, :]
+    real = pert.attention_mask.bool()[:, None, :]
     # "remove" deletes the top-k; "keep" deletes every other valid token (specials stay).
-    keep = (real & ~top) if mode == "remove" else ((real & ~valid[:, None, :]) | top)
-    rows = torch.arange(batch, device=input_ids.device).repeat_interleave(n_bins)
-    log_p = target_log_probs(
-        forward,
-        input_ids,
-        attention_mask,
-        keep.reshape(batch * n_bins, -1),
-        rows,
-        target,
-        replacement,
-        pad_token_id,
-        batch_size,
-    )
-    return log_p.reshape(batch, n_bins)
+    keep = (real & ~top) if mode == "remove" else ((real & ~pert.valid[:, None, :]) | top)
+    rows = torch.arange(batch, device=pert.input_ids.device).repeat_interleave(n_bins)
+    return pert.log_probs(keep.reshape(batch * n_bins, -1), rows).reshape(batch, n_bins)
+
+
+def _options(batch_size: int, pad_token_id: int, replacement: Replacement) -> dict[str, Any]:
+    return {"batch_size": batch_size, "pad_token_id": pad_token_id, "replacement": replacement}
 
 
 def aopc_curves(
@@ -121,6 +93,7 @@ def aopc_curves(
     batch_size: int = 64,
     pad_token_id: int = 0,
     replacement: Replacement = DELETE,
+    **model_inputs: Tensor,
 ) -> dict[str, Tensor]:
     """Per-bin ERASER comprehensiveness and sufficiency, for AOPC plots.
 
@@ -128,74 +101,56 @@ def aopc_curves(
     rationale (the top-k by score).
 
     Args:
-        forward: ``f(input_ids, attention_mask) -> logits``.
+        forward: ``f(input_ids, attention_mask, *extra) -> logits``.
         input_ids: ``(batch, seq)``.
         attention_mask: ``(batch, seq)``.
         scores: ``(batch, seq)`` attributions.
-        target: ``(batch,)`` explained classes.
+        target: ``(batch,)`` explained classes, or a ``(batch, classes)`` label set.
         special_mask: ``(batch, seq)`` True on special tokens.
         bins: fractions of the valid tokens, each in ``(0, 1]``.
         batch_size: perturbed inputs per forward call.
         pad_token_id: the padding id of re-packed inputs.
         replacement: ``"delete"`` (ERASER) or a token id.
+        **model_inputs: the model's other inputs by name, each ``(batch, seq, ...)``.
 
     Returns:
         ``{"comprehensiveness": (batch, n_bins), "sufficiency": (batch, n_bins),
         "k": (batch, n_bins) tokens per bin, "bins": (n_bins,) fractions}``, with NaN rows for
         examples without valid tokens. ``comprehensiveness = p(x) - p(x without top-k)``,
         ``sufficiency = p(x) - p(top-k and specials only)``.
+
+    Raises:
+        ValueError: shapes that differ, a bad target, scores not finite on a valid token, or a
+            model input the model does not take.
     """
-    valid, ranks, n_valid, target = _prepare(
-        input_ids, attention_mask, scores, target, special_mask
-    )
-    p_full = full_log_probs(
-        forward, input_ids, attention_mask, target, pad_token_id, batch_size
-    ).exp()[:, None]
-    common = (input_ids, attention_mask, ranks, valid, n_valid, target, bins)
-    p_removed = _bin_log_probs(forward, *common, "remove", replacement, pad_token_id, batch_size)
-    p_kept = _bin_log_probs(forward, *common, "keep", replacement, pad_token_id, batch_size)
-    k = torch.stack([tokens_for_fraction(f, n_valid) for f in bins], dim=1)
+    options = _options(batch_size, pad_token_id, replacement)
+    pert = prepare(forward, input_ids, attention_mask, target, special_mask, options, model_inputs)
+    ranks = ranks_of(scores, pert)
+    p_full = pert.full_log_probs().exp()[:, None]
+    p_removed = bin_log_probs(pert, ranks, bins, "remove").exp()
+    p_kept = bin_log_probs(pert, ranks, bins, "keep").exp()
     return {
-        "comprehensiveness": _nan_where_empty(p_full - p_removed.exp(), n_valid),
-        "sufficiency": _nan_where_empty(p_full - p_kept.exp(), n_valid),
-        "k": k,
+        "comprehensiveness": nan_where_empty(p_full - p_removed, pert.n_valid),
+        "sufficiency": nan_where_empty(p_full - p_kept, pert.n_valid),
+        "k": torch.stack([tokens_for_fraction(f, pert.n_valid) for f in bins], dim=1),
         "bins": torch.tensor(list(bins), dtype=torch.float64, device=input_ids.device),
     }
 
 
 def _aopc(
     mode: str,
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    scores: Tensor,
-    target: Tensor,
-    special_mask: Tensor,
+    args: tuple[ForwardFunc, Tensor, Tensor, Tensor, Tensor, Tensor],
     bins: Sequence[float],
-    batch_size: int,
-    pad_token_id: int,
-    replacement: Replacement,
+    options: dict[str, Any],
+    model_inputs: dict[str, Tensor],
 ) -> Tensor:
     """Mean over bins of ``p(x) - p(perturbed)``; computes only the side asked for."""
-    valid, ranks, n_valid, target = _prepare(
-        input_ids, attention_mask, scores, target, special_mask
-    )
-    p_full = full_log_probs(forward, input_ids, attention_mask, target, pad_token_id, batch_size)
-    log_p = _bin_log_probs(
-        forward,
-        input_ids,
-        attention_mask,
-        ranks,
-        valid,
-        n_valid,
-        target,
-        bins,
-        mode,
-        replacement,
-        pad_token_id,
-        batch_size,
-    )
-    return _nan_where_empty((p_full.exp()[:, None] - log_p.exp()).mean(-1), n_valid)
+    forward, input_ids, attention_mask, scores, target, special_mask = args
+    pert = prepare(forward, input_ids, attention_mask, target, special_mask, options, model_inputs)
+    ranks = ranks_of(scores, pert)
+    p_full = pert.full_log_probs().exp()[:, None]
+    p = bin_log_probs(pert, ranks, bins, mode).exp()
+    return nan_where_empty((p_full - p).mean(-1), pert.n_valid)
 
 
 def comprehensiveness(
@@ -209,40 +164,36 @@ def comprehensiveness(
     batch_size: int = 64,
     pad_token_id: int = 0,
     replacement: Replacement = DELETE,
+    **model_inputs: Tensor,
 ) -> Tensor:
     """ERASER comprehensiveness as AOPC: mean over bins of ``p(x) - p(x without top-k)``.
 
     Higher is better. The plain mean over the given bins is used (ERASER's paper divides by
-    ``|B| + 1`` to include a 0 % bin, whose comprehensiveness is 0).
+    ``|B| + 1`` to include a 0 % bin, whose comprehensiveness is 0). DeYoung et al., "ERASER: A
+    Benchmark to Evaluate Rationalized NLP Models", ACL 2020.
 
     Args:
-        forward: ``f(input_ids, attention_mask) -> logits``.
+        forward: ``f(input_ids, attention_mask, *extra) -> logits``.
         input_ids: ``(batch, seq)``.
         attention_mask: ``(batch, seq)``.
         scores: ``(batch, seq)`` attributions.
-        target: ``(batch,)`` explained classes.
+        target: ``(batch,)`` explained classes, or a ``(batch, classes)`` label set.
         special_mask: ``(batch, seq)`` True on special tokens.
         bins: fractions of the valid tokens (at least one token per bin).
         batch_size: perturbed inputs per forward call.
         pad_token_id: the padding id of re-packed inputs.
         replacement: ``"delete"`` (ERASER) or a token id.
+        **model_inputs: the model's other inputs by name, each ``(batch, seq, ...)``.
 
     Returns:
-        ``(batch,)`` float64 AOPC; NaN for examples without valid tokens.
+        ``(batch,)`` float64 AOPC, in probability units; NaN for examples without valid tokens.
+
+    Raises:
+        ValueError: as :func:`aopc_curves`.
     """
-    return _aopc(
-        "remove",
-        forward,
-        input_ids,
-        attention_mask,
-        scores,
-        target,
-        special_mask,
-        bins,
-        batch_size,
-        pad_token_id,
-        replacement,
-    )
+    args = (forward, input_ids, attention_mask, scores, target, special_mask)
+    options = _options(batch_size, pad_token_id, replacement)
+    return _aopc("remove", args, bins, options, model_inputs)
 
 
 def sufficiency(
@@ -256,164 +207,34 @@ def sufficiency(
     batch_size: int = 64,
     pad_token_id: int = 0,
     replacement: Replacement = DELETE,
+    **model_inputs: Tensor,
 ) -> Tensor:
     """ERASER sufficiency as AOPC: mean over bins of ``p(x) - p(only top-k and specials)``.
 
-    Lower is better (it can be negative). Arguments as :func:`comprehensiveness`.
+    Lower is better (it can be negative).
+
+    Args:
+        forward: as :func:`comprehensiveness`.
+        input_ids: as :func:`comprehensiveness`.
+        attention_mask: as :func:`comprehensiveness`.
+        scores: as :func:`comprehensiveness`.
+        target: as :func:`comprehensiveness`.
+        special_mask: as :func:`comprehensiveness`.
+        bins: as :func:`comprehensiveness`.
+        batch_size: as :func:`comprehensiveness`.
+        pad_token_id: as :func:`comprehensiveness`.
+        replacement: as :func:`comprehensiveness`.
+        **model_inputs: as :func:`comprehensiveness`.
 
     Returns:
         ``(batch,)`` float64 AOPC; NaN for examples without valid tokens.
+
+    Raises:
+        ValueError: as :func:`aopc_curves`.
     """
-    return _aopc(
-        "keep",
-        forward,
-        input_ids,
-        attention_mask,
-        scores,
-        target,
-        special_mask,
-        bins,
-        batch_size,
-        pad_token_id,
-        replacement,
-    )
-
-
-def _curve_auc(
-    insertion: bool,
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    scores: Tensor,
-    target: Tensor,
-    special_mask: Tensor,
-    replacement: Replacement,
-    steps: int | None,
-    batch_size: int,
-    pad_token_id: int,
-) -> Tensor:
-    """Normalised trapezoid area under ``p(target)`` as tokens are removed or inserted in order."""
-    valid, ranks, n_valid, target = _prepare(
-        input_ids, attention_mask, scores, target, special_mask
-    )
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be a positive int or None, got {steps}")
-    batch, device = input_ids.shape[0], input_ids.device
-    grid = int(n_valid.max().item()) if steps is None else steps
-    j = torch.arange(grid + 1, device=device)[None, :]
-    n = n_valid[:, None]
-    # k tokens removed (inserted) at step j. Without `steps` every token is a step and rows shorter
-    # than the longest repeat their last point, which adds no area.
-    k = torch.minimum(j, n) if steps is None else torch.round(j * n / grid).long()
-    # Evaluate each distinct (example, k) once; k <= seq, so seq + 1 separates the examples.
-    base = input_ids.shape[1] + 1
-    key = torch.arange(batch, device=device)[:, None] * base + k
-    uniq, inverse = torch.unique(key.reshape(-1), return_inverse=True)
-    rows, k_u = uniq // base, uniq % base
-    top = ranks[rows] < k_u[:, None]
-    real = attention_mask.bool()[rows]
-    keep = ((real & ~valid[rows]) | top) if insertion else (real & ~top)
-    probs = (
-        target_log_probs(
-            forward,
-            input_ids,
-            attention_mask,
-            keep,
-            rows,
-            target,
-            replacement,
-            pad_token_id,
-            batch_size,
-        )
-        .exp()[inverse]
-        .reshape(batch, grid + 1)
-    )
-    x = k.to(torch.float64) / n.clamp(min=1)
-    auc = torch.trapezoid(probs, x, dim=-1)
-    return _nan_where_empty(auc, n_valid)
-
-
-def deletion_auc(
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    scores: Tensor,
-    target: Tensor,
-    special_mask: Tensor,
-    replacement: Replacement = DELETE,
-    steps: int | None = None,
-    batch_size: int = 64,
-    pad_token_id: int = 0,
-) -> Tensor:
-    """Area under ``p(target)`` as the valid tokens are removed, most important first.
-
-    Lower is better. The x axis is the fraction of valid tokens removed, from 0 to 1, so the area
-    lies in ``[0, 1]``. At the end only the special tokens are left.
-
-    Args:
-        forward: ``f(input_ids, attention_mask) -> logits``.
-        input_ids: ``(batch, seq)``.
-        attention_mask: ``(batch, seq)``.
-        scores: ``(batch, seq)`` attributions.
-        target: ``(batch,)`` explained classes.
-        special_mask: ``(batch, seq)`` True on special tokens.
-        replacement: ``"delete"`` or the token id that replaces removed tokens (e.g. ``[PAD]``).
-        steps: ``None`` evaluates after every token (``n + 1`` points); an int ``m`` evaluates at
-            ``k = round(j * n / m)`` tokens for ``j = 0..m`` (cheaper on long inputs).
-        batch_size: perturbed inputs per forward call.
-        pad_token_id: the padding id of re-packed inputs.
-
-    Returns:
-        ``(batch,)`` float64 areas; NaN for examples without valid tokens.
-    """
-    return _curve_auc(
-        False,
-        forward,
-        input_ids,
-        attention_mask,
-        scores,
-        target,
-        special_mask,
-        replacement,
-        steps,
-        batch_size,
-        pad_token_id,
-    )
-
-
-def insertion_auc(
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    scores: Tensor,
-    target: Tensor,
-    special_mask: Tensor,
-    replacement: Replacement = DELETE,
-    steps: int | None = None,
-    batch_size: int = 64,
-    pad_token_id: int = 0,
-) -> Tensor:
-    """Area under ``p(target)`` as the valid tokens are inserted, most important first.
-
-    Higher is better. The curve starts from the special tokens alone (or every valid token
-    replaced) and ends at the full input. Arguments as :func:`deletion_auc`.
-
-    Returns:
-        ``(batch,)`` float64 areas in ``[0, 1]``; NaN for examples without valid tokens.
-    """
-    return _curve_auc(
-        True,
-        forward,
-        input_ids,
-        attention_mask,
-        scores,
-        target,
-        special_mask,
-        replacement,
-        steps,
-        batch_size,
-        pad_token_id,
-    )
+    args = (forward, input_ids, attention_mask, scores, target, special_mask)
+    options = _options(batch_size, pad_token_id, replacement)
+    return _aopc("keep", args, bins, options, model_inputs)
 
 
 def log_odds(
@@ -427,173 +248,35 @@ def log_odds(
     replacement: Replacement = DELETE,
     batch_size: int = 64,
     pad_token_id: int = 0,
+    **model_inputs: Tensor,
 ) -> Tensor:
     """``log p(target | x without top-k) - log p(target | x)``, with ``k = ceil(fraction * n)``.
 
     Lower (more negative) is better. Tokens are deleted by default; pass the ``[PAD]`` id as
-    ``replacement`` for the replace-by-padding variant.
+    ``replacement`` for the replace-by-padding variant (Shrikumar et al., 2017; Chen et al.,
+    2020).
 
     Args:
-        forward: ``f(input_ids, attention_mask) -> logits``.
+        forward: ``f(input_ids, attention_mask, *extra) -> logits``.
         input_ids: ``(batch, seq)``.
         attention_mask: ``(batch, seq)``.
         scores: ``(batch, seq)`` attributions.
-        target: ``(batch,)`` explained classes.
+        target: ``(batch,)`` explained classes, or a ``(batch, classes)`` label set.
         special_mask: ``(batch, seq)`` True on special tokens.
         fraction: the share of valid tokens removed (at least one token).
         replacement: ``"delete"`` or a token id.
         batch_size: perturbed inputs per forward call.
         pad_token_id: the padding id of re-packed inputs.
+        **model_inputs: the model's other inputs by name, each ``(batch, seq, ...)``.
 
     Returns:
-        ``(batch,)`` float64 log-ratios; NaN for examples without valid tokens.
+        ``(batch,)`` float64 log-ratios (nats); NaN for examples without valid tokens.
+
+    Raises:
+        ValueError: as :func:`aopc_curves`.
     """
-    valid, ranks, n_valid, target = _prepare(
-        input_ids, attention_mask, scores, target, special_mask
-    )
-    log_full = full_log_probs(forward, input_ids, attention_mask, target, pad_token_id, batch_size)
-    log_removed = _bin_log_probs(
-        forward,
-        input_ids,
-        attention_mask,
-        ranks,
-        valid,
-        n_valid,
-        target,
-        (fraction,),
-        "remove",
-        replacement,
-        pad_token_id,
-        batch_size,
-    )[:, 0]
-    return _nan_where_empty(log_removed - log_full, n_valid)
-
-
-def kendall_tau_b(x: Tensor, y: Tensor) -> float:
-    """Kendall's τ-b between two 1-D vectors (ties handled as in ``scipy.stats.kendalltau``).
-
-    Args:
-        x: ``(n,)`` values.
-        y: ``(n,)`` values.
-
-    Returns:
-        τ-b in ``[-1, 1]``; NaN when ``n < 2`` or either vector is constant.
-    """
-    x, y = x.to(torch.float64).reshape(-1), y.to(torch.float64).reshape(-1)
-    if x.numel() < 2:
-        return float("nan")
-    sx = torch.sign(x[:, None] - x[None, :]).triu(diagonal=1)
-    sy = torch.sign(y[:, None] - y[None, :]).triu(diagonal=1)
-    # Pairs tied in x (or y) count in neither the concordant-minus-discordant sum nor that side
-    # of the denominator: tau_b = (C - D) / sqrt((n0 - ties_x) * (n0 - ties_y)).
-    untied_x, untied_y = sx.abs().sum(), sy.abs().sum()
-    if untied_x == 0 or untied_y == 0:
-        return float("nan")
-    return float((sx * sy).sum() / torch.sqrt(untied_x * untied_y))
-
-
-def leave_one_out(
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    target: Tensor,
-    special_mask: Tensor,
-    batch_size: int = 64,
-    pad_token_id: int = 0,
-    replacement: Replacement = DELETE,
-) -> Tensor:
-    """Leave-one-out importance: ``p(x) - p(x without token i)`` for every valid token.
-
-    Args:
-        forward: ``f(input_ids, attention_mask) -> logits``.
-        input_ids: ``(batch, seq)``.
-        attention_mask: ``(batch, seq)``.
-        target: ``(batch,)`` explained classes.
-        special_mask: ``(batch, seq)`` True on special tokens.
-        batch_size: perturbed inputs per forward call.
-        pad_token_id: the padding id of re-packed inputs.
-        replacement: ``"delete"`` or a token id.
-
-    Returns:
-        ``(batch, seq)`` float64, 0 on special tokens and padding.
-    """
-    zeros = torch.zeros(input_ids.shape, device=input_ids.device)
-    valid, _, _, target = _prepare(input_ids, attention_mask, zeros, target, special_mask)
-    rows, cols = valid.nonzero(as_tuple=True)
-    keep = attention_mask.bool()[rows].clone()
-    keep[torch.arange(rows.numel(), device=rows.device), cols] = False
-    log_p = target_log_probs(
-        forward,
-        input_ids,
-        attention_mask,
-        keep,
-        rows,
-        target,
-        replacement,
-        pad_token_id,
-        batch_size,
-    )
-    p_full = full_log_probs(
-        forward, input_ids, attention_mask, target, pad_token_id, batch_size
-    ).exp()
-    loo = torch.zeros(input_ids.shape, dtype=torch.float64, device=input_ids.device)
-    loo[rows, cols] = p_full[rows] - log_p.exp()
-    return loo
-
-
-def kendall_tau_loo(
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    scores: Tensor,
-    target: Tensor,
-    special_mask: Tensor,
-    batch_size: int = 64,
-    pad_token_id: int = 0,
-    replacement: Replacement = DELETE,
-    loo: Tensor | None = None,
-) -> Tensor:
-    """Kendall τ-b between the scores and leave-one-out importance, over the valid tokens.
-
-    Higher is better. Leave-one-out deletes one token at a time (see :func:`leave_one_out`).
-
-    Args:
-        forward: ``f(input_ids, attention_mask) -> logits``.
-        input_ids: ``(batch, seq)``.
-        attention_mask: ``(batch, seq)``.
-        scores: ``(batch, seq)`` attributions.
-        target: ``(batch,)`` explained classes.
-        special_mask: ``(batch, seq)`` True on special tokens.
-        batch_size: perturbed inputs per forward call.
-        pad_token_id: the padding id of re-packed inputs.
-        replacement: ``"delete"`` or a token id.
-        loo: the batch's :func:`leave_one_out` importance, when already computed. It does not
-            depend on the scores, so a comparison of many methods on one batch computes it once
-            (one forward per token) instead of once per method.
-
-    Returns:
-        ``(batch,)`` float64; NaN with fewer than two valid tokens or a constant side.
-    """
-    valid, _, _, target = _prepare(input_ids, attention_mask, scores, target, special_mask)
-    if loo is None:
-        loo = leave_one_out(
-            forward,
-            input_ids,
-            attention_mask,
-            target,
-            special_mask,
-            batch_size,
-            pad_token_id,
-            replacement,
-        )
-    elif loo.shape != input_ids.shape:
-        raise ValueError(
-            f"loo has shape {tuple(loo.shape)}; expected the inputs' {tuple(input_ids.shape)}"
-        )
-    # Kendall's tau runs on the host: copy the batch once rather than syncing per example.
-    scores_host, loo_host, valid_host = scores.detach().cpu(), loo.cpu(), valid.cpu()
-    taus = [
-        kendall_tau_b(scores_host[b][valid_host[b]], loo_host[b][valid_host[b]])
-        for b in range(input_ids.shape[0])
-    ]
-    return torch.tensor(taus, dtype=torch.float64, device=input_ids.device)
+    options = _options(batch_size, pad_token_id, replacement)
+    pert = prepare(forward, input_ids, attention_mask, target, special_mask, options, model_inputs)
+    ranks = ranks_of(scores, pert)
+    log_removed = bin_log_probs(pert, ranks, (fraction,), "remove")[:, 0]
+    return nan_where_empty(log_removed - pert.full_log_probs(), pert.n_valid)

@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from captum_layer_saliency.metrics._perturb import DELETE, ForwardFunc, Replacement
-from captum_layer_saliency.metrics.faithfulness import ERASER_BINS, aopc_curves, leave_one_out
+from captum_layer_saliency.metrics.faithfulness import ERASER_BINS, aopc_curves
+from captum_layer_saliency.metrics.kendall_loo import leave_one_out
 
 __all__ = [
     "aopc_bounds",
@@ -60,38 +61,42 @@ def aopc_bounds(
     pad_token_id: int = 0,
     replacement: Replacement = DELETE,
     loo: Tensor | None = None,
+    **model_inputs: Tensor,
 ) -> dict[str, Tensor]:
     """Approximate per-example lower and upper bounds of comprehensiveness and sufficiency.
 
     Args:
-        forward, input_ids, attention_mask, target, special_mask, bins, batch_size,
-            pad_token_id, replacement: as for
-            :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        forward: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        input_ids: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        attention_mask: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        target: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        special_mask: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        bins: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        batch_size: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        pad_token_id: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
+        replacement: as for :func:`~captum_layer_saliency.metrics.aopc_curves`.
         loo: precomputed :func:`~captum_layer_saliency.metrics.leave_one_out` ``(batch, seq)``,
             to share its forwards with other metrics.
+        **model_inputs: the model's other inputs by name, each ``(batch, seq, ...)``.
 
     Returns:
         ``{"comprehensiveness": (batch, 2), "sufficiency": (batch, 2)}``: ``[:, 0]`` the lower
         and ``[:, 1]`` the upper bound, in probability units (AOPC's), NaN for examples without
         a valid token.
     """
-    common: dict[str, Any] = {"bins": bins, "batch_size": batch_size, "pad_token_id": pad_token_id}
-    if loo is None:
-        loo = leave_one_out(
-            forward,
-            input_ids,
-            attention_mask,
-            target,
-            special_mask,
-            batch_size=batch_size,
-            pad_token_id=pad_token_id,
-            replacement=replacement,
-        )
-    scores = loo.float()
+    common: dict[str, Any] = {
+        "batch_size": batch_size,
+        "pad_token_id": pad_token_id,
+        "replacement": replacement,
+        **model_inputs,
+    }
     args = (forward, input_ids, attention_mask)
     rest = (target, special_mask)
-    first = aopc_curves(*args, scores, *rest, replacement=replacement, **common)
-    last = aopc_curves(*args, -scores, *rest, replacement=replacement, **common)
+    if loo is None:
+        loo = leave_one_out(*args, *rest, **common)
+    scores = loo.float()
+    first = aopc_curves(*args, scores, *rest, bins, **common)
+    last = aopc_curves(*args, -scores, *rest, bins, **common)
     out = {}
     for key in ("comprehensiveness", "sufficiency"):
         a, b = first[key].mean(-1), last[key].mean(-1)
@@ -121,36 +126,34 @@ def normalise_aopc(values: Tensor, bounds: Tensor) -> Tensor:
 
 
 def beyond_bounds(values: Tensor, bounds: Tensor) -> Tensor:
-    """Whether each value lies outside its approximate bounds (the bound was beaten)."""
+    """Whether each value lies outside its approximate bounds (the bound was beaten).
+
+    Args:
+        values: ``(batch,)`` raw AOPC values.
+        bounds: ``(batch, 2)`` from :func:`aopc_bounds`.
+
+    Returns:
+        ``(batch,)`` bool.
+    """
     bounds = bounds.to(values)
     return (values < bounds[..., 0]) | (values > bounds[..., 1])
 
 
 def _normalised(
     key: str,
-    forward: ForwardFunc,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    scores: Tensor,
-    target: Tensor,
-    special_mask: Tensor,
+    args: tuple[ForwardFunc, Tensor, Tensor, Tensor, Tensor, Tensor],
     bins: Sequence[float],
-    batch_size: int,
-    pad_token_id: int,
-    replacement: Replacement,
+    common: dict[str, Any],
     bounds: dict[str, Tensor] | None,
     loo: Tensor | None,
 ) -> Tensor:
-    common: dict[str, Any] = {
-        "bins": bins,
-        "batch_size": batch_size,
-        "pad_token_id": pad_token_id,
-        "replacement": replacement,
-    }
-    curves = aopc_curves(forward, input_ids, attention_mask, scores, target, special_mask, **common)
+    forward, input_ids, attention_mask, scores, target, special_mask = args
+    curves = aopc_curves(
+        forward, input_ids, attention_mask, scores, target, special_mask, bins, **common
+    )
     if bounds is None:
         bounds = aopc_bounds(
-            forward, input_ids, attention_mask, target, special_mask, loo=loo, **common
+            forward, input_ids, attention_mask, target, special_mask, bins, loo=loo, **common
         )
     return normalise_aopc(curves[key].mean(-1), bounds[key])
 
@@ -168,28 +171,31 @@ def normalised_comprehensiveness(
     replacement: Replacement = DELETE,
     bounds: dict[str, Tensor] | None = None,
     loo: Tensor | None = None,
+    **model_inputs: Tensor,
 ) -> Tensor:
     """Comprehensiveness scaled to its per-example bounds: 1 = the best ordering (↑ better).
 
-    Arguments as for :func:`~captum_layer_saliency.metrics.comprehensiveness`, plus
-    precomputed ``bounds`` (:func:`aopc_bounds`) or ``loo``. Returns ``(batch,)`` in
-    ``[0, 1]``, NaN where undefined.
+    Args:
+        forward: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        input_ids: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        attention_mask: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        scores: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        target: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        special_mask: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        bins: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        batch_size: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        pad_token_id: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        replacement: as for :func:`~captum_layer_saliency.metrics.comprehensiveness`.
+        bounds: precomputed :func:`aopc_bounds` (computed when ``None``).
+        loo: precomputed leave-one-out importance, for the bounds.
+        **model_inputs: the model's other inputs by name, each ``(batch, seq, ...)``.
+
+    Returns:
+        ``(batch,)`` in ``[0, 1]``, NaN where undefined.
     """
-    return _normalised(
-        "comprehensiveness",
-        forward,
-        input_ids,
-        attention_mask,
-        scores,
-        target,
-        special_mask,
-        bins,
-        batch_size,
-        pad_token_id,
-        replacement,
-        bounds,
-        loo,
-    )
+    args = (forward, input_ids, attention_mask, scores, target, special_mask)
+    common = {"batch_size": batch_size, "pad_token_id": pad_token_id, "replacement": replacement}
+    return _normalised("comprehensiveness", args, bins, {**common, **model_inputs}, bounds, loo)
 
 
 def normalised_sufficiency(
@@ -205,23 +211,28 @@ def normalised_sufficiency(
     replacement: Replacement = DELETE,
     bounds: dict[str, Tensor] | None = None,
     loo: Tensor | None = None,
+    **model_inputs: Tensor,
 ) -> Tensor:
     """Sufficiency scaled to its per-example bounds: 0 = the best ordering (↓ better).
 
-    Arguments as for :func:`normalised_comprehensiveness`.
+    Args:
+        forward: as for :func:`normalised_comprehensiveness`.
+        input_ids: as for :func:`normalised_comprehensiveness`.
+        attention_mask: as for :func:`normalised_comprehensiveness`.
+        scores: as for :func:`normalised_comprehensiveness`.
+        target: as for :func:`normalised_comprehensiveness`.
+        special_mask: as for :func:`normalised_comprehensiveness`.
+        bins: as for :func:`normalised_comprehensiveness`.
+        batch_size: as for :func:`normalised_comprehensiveness`.
+        pad_token_id: as for :func:`normalised_comprehensiveness`.
+        replacement: as for :func:`normalised_comprehensiveness`.
+        bounds: as for :func:`normalised_comprehensiveness`.
+        loo: as for :func:`normalised_comprehensiveness`.
+        **model_inputs: as for :func:`normalised_comprehensiveness`.
+
+    Returns:
+        ``(batch,)`` in ``[0, 1]``, NaN where undefined.
     """
-    return _normalised(
-        "sufficiency",
-        forward,
-        input_ids,
-        attention_mask,
-        scores,
-        target,
-        special_mask,
-        bins,
-        batch_size,
-        pad_token_id,
-        replacement,
-        bounds,
-        loo,
-    )
+    args = (forward, input_ids, attention_mask, scores, target, special_mask)
+    common = {"batch_size": batch_size, "pad_token_id": pad_token_id, "replacement": replacement}
+    return _normalised("sufficiency", args, bins, {**common, **model_inputs}, bounds, loo)

@@ -205,6 +205,7 @@ class ClassifierForward:
     """
 
     def __init__(self, model: nn.Module, sep_token_id: int | None = None) -> None:
+        """Read what the model's forward takes and how it positions its tokens."""
         self.model = model
         self.input_names, self.takes_kwargs = _accepted(model)
         model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -233,9 +234,50 @@ class ClassifierForward:
             extra["position_ids"] = position_ids_from_mask(attention_mask)
         return extra
 
+    def underivable(
+        self, input_ids: Tensor, attention_mask: Tensor, inputs: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The inputs of an encoding that this forward would not derive identically itself.
+
+        The harness and ``explain`` pass these by keyword to every method and metric, so an input
+        that cannot be derived (segment ids of a tokenizer with another convention, a custom
+        input) reaches the model however the ids are perturbed, and the usual case (segment ids
+        that follow [SEP]) passes nothing extra.
+
+        Args:
+            input_ids: ``(batch, seq)``.
+            attention_mask: ``(batch, seq)``.
+            inputs: the encoding's other tensors by name (``token_type_ids``...).
+
+        Returns:
+            The subset of ``inputs`` to pass explicitly.
+        """
+        derived = self.derived(input_ids, attention_mask)
+        return {
+            name: value
+            for name, value in inputs.items()
+            if name not in derived or not torch.equal(derived[name], value)
+        }
+
     def __call__(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *extra: Any, **kw: Any
     ) -> Tensor:
+        """The model's logits ``(batch, classes)`` for ``(batch, seq)`` ids.
+
+        Args:
+            input_ids: ``(batch, seq)``.
+            attention_mask: ``(batch, seq)`` or ``None``.
+            *extra: ``InputNames(names)`` then one tensor per name (:func:`forward_args`).
+            **kw: the model's other inputs by name; they override the derived ones.
+
+        Returns:
+            The logits.
+
+        Raises:
+            ValueError: an input longer than the model's positions, or a left-padded batch for
+                a model that classifies from its first position.
+            TypeError: a model output without logits.
+        """
         check_sequence_length(input_ids.shape[-1], self.max_tokens)
         if (
             self.pools_first_token

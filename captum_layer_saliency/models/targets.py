@@ -8,7 +8,13 @@
   ``problem_type="multi_label_classification"``); :func:`log_probabilities` applies it.
 * :func:`prediction_weights` says what "explain the prediction" means for an output: the argmax
   class (softmax), or every label whose sigmoid is over 0.5 (multi-label; the most probable
-  label when none is).
+  label when none is). :func:`predicted_target` gives it in the form every method, metric and the
+  harness take: class indices, or the predicted **label set** of a multi-label head.
+* A label set is a ``(batch, classes)`` 0/1 target (:func:`normalize_target` with
+  ``label_sets=True``). What is explained for it is the sum of its labels' logits (a method's
+  explained scalar, :func:`explained_logit`) and the sum of their log-probabilities (a metric's
+  log-probability, :func:`explained_log_probability`: the probability that every label of the set
+  is on, the labels being independent under the sigmoid). For one label both are that label's.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "check_target_range",
+    "explained_log_probability",
+    "explained_logit",
     "log_probabilities",
     "normalize_target",
     "output_activation",
+    "predicted_target",
     "prediction_weights",
 ]
 
@@ -40,8 +49,9 @@ def normalize_target(
     batch: int,
     n_outputs: int | None = None,
     device: torch.device | str | None = None,
+    label_sets: bool = False,
 ) -> Tensor | None:
-    """One class index per example, checked, as a ``(batch,)`` long tensor.
+    """One class index per example, checked, as a ``(batch,)`` long tensor (or a label set).
 
     Args:
         target: ``None`` (explain the prediction; returned as ``None``), an int (every example),
@@ -51,56 +61,24 @@ def normalize_target(
         n_outputs: the number of classes; when given, every index must be in
             ``[0, n_outputs)``.
         device: where the result lives.
+        label_sets: also accept a ``(batch, classes)`` (or ``(1, classes)``) tensor of 0/1
+            label weights, with ``classes > 1``: the labels explained together per example
+            (a multi-label prediction, see :func:`predicted_target`).
 
     Returns:
-        ``(batch,)`` long tensor, or ``None`` when ``target`` is ``None``.
+        ``(batch,)`` long tensor, ``(batch, classes)`` float 0/1 label weights (a label set), or
+        ``None`` when ``target`` is ``None``.
 
     Raises:
         ValueError: a float or boolean target, a length that is neither 1 nor ``batch``, a
-            nested target, or an index out of range.
+            nested target, or an index out of range; a label set with values other than 0/1,
+            an empty row, or another number of classes than the output's.
     """
     if target is None:
         return None
-    if isinstance(target, Tensor):
-        if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-            raise ValueError(
-                f"target must hold integer class indices, got a {target.dtype} tensor; "
-                "floats are refused rather than truncated"
-            )
-        if target.dim() > 1 and not (target.dim() == 2 and target.shape[1] == 1):
-            raise ValueError(
-                f"target must be an int or one int per example, got shape {tuple(target.shape)}"
-            )
-        values = [int(v) for v in target.reshape(-1).tolist()]
-    elif isinstance(target, bool):
-        raise ValueError(f"target must be an int class index, got the bool {target}")
-    elif isinstance(target, int):
-        values = [int(target)]
-    elif isinstance(target, float):
-        raise ValueError(
-            f"target must be an int class index, got the float {target}; floats are refused "
-            "rather than truncated"
-        )
-    elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
-        values = []
-        for i, item in enumerate(target):
-            if isinstance(item, bool) or not isinstance(item, int):
-                kind = type(item).__name__
-                raise ValueError(
-                    f"target[{i}] is a {kind} ({item!r}); a target holds int class indices, one "
-                    "per example (floats are refused rather than truncated)"
-                )
-            values.append(int(item))
-        if isinstance(target, tuple) and len(values) > 1 and batch != len(values):
-            raise ValueError(
-                f"a tuple target {target!r} indexes a multi-dimensional output, but a classifier's "
-                "output is (batch, classes): pass an int or one int per example"
-            )
-    else:
-        raise ValueError(
-            f"target must be None, an int, a list/tuple of ints or an integer tensor, got "
-            f"{type(target).__name__}"
-        )
+    if label_sets and isinstance(target, Tensor) and target.dim() == 2 and target.shape[1] > 1:
+        return _label_set(target, batch, n_outputs, device)
+    values = _tensor_values(target) if isinstance(target, Tensor) else _values(target, batch)
     if not values:
         raise ValueError("target is empty: pass an int or one int per example")
     if len(values) not in (1, batch):
@@ -110,6 +88,71 @@ def normalize_target(
     if len(values) == 1:
         values = values * batch
     return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def _tensor_values(target: Tensor) -> list[int]:
+    """The class indices of a tensor target (integer, one per example or one for all)."""
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise ValueError(
+            f"target must hold integer class indices, got a {target.dtype} tensor; "
+            "floats are refused rather than truncated"
+        )
+    if target.dim() > 1 and not (target.dim() == 2 and target.shape[1] == 1):
+        raise ValueError(
+            f"target must be an int or one int per example, got shape {tuple(target.shape)}"
+        )
+    return [int(v) for v in target.reshape(-1).tolist()]
+
+
+def _values(target: Any, batch: int) -> list[int]:
+    """The class indices of an int, list or tuple target."""
+    if isinstance(target, bool):
+        raise ValueError(f"target must be an int class index, got the bool {target}")
+    if isinstance(target, int):
+        return [int(target)]
+    if isinstance(target, float):
+        raise ValueError(
+            f"target must be an int class index, got the float {target}; floats are refused "
+            "rather than truncated"
+        )
+    if not isinstance(target, Sequence) or isinstance(target, (str, bytes)):
+        raise ValueError(
+            f"target must be None, an int, a list/tuple of ints or an integer tensor, got "
+            f"{type(target).__name__}"
+        )
+    values = []
+    for i, item in enumerate(target):
+        if isinstance(item, bool) or not isinstance(item, int):
+            kind = type(item).__name__
+            raise ValueError(
+                f"target[{i}] is a {kind} ({item!r}); a target holds int class indices, one "
+                "per example (floats are refused rather than truncated)"
+            )
+        values.append(int(item))
+    if isinstance(target, tuple) and len(values) > 1 and batch != len(values):
+        raise ValueError(
+            f"a tuple target {target!r} indexes a multi-dimensional output, but a classifier's "
+            "output is (batch, classes): pass an int or one int per example"
+        )
+    return values
+
+
+def _label_set(
+    target: Tensor, batch: int, n_outputs: int | None, device: torch.device | str | None
+) -> Tensor:
+    """A checked ``(batch, classes)`` float 0/1 label-set target (see :func:`normalize_target`)."""
+    if target.shape[0] not in (1, batch):
+        raise ValueError(f"a label-set target has {target.shape[0]} rows for {batch} examples")
+    if n_outputs is not None and target.shape[1] != n_outputs:
+        raise ValueError(
+            f"a label-set target has {target.shape[1]} columns; the output has {n_outputs} classes"
+        )
+    weights = target.detach().to(device=device, dtype=torch.float64)
+    if not bool(((weights == 0) | (weights == 1)).all()):
+        raise ValueError("a label-set target holds 0/1 (or bool) label weights only")
+    if not bool((weights.sum(-1) > 0).all()):
+        raise ValueError("every row of a label-set target needs at least one label")
+    return weights.expand(batch, -1).clone()
 
 
 def check_target_range(values: Sequence[int] | Tensor, n_outputs: int) -> None:
@@ -182,3 +225,61 @@ def prediction_weights(logits: Tensor, activation: str = "softmax") -> Tensor:
         return top
     on = (logits > 0).to(logits.dtype)  # sigmoid(z) > 0.5  <=>  z > 0
     return torch.where(on.sum(-1, keepdim=True) > 0, on, top)
+
+
+def predicted_target(logits: Tensor, activation: str = "softmax") -> Tensor:
+    """The target that "explain the prediction" explains: the one rule of the package.
+
+    Args:
+        logits: ``(batch, classes)``.
+        activation: ``"softmax"`` or ``"sigmoid"`` (a multi-label head).
+
+    Returns:
+        ``(batch,)`` argmax classes (softmax), or the ``(batch, classes)`` float 0/1 label set of
+        every label whose sigmoid is over 0.5, the most probable label's where none is (sigmoid;
+        see :func:`prediction_weights`). Both forms are accepted by every method, the metrics
+        and ``normalize_target(..., label_sets=True)``.
+    """
+    weights = prediction_weights(logits, activation)
+    if activation == "softmax":
+        return weights.argmax(-1)
+    return weights.to(torch.float64)
+
+
+def explained_logit(logits: Tensor, target: Tensor) -> Tensor:
+    """The scalar a method explains per example: the target's logit, or a label set's summed logits.
+
+    Args:
+        logits: ``(n, classes)``.
+        target: ``(n,)`` class indices or ``(n, classes)`` 0/1 label weights.
+
+    Returns:
+        ``(n,)`` in the logits' dtype.
+    """
+    if target.dim() == 2:
+        _check_width(target, logits.shape[-1])
+        return (logits * target.to(logits)).sum(-1)
+    check_target_range(target, logits.shape[-1])
+    return logits.gather(-1, target.reshape(-1, 1).to(logits.device)).squeeze(-1)
+
+
+def explained_log_probability(log_p: Tensor, target: Tensor) -> Tensor:
+    """``log p`` of the explained output: the class's, or the sum over a label set's labels.
+
+    Args:
+        log_p: ``(n, classes)`` log-probabilities (:func:`log_probabilities`).
+        target: ``(n,)`` class indices or ``(n, classes)`` 0/1 label weights.
+
+    Returns:
+        ``(n,)``: ``log p[target]``, or ``sum_c w_c log p_c`` -- under a sigmoid head, the log of
+        the probability that every label of the set is on.
+    """
+    return explained_logit(log_p, target)
+
+
+def _check_width(weights: Tensor, n_outputs: int) -> None:
+    if weights.shape[-1] != n_outputs:
+        raise ValueError(
+            f"a label-set target has {weights.shape[-1]} columns; the output has {n_outputs} "
+            "classes"
+        )

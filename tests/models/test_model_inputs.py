@@ -361,3 +361,75 @@ def test_harness_on_a_left_padding_decoder_does_not_depend_on_batch_size(
     assert runs[1].keys() == runs[3].keys()
     for key in runs[1]:
         assert torch.allclose(torch.tensor(runs[1][key]), torch.tensor(runs[3][key]), atol=1e-5)
+
+
+def _flipped_segments(tokenizer: T.BertTokenizer) -> T.BertTokenizer:
+    """The tokenizer with another segment convention (first sentence 1, second 0): its segment
+    ids cannot be derived from [SEP], so they must travel with the batch."""
+    import copy
+
+    class Flipped(type(tokenizer)):  # type: ignore[misc]
+        def __call__(self, *args, **kwargs):
+            enc = super().__call__(*args, **kwargs)
+            if isinstance(enc.get("token_type_ids"), Tensor):
+                enc["token_type_ids"] = enc["attention_mask"] - enc["token_type_ids"]
+            return enc
+
+    flipped = copy.deepcopy(tokenizer)
+    flipped.__class__ = Flipped
+    return flipped
+
+
+def test_harness_passes_inputs_it_cannot_derive(pair_clf, tmp_path: Path) -> None:
+    from captum_layer_saliency.compare import load_rows
+    from captum_layer_saliency.compare.runner import run_comparison
+    from captum_layer_saliency.metrics import METRICS
+
+    clf = TextClassifier(
+        pair_clf.model, _flipped_segments(pair_clf.tokenizer), None, ["a", "b"], "flip", 32
+    )
+    with pytest.warns(UserWarning, match="segment ids do not follow"):
+        enc = clf.encode(PREMISES, HYPOTHESES)
+    assert clf.forward_func.underivable(enc["input_ids"], enc["attention_mask"], enc) != {}
+    rows = [
+        {"text": p, "text_pair": h, "label": 0} for p, h in zip(PREMISES, HYPOTHESES, strict=True)
+    ]
+    names = ["comprehensiveness", "deletion_auc", "kendall_tau_loo"]
+    with pytest.warns(UserWarning, match="segment ids do not follow"):
+        out = run_comparison(
+            clf, rows, ["input_x_gradient"], tmp_path / "run", metrics=names, batch_size=2,
+            progress=False, report=False,
+        )  # fmt: skip
+    got = sorted(load_rows(out), key=lambda r: r["index"])
+    ids, mask, types = enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+    truth = _true_logits(clf, enc).argmax(-1)
+    assert [r["prediction"] for r in got] == truth.tolist()
+    scores = get_method("input_x_gradient", clf).attribute(ids, mask, truth, token_type_ids=types)
+    special = clf.special_mask(ids)
+    for name in names:
+        fn = METRICS[name].fn
+        want = fn(clf.forward_func, ids, mask, scores, truth, special, token_type_ids=types)
+        derived = fn(clf.forward_func, ids, mask, scores, truth, special)
+        assert not torch.allclose(want, derived, atol=1e-6)  # the segments matter
+        for i, row in enumerate(got):
+            assert row["metrics"][name] == pytest.approx(float(want[i]), abs=1e-5)
+    for i, row in enumerate(got):
+        real = mask[i].bool()
+        assert torch.allclose(torch.tensor(row["attributions"]), scores[i][real], atol=1e-5)
+
+
+def test_explain_passes_inputs_it_cannot_derive(pair_clf) -> None:
+    from captum_layer_saliency.explaining import explain
+
+    clf = TextClassifier(
+        pair_clf.model, _flipped_segments(pair_clf.tokenizer), None, ["a", "b"], "flip", 32
+    )
+    with pytest.warns(UserWarning, match="segment ids do not follow"):
+        got = explain(clf, PREMISES, text_pairs=HYPOTHESES, method="input_x_gradient")
+        enc = clf.encode(PREMISES, HYPOTHESES)
+    ids, mask, types = enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+    truth = _true_logits(clf, enc).argmax(-1)
+    assert [e.predicted for e in got] == truth.tolist()
+    scores = get_method("input_x_gradient", clf).attribute(ids, mask, truth, token_type_ids=types)
+    for i, e in enumerate(got):
+        assert torch.allclose(torch.tensor(e.scores), scores[i][mask[i].bool()], atol=1e-5)
