@@ -16,9 +16,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from captum_layer_saliency.models.classifier import TextClassifier
-from captum_layer_saliency.models.targets import log_probabilities
+from captum_layer_saliency.models.label_sets import attribute_targets
+from captum_layer_saliency.models.targets import (
+    explained_log_probability,
+    log_probabilities,
+    predicted_target,
+    target_list,
+)
 from captum_layer_saliency.models.words import REDUCTIONS, aggregate_to_words
 from captum_layer_saliency.viz.explanation import Explanation
 
@@ -119,8 +126,15 @@ def layers_used(attributor: Any, batch: int) -> list[str | None]:
 
 
 def prepare(attributor: Any, texts: Sequence[str]) -> None:
-    """Let the attributor make its one-off choice before the first batch (DLS: its layer,
-    chosen label-free for the model, calibrated on ``texts`` when it has nothing stored)."""
+    """Let the attributor make its one-off choice before the first batch.
+
+    DLS chooses its layer label-free for the model, calibrated on ``texts`` when it has nothing
+    stored.
+
+    Args:
+        attributor: the attributor (one without a ``prepare`` method is left alone).
+        texts: the texts about to be explained.
+    """
     hook = getattr(attributor, "prepare", None)
     if callable(hook):
         with torch.enable_grad():
@@ -189,14 +203,16 @@ def explain_batch(
     wanted = [resolve_target(t, clf.labels, n_classes) for t in specs]
     with torch.no_grad():
         logits = clf.forward_func(input_ids, mask, **extra)
-        # softmax, or the per-label sigmoid of a multi-label head (from the model's config)
-        probs = log_probabilities(logits.float(), clf.activation).exp().cpu()
-    predicted = probs.argmax(-1).tolist()
-    targets = [p if w is None else w for p, w in zip(predicted, wanted, strict=True)]
-    scores = attributor.attribute(
-        input_ids, mask, torch.tensor(targets, device=input_ids.device), **extra
-    )
+    prediction = predicted_target(logits, clf.activation)  # the package's one rule
+    explained = _with_requested(prediction, wanted)
+    scores = attribute_targets(attributor.attribute, clf.model, input_ids, mask, explained, **extra)
     scores = scores.detach().float().cpu()
+    # softmax, or the per-label sigmoid of a multi-label head (from the model's config); a label
+    # set's probability is that of all its labels (the metrics' reading)
+    log_p = log_probabilities(logits.detach().double(), clf.activation)
+    p_predicted = explained_log_probability(log_p, prediction).exp().tolist()
+    p_target = explained_log_probability(log_p, explained).exp().tolist()
+    predicted, targets = target_list(prediction), target_list(explained)
     layers = layers_used(attributor, n)
     budget = max_length or clf.max_length
     pairs = list(text_pairs) if text_pairs is not None else None
@@ -212,8 +228,13 @@ def explain_batch(
         else None
     )
 
-    def name(index: int) -> str:
+    def name(index: int | list[int]) -> str:
+        if isinstance(index, list):  # a label set: "x+z", as TextClassifier.predict names it
+            return "+".join(name(i) for i in index)
         return str(clf.labels[index]) if index < len(clf.labels) else str(index)
+
+    def first(index: int | list[int]) -> int:
+        return index[0] if isinstance(index, list) else index
 
     options = {k: v for k, v in getattr(attributor, "options", {}).items() if _jsonable(v)}
     out = []
@@ -227,12 +248,12 @@ def explain_batch(
                 text_pair=text_pairs[row] if text_pairs is not None else None,
                 tokens=[str(t) for t in clf.tokenizer.convert_ids_to_tokens(row_ids)],
                 scores=scores[row][real].tolist(),
-                predicted=int(predicted[row]),
+                predicted=first(predicted[row]),
                 predicted_label=name(predicted[row]),
-                probability=float(probs[row, predicted[row]]),
-                target=int(targets[row]),
+                probability=float(p_predicted[row]),
+                target=first(targets[row]),
                 target_label=name(targets[row]),
-                target_probability=float(probs[row, targets[row]]),
+                target_probability=float(p_target[row]),
                 method=method,
                 model=clf.name,
                 version=__version__,
@@ -247,6 +268,20 @@ def explain_batch(
             )
         )
     return out
+
+
+def _with_requested(prediction: Tensor, wanted: Sequence[int | None]) -> Tensor:
+    """The prediction, with the rows a user gave a class for set to that class."""
+    target = prediction.clone()
+    for row, cls in enumerate(wanted):
+        if cls is None:
+            continue
+        if target.dim() == 1:
+            target[row] = cls
+        else:  # a multi-label head: the one label asked for
+            target[row] = 0
+            target[row, cls] = 1
+    return target
 
 
 def _jsonable(value: Any) -> bool:
@@ -276,8 +311,14 @@ def explain(
 ) -> list[Explanation]:
     """Explain texts with one method: token scores, optionally word scores, and the prediction.
 
-    Departs from Captum's ``target`` in one way: ``None`` explains each text's *predicted*
-    class (not "no target"), as everywhere in this package.
+    Departs from Captum's ``target`` in one way: ``None`` explains each text's *prediction*
+    (not "no target"), as everywhere in this package
+    (:func:`~captum_layer_saliency.models.targets.predicted_target`): the predicted class, or,
+    for a multi-label head (``problem_type="multi_label_classification"``), the set of labels
+    whose sigmoid is over 0.5 (the most probable where none is), explained as the sum of their
+    logits, as DLS does. For such a set the explanation's ``target``/``predicted`` is the set's
+    first label, ``target_label``/``predicted_label`` name the whole set (``"x+z"``) and the
+    probabilities are the set's (the product of its labels' sigmoids).
 
     Args:
         clf: the classifier (DLS needs ``clf.lm_head``).
@@ -286,8 +327,8 @@ def explain(
         attributor: an already built attributor (overrides ``method``'s construction; reuse it
             across calls to pay DLS's layer calibration once).
         text_pairs: the second text of each pair (for pair classifiers).
-        target: ``None`` (the prediction), a class index or a label name, for every text, or one
-            such per text.
+        target: ``None`` (the prediction, a label set for a multi-label head), a class index or
+            a label name, for every text, or one such per text.
         words: ``False`` (token scores only), ``True`` (words, scores summed), or a reduction
             (``"sum"``, ``"mean"``, ``"max"``).
         batch_size: texts per forward/backward batch; the results do not depend on it.

@@ -64,8 +64,13 @@ from captum_layer_saliency.models.inputs import (
     forward_args,
     logits_of,
 )
+from captum_layer_saliency.models.label_sets import label_set_output, target_groups
 from captum_layer_saliency.models.surgery import embedding_layer, find_model_parts
-from captum_layer_saliency.models.targets import normalize_target
+from captum_layer_saliency.models.targets import (
+    normalize_target,
+    output_activation,
+    predicted_target,
+)
 
 __all__ = ["DEFAULTS", "LAFA", "TOKEN_REPRS"]
 
@@ -329,9 +334,12 @@ class LAFA(GradientAttribution):
         Args:
             inputs (Tensor): token ids ``(B, n)``.
             target (int, list or Tensor, optional): the class to explain, one for all examples
-                or one per example. ``None`` means **the predicted class** of each example (the
-                argmax of the logits); it is stored in ``last_target_``. The neighbours are
-                explained towards the same class as their input. Default: None
+                or one per example, or ``(B, C)`` 0/1 label sets. ``None`` means **the
+                prediction** of each example (the argmax class, or, for a multi-label head, the
+                labels whose sigmoid is over 0.5, the top one where none is, explained as the sum
+                of their logits as DLS does); it is stored in ``last_target_``. The neighbours
+                are explained towards the same target as their input (a label set's first label
+                stands for it in the same-class filter). Default: None
             additional_forward_args (Any, optional): ``None`` or ``(attention_mask,)``.
             attention_mask (Tensor, optional): ``(B, n)``, 0 at padding. Default: the ids that
                 are not the tokenizer's pad id.
@@ -363,6 +371,8 @@ class LAFA(GradientAttribution):
         batch = ids.shape[0]
         extra = check_model_inputs(model_inputs, ids, self.model)
         target_t = self._targets(ids, mask, target, extra)
+        if target_t.dim() == 2:  # label sets (a multi-label prediction): one call per set
+            return self._label_sets(ids, mask, target_t, texts, extra)
         valid = mask.bool() & ~special_mask(ids, self.special_token_ids)
         scores = torch.where(valid, self.base.attribute(ids, mask, target_t, **extra).float(), 0.0)
         if self.is_base:
@@ -448,12 +458,59 @@ class LAFA(GradientAttribution):
     def _targets(
         self, ids: Tensor, mask: Tensor, target: TargetType, extra: dict[str, Tensor]
     ) -> Tensor:
-        """One class per example, checked; the predicted class where ``target`` is None."""
+        """The checked target; the prediction where ``target`` is None (a class, or a label set
+        of a multi-label head: :func:`~captum_layer_saliency.models.targets.predicted_target`)."""
         logits = logits_of(self.forward_func(ids, *forward_args(mask, extra)))
-        checked = normalize_target(target, ids.shape[0], logits.shape[-1], device=ids.device)
-        result = logits.argmax(-1) if checked is None else checked
+        n = logits.shape[-1]
+        checked = normalize_target(target, ids.shape[0], n, device=ids.device, label_sets=True)
+        result = (
+            predicted_target(logits, output_activation(self.model)) if checked is None else checked
+        )
         self.last_target_ = result.detach()
         return result
+
+    def _label_sets(
+        self,
+        ids: Tensor,
+        mask: Tensor,
+        target: Tensor,
+        texts: Sequence[str] | None,
+        extra: dict[str, Tensor],
+    ) -> Tensor:
+        """LAFA of label sets: for each set, the base map of the input and of its neighbours of
+        the set's summed logits (:func:`~captum_layer_saliency.models.label_sets.label_set_output`),
+        with the neighbours' cache of single classes set aside meanwhile."""
+        out = torch.zeros(ids.shape, device=ids.device)
+        neighbours: list[list[str]] = [[] for _ in range(ids.shape[0])]
+        for rows, labels in target_groups(target):
+            sub = {k: v[rows] for k, v in extra.items()}
+            row_texts = [texts[i] for i in rows.tolist()] if texts is not None else None
+            args = (ids[rows], mask[rows], row_texts, sub)
+            if labels is None:
+                out[rows] = self._one_class(*args, target[rows].argmax(-1))
+            else:
+                cache, self._cache = self._cache, {}
+                try:
+                    with label_set_output(self.model, labels) as column:
+                        out[rows] = self._one_class(*args, torch.full_like(rows, column))
+                finally:
+                    self._cache = cache
+            found = self.last_neighbours_ or []
+            for j, i in enumerate(rows.tolist()):
+                neighbours[i] = found[j]
+        self.last_neighbours_, self.last_target_ = neighbours, target
+        return out
+
+    def _one_class(
+        self,
+        ids: Tensor,
+        mask: Tensor,
+        texts: list[str] | None,
+        extra: dict[str, Tensor],
+        t: Tensor,
+    ) -> Tensor:
+        scores: Tensor = self.attribute(ids, t, attention_mask=mask, texts=texts, **extra)
+        return scores
 
     @torch.no_grad()
     def _reprs(self, ids: Tensor, mask: Tensor, extra: dict[str, Tensor] | None = None) -> Tensor:

@@ -62,6 +62,8 @@ from captum_layer_saliency.models.classifier import (
     TextClassifier,
     TokenAttributor,
 )
+from captum_layer_saliency.models.label_sets import attribute_targets
+from captum_layer_saliency.models.targets import predicted_target, target_list
 
 #: Columns every dataset row must have, and the two that carry word-level human rationales.
 REQUIRED_COLUMNS = ("text", "label")
@@ -425,8 +427,9 @@ class _Batch:
                 "weights and dtype). The rows written so far are kept"
             )
         self.prediction: Tensor = logits.argmax(-1)
-        # The explained class is the predicted one: explanations of what the model did.
-        self.target: Tensor = self.prediction.clone()
+        # The explained target is the prediction, by the package's one rule: the predicted class,
+        # or a multi-label head's predicted label set (models.targets.predicted_target).
+        self.target: Tensor = predicted_target(logits, forward.activation)
         keep = self.attention_mask.bool().cpu()
         ids_host = self.input_ids.cpu()
         self.ids: list[list[int]] = [ids_host[i][keep[i]].tolist() for i in range(len(examples))]
@@ -750,8 +753,13 @@ def _explain_batch(
     n = len(examples)
     start = time.perf_counter()
     with _pass_counter(clf.model) as counter:
-        scores = attributor.attribute(
-            batch.input_ids, batch.attention_mask, batch.target, **batch.model_inputs
+        scores = attribute_targets(
+            attributor.attribute,
+            clf.model,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.target,
+            **batch.model_inputs,
         )
     elapsed = time.perf_counter() - start
     # Methods are asked to zero pads and specials; enforce it so that no method gains or loses
@@ -763,7 +771,7 @@ def _explain_batch(
     scores_host = scores.cpu()
     metric_values = {name: _finite_list(v.reshape(-1)) for name, v in values.items()}
     curves_host = {k: v.detach().cpu() for k, v in curves.items()} if curves is not None else None
-    target = batch.target.tolist()
+    target = target_list(batch.target)
     prediction = batch.prediction.tolist()
     rationale = batch.rationale.cpu() if batch.rationale is not None else None
     labels = list(clf.labels)
@@ -775,7 +783,7 @@ def _explain_batch(
             "input_ids": batch.ids[i],
             "tokens": batch.tokens[i],
             "text": str(examples[i]["text"]),
-            "target": int(target[i]),
+            "target": target[i],
             "label": int(examples[i]["label"]),
             "prediction": int(prediction[i]),
             "prediction_name": labels[prediction[i]]

@@ -36,6 +36,7 @@ __all__ = [
     "output_activation",
     "predicted_target",
     "prediction_weights",
+    "target_list",
 ]
 
 Activation = Literal["softmax", "sigmoid"]
@@ -283,3 +284,18 @@ def _check_width(weights: Tensor, n_outputs: int) -> None:
             f"a label-set target has {weights.shape[-1]} columns; the output has {n_outputs} "
             "classes"
         )
+
+
+def target_list(target: Tensor) -> list[Any]:
+    """A target as plain values for result rows: an int per class, a list of labels per set.
+
+    Args:
+        target: ``(batch,)`` class indices or ``(batch, classes)`` 0/1 label sets.
+
+    Returns:
+        One int (class) or sorted list of ints (label set) per example.
+    """
+    host = target.detach().cpu()
+    if host.dim() == 1:
+        return [int(t) for t in host.tolist()]
+    return [row.nonzero().flatten().tolist() for row in host]
