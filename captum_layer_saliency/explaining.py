@@ -205,7 +205,7 @@ def explain_batch(
         logits = clf.forward_func(input_ids, mask, **extra)
     prediction = predicted_target(logits, clf.activation)  # the package's one rule
     explained = _with_requested(prediction, wanted)
-    scores = attribute_targets(attributor.attribute, clf.model, input_ids, mask, explained, **extra)
+    scores = attribute_targets(attributor.attribute, clf.model, input_ids, mask, explained, extra)
     scores = scores.detach().float().cpu()
     # softmax, or the per-label sigmoid of a multi-label head (from the model's config); a label
     # set's probability is that of all its labels (the metrics' reading)

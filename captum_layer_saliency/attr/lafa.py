@@ -38,6 +38,7 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_layer_saliency.attr._lafa_label_sets import lafa_label_sets
 from captum_layer_saliency.attr._lafa_scores import NeighbourScores
 from captum_layer_saliency.attr.lafa_aggregation import local_aggregate, paper_aggregate
 from captum_layer_saliency.attr.lafa_setup import (
@@ -64,7 +65,6 @@ from captum_layer_saliency.models.inputs import (
     forward_args,
     logits_of,
 )
-from captum_layer_saliency.models.label_sets import label_set_output, target_groups
 from captum_layer_saliency.models.surgery import embedding_layer, find_model_parts
 from captum_layer_saliency.models.targets import (
     normalize_target,
@@ -372,7 +372,7 @@ class LAFA(GradientAttribution):
         extra = check_model_inputs(model_inputs, ids, self.model)
         target_t = self._targets(ids, mask, target, extra)
         if target_t.dim() == 2:  # label sets (a multi-label prediction): one call per set
-            return self._label_sets(ids, mask, target_t, texts, extra)
+            return lafa_label_sets(self, ids, mask, target_t, texts, extra)
         valid = mask.bool() & ~special_mask(ids, self.special_token_ids)
         scores = torch.where(valid, self.base.attribute(ids, mask, target_t, **extra).float(), 0.0)
         if self.is_base:
@@ -468,49 +468,6 @@ class LAFA(GradientAttribution):
         )
         self.last_target_ = result.detach()
         return result
-
-    def _label_sets(
-        self,
-        ids: Tensor,
-        mask: Tensor,
-        target: Tensor,
-        texts: Sequence[str] | None,
-        extra: dict[str, Tensor],
-    ) -> Tensor:
-        """LAFA of label sets: for each set, the base map of the input and of its neighbours of
-        the set's summed logits (:func:`~captum_layer_saliency.models.label_sets.label_set_output`),
-        with the neighbours' cache of single classes set aside meanwhile."""
-        out = torch.zeros(ids.shape, device=ids.device)
-        neighbours: list[list[str]] = [[] for _ in range(ids.shape[0])]
-        for rows, labels in target_groups(target):
-            sub = {k: v[rows] for k, v in extra.items()}
-            row_texts = [texts[i] for i in rows.tolist()] if texts is not None else None
-            args = (ids[rows], mask[rows], row_texts, sub)
-            if labels is None:
-                out[rows] = self._one_class(*args, target[rows].argmax(-1))
-            else:
-                cache, self._cache = self._cache, {}
-                try:
-                    with label_set_output(self.model, labels) as column:
-                        out[rows] = self._one_class(*args, torch.full_like(rows, column))
-                finally:
-                    self._cache = cache
-            found = self.last_neighbours_ or []
-            for j, i in enumerate(rows.tolist()):
-                neighbours[i] = found[j]
-        self.last_neighbours_, self.last_target_ = neighbours, target
-        return out
-
-    def _one_class(
-        self,
-        ids: Tensor,
-        mask: Tensor,
-        texts: list[str] | None,
-        extra: dict[str, Tensor],
-        t: Tensor,
-    ) -> Tensor:
-        scores: Tensor = self.attribute(ids, t, attention_mask=mask, texts=texts, **extra)
-        return scores
 
     @torch.no_grad()
     def _reprs(self, ids: Tensor, mask: Tensor, extra: dict[str, Tensor] | None = None) -> Tensor:

@@ -759,7 +759,7 @@ def _explain_batch(
             batch.input_ids,
             batch.attention_mask,
             batch.target,
-            **batch.model_inputs,
+            batch.model_inputs,
         )
     elapsed = time.perf_counter() - start
     # Methods are asked to zero pads and specials; enforce it so that no method gains or loses

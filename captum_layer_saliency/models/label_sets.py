@@ -14,7 +14,7 @@ a label set grouped by their set, one call per distinct set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +23,22 @@ from torch import Tensor, nn
 
 from captum_layer_saliency.models.inputs import logits_of
 
-__all__ = ["attribute_targets", "label_set_output", "target_groups"]
+__all__ = ["attribute_targets", "label_set_active", "label_set_output", "target_groups"]
+
+#: The models whose output a :func:`label_set_output` rewrites now (by ``id``), with the set.
+_ACTIVE: dict[int, tuple[int, ...]] = {}
+
+
+def label_set_active(model: nn.Module) -> tuple[int, ...] | None:
+    """The label set whose summed logits ``model``'s output holds now, or ``None``.
+
+    Args:
+        model: the classifier.
+
+    Returns:
+        The set's label indices while a :func:`label_set_output` is open on it, else ``None``.
+    """
+    return _ACTIVE.get(id(model))
 
 
 @contextmanager
@@ -69,10 +84,12 @@ def label_set_output(model: nn.Module, labels: Tensor) -> Iterator[int]:
         return output
 
     handle = model.register_forward_hook(hook)
+    _ACTIVE[id(model)] = tuple(index.tolist())
     try:
         yield column
     finally:
         handle.remove()
+        del _ACTIVE[id(model)]
 
 
 def target_groups(target: Tensor) -> list[tuple[Tensor, Tensor | None]]:
@@ -104,7 +121,9 @@ def attribute_targets(
     input_ids: Tensor,
     attention_mask: Tensor,
     target: Tensor,
-    **model_inputs: Tensor,
+    model_inputs: Mapping[str, Tensor] | None = None,
+    *,
+    pass_rows: bool = False,
 ) -> Tensor:
     """``attribute(ids, mask, target, **model_inputs)`` for class indices or label sets.
 
@@ -116,18 +135,25 @@ def attribute_targets(
         attention_mask: ``(batch, seq)``.
         target: ``(batch,)`` class indices, or ``(batch, classes)`` 0/1 label sets (as
             :func:`~captum_layer_saliency.models.targets.predicted_target` gives them).
-        **model_inputs: the model's other inputs by name, each ``(batch, seq, ...)``.
+        model_inputs: the model's other inputs by name, each ``(batch, seq, ...)``; passed to
+            ``attribute`` by keyword, cut to each call's rows.
+        pass_rows: also pass ``rows=``, the batch rows of each call (``(k,)`` indices).
 
     Returns:
         ``(batch, seq)`` scores: for a row with one label, the method's map of that label; for a
         row with several, its map of their summed logits (equal to the sum of the labels' maps
         for a method linear in the output, such as gradient x input or DLS).
     """
+    model_inputs = dict(model_inputs or {})
     if target.dim() == 1:
-        return attribute(input_ids, attention_mask, target, **model_inputs)
+        everyone = torch.arange(input_ids.shape[0], device=input_ids.device)
+        rows_kw = {"rows": everyone} if pass_rows else {}
+        return attribute(input_ids, attention_mask, target, **rows_kw, **model_inputs)
     out: Tensor | None = None
     for rows, labels in target_groups(target):
         inputs = {name: value[rows] for name, value in model_inputs.items()}
+        if pass_rows:
+            inputs = {**inputs, "rows": rows}
         args = (input_ids[rows], attention_mask[rows])
         if labels is None:
             scores = attribute(*args, target[rows].argmax(-1), **inputs)
