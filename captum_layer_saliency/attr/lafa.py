@@ -38,6 +38,7 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_layer_saliency.attr._dls_inputs import attention_mask_of
 from captum_layer_saliency.attr._lafa_label_sets import lafa_label_sets
 from captum_layer_saliency.attr._lafa_scores import NeighbourScores
 from captum_layer_saliency.attr.lafa_aggregation import local_aggregate, paper_aggregate
@@ -341,8 +342,8 @@ class LAFA(GradientAttribution):
                 are explained towards the same target as their input (a label set's first label
                 stands for it in the same-class filter). Default: None
             additional_forward_args (Any, optional): ``None`` or ``(attention_mask,)``.
-            attention_mask (Tensor, optional): ``(B, n)``, 0 at padding. Default: the ids that
-                are not the tokenizer's pad id.
+            attention_mask (Tensor, optional): ``(B, n)``, 0 at padding; every example needs a
+                real token. Default: the ids that are not the tokenizer's pad id.
             texts (Sequence[str], optional): the inputs' texts (to keep an input from being its
                 own neighbour, and for a sentence encoder). Default: the ids decoded.
             **model_inputs (Tensor): the model's other inputs for the explained rows, by their
@@ -357,8 +358,8 @@ class LAFA(GradientAttribution):
 
         Raises:
             ValueError: inputs that are not ``(B, n)`` ids, a mask or texts that do not match
-                them, other forward arguments, a model input the model does not take, or a
-                float target or one out of range.
+                them, an example without a real token, other forward arguments, a model input
+                the model does not take, or a float target or one out of range.
             RuntimeError: called under ``torch.inference_mode()``.
         """
         check_explainable(self.model, "the model")
@@ -445,14 +446,7 @@ class LAFA(GradientAttribution):
             if attention_mask is not None and not torch.equal(extra[0], attention_mask):
                 raise ValueError("additional_forward_args and attention_mask disagree")
             attention_mask = extra[0]
-        if attention_mask is None:
-            return (ids != self.pad_token_id).long()
-        if attention_mask.shape != ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, the ids "
-                f"{tuple(ids.shape)}"
-            )
-        return attention_mask
+        return attention_mask_of(ids, attention_mask, self.pad_token_id)
 
     @torch.no_grad()
     def _targets(

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_layer_saliency._utils import atomic_write, resolve_cache_dir, sha256_texts
+from captum_layer_saliency._utils import atomic_write, resolve_cache_dir, sha256_texts, text_key
 
 __all__ = ["POOLINGS", "LayerIndex", "cached_layer_index", "layer_vectors", "model_fingerprint"]
 
@@ -145,7 +145,7 @@ class LayerIndex:
         self.layer, self.pooling, self.fingerprint = layer, pooling, fingerprint
         self._by_text: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
-            self._by_text.setdefault(" ".join(text.split()).casefold(), []).append(i)
+            self._by_text.setdefault(text_key(text), []).append(i)
         self._cutoffs: dict[float, float] = {}
 
     def __len__(self) -> int:
@@ -225,8 +225,10 @@ class LayerIndex:
             k: the most neighbours per query.
             radius: only texts at L2 distance ``<= radius`` (the cut-off ``epsilon``).
             classes: ``(Q,)`` if given, only texts of that class.
-            exclude_texts: one text per query whose copies in the corpus (same words, any
-                case) are never its neighbours, so an input is not its own neighbour.
+            exclude_texts: one text per query whose copies in the corpus (the same text up to
+                case and whitespace, :func:`~captum_layer_saliency._utils.text_key`, so also
+                the text decoded from its token ids) are never its neighbours, so an input is
+                not its own neighbour.
 
         Returns:
             Per query, the indices of its neighbours, nearest first (possibly fewer than ``k``,
@@ -247,7 +249,7 @@ class LayerIndex:
             dist = dist.masked_fill(other, float("inf"))
         if exclude_texts is not None:
             for q, text in enumerate(exclude_texts):
-                for i in self._by_text.get(" ".join(text.split()).casefold(), []):
+                for i in self._by_text.get(text_key(text), []):
                     dist[q, i] = float("inf")
         values, found = dist.topk(min(k, len(self)), dim=-1, largest=False)
         return [

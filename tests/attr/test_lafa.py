@@ -149,6 +149,16 @@ def test_layer_index_cutoff_and_search_by_hand() -> None:
         LayerIndex([], torch.zeros(0, 2), torch.zeros(0), layer=0)
 
 
+def test_layer_index_never_returns_the_query_decoded_from_its_ids() -> None:
+    """A tokenizer decodes "it 's good ." to "it's good." : still the same text."""
+    texts = ["it 's good .", "a dull film", "fun"]
+    vectors = torch.tensor([[1.0, 0.0], [0.5, 0.0], [0.0, 1.0]])
+    index = LayerIndex(texts, vectors, torch.zeros(3, dtype=torch.long), layer=1)
+    query = torch.tensor([[1.0, 0.0]])
+    assert index.search(query, 1) == [[0]]
+    assert index.search(query, 1, exclude_texts=["It's good."]) == [[1]]
+
+
 def test_cached_layer_index_builds_once_and_resumes(
     tiny_classifier: TextClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -395,6 +405,8 @@ def test_errors(tiny_classifier: TextClassifier, layer_index: LayerIndex) -> Non
         lafa.attribute(ids, target=0, texts=["a", "b"])
     with pytest.raises(ValueError, match="out of range"):
         lafa.attribute(ids, target=5)
+    with pytest.raises(ValueError, match="no real token"):  # the mask rule DLS applies too
+        lafa.attribute(ids, target=0, attention_mask=torch.zeros_like(ids))
 
 
 def test_registry(tiny_classifier: TextClassifier, tiny_batch: dict[str, Tensor]) -> None:

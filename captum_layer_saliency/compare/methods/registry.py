@@ -20,10 +20,10 @@ Defaults follow Thermostat (Feldhus et al., 2021), which runs Captum on Hugging 
   perturbed. (The metrics in :mod:`captum_layer_saliency.metrics` *delete* tokens instead.)
 
 Every method is seeded (option ``seed``, default 0): the global torch and NumPy generators are
-seeded for the call and restored afterwards, so reruns are bit-identical on CPU. The stochastic
-and sliding-window methods (GradientSHAP, Occlusion, LIME, KernelSHAP, Shapley sampling, random)
-explain one example at a time, cut to its real tokens and seeded by ``seed`` and its token ids,
-so a sentence's scores do not depend on the batch it comes in; the others run on whole batches.
+seeded for the call and restored afterwards, so reruns are bit-identical on CPU. The stochastic and
+sliding-window methods (GradientSHAP, SmoothGrad, Occlusion, LIME, KernelSHAP, Shapley sampling,
+random) explain one example at a time, cut to its real tokens and seeded by ``seed`` and its token
+ids, so a sentence's scores do not depend on the batch it comes in; the others run on whole batches.
 Batching: IG takes ``internal_batch_size``; the perturbation methods ``perturbations_per_eval``
 (model evaluations per forward call).
 
