@@ -88,6 +88,7 @@ __all__ = [
     "evaluate_head",
     "layer_coherence",
     "main",
+    "save_fp16",
     "train_classifier",
     "train_head",
 ]
@@ -173,6 +174,34 @@ def _coherence_table(
 # --------------------------------------------------------------------------- writing artifacts
 
 
+def save_fp16(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """Save ``tensors`` as fp16 safetensors, atomically and byte-reproducibly.
+
+    safetensors writes the header's metadata in hash order, which differs from one call to the
+    next, so the same tensors would get a different sha256 each time; the metadata is rewritten
+    in sorted order (the header keeps its length, so nothing else moves).
+
+    Args:
+        path: the file to write.
+        tensors: the tensors (converted to fp16).
+        metadata: string metadata stored in the header.
+    """
+    half = {k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}
+
+    def write(tmp: Path) -> None:
+        save_file(half, str(tmp), metadata=metadata)
+        with open(tmp, "r+b") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+            header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+            text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+            if len(text) <= size:  # always, for the same keys and values in another order
+                f.seek(8)
+                f.write(text.ljust(size, b" "))
+
+    atomic_write(path, write)
+
+
 def _entry_valid(directory: Path, manifest: dict[str, Any], name: str) -> bool:
     """Whether ``name`` is present, intact and trained on the installed encoder."""
     try:
@@ -197,8 +226,7 @@ def _record(
     tensors, metrics = trained
     path = directory / f"{name}.safetensors"
     metadata = {"name": name, "format_version": str(FORMAT_VERSION), **extra_metadata}
-    half = {k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(half, str(tmp), metadata=metadata))
+    save_fp16(path, tensors, metadata)
     manifest["entries"][name] = {
         "file": path.name,
         "sha256": sha256_file(path),

@@ -94,6 +94,22 @@ def test_atomic_write_interrupted_leaves_old_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 
+def test_artifacts_are_byte_reproducible(tmp_path: Path) -> None:
+    """The same tensors and metadata give the same bytes (safetensors alone does not)."""
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2)}
+    metadata = {"name": "x", "format_version": "1", "lora_rank": "16", "labels": '["a", "é"]'}
+    digests = set()
+    for i in range(5):
+        build.save_fp16(tmp_path / f"{i}.safetensors", tensors, metadata)
+        digests.add(sha256_file(tmp_path / f"{i}.safetensors"))
+    assert len(digests) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "0.safetensors"), framework="pt") as f:
+        assert f.metadata() == metadata
+        assert torch.equal(f.get_tensor("b"), tensors["b"].half())
+
+
 def test_build_interrupted_mid_save_leaves_no_half_file(
     fast_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
