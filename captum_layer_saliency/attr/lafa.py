@@ -452,8 +452,11 @@ class LAFA(GradientAttribution):
     def _targets(
         self, ids: Tensor, mask: Tensor, target: TargetType, extra: dict[str, Tensor]
     ) -> Tensor:
-        """The checked target; the prediction where ``target`` is None (a class, or a label set
-        of a multi-label head: :func:`~captum_layer_saliency.models.targets.predicted_target`)."""
+        """The checked target; the prediction where ``target`` is None.
+
+        The prediction is a class, or a label set of a multi-label head
+        (:func:`~captum_layer_saliency.models.targets.predicted_target`).
+        """
         logits = logits_of(self.forward_func(ids, *forward_args(mask, extra)))
         n = logits.shape[-1]
         checked = normalize_target(target, ids.shape[0], n, device=ids.device, label_sets=True)

@@ -425,3 +425,26 @@ def test_registry(tiny_classifier: TextClassifier, tiny_batch: dict[str, Tensor]
     )
     ids, mask, target = tiny_batch["input_ids"], tiny_batch["attention_mask"], tiny_batch["target"]
     assert lafa.attribute(ids, mask, target).shape == ids.shape
+
+
+def test_registry_reads_the_task_a_default_model_records(
+    tiny_classifier: TextClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+    import dataclasses
+
+    from captum_layer_saliency.data import corpora
+
+    asked: list[tuple[str, int | None]] = []
+
+    def fake_corpus(task: str, size: int | None = None) -> list[str]:
+        asked.append((task, size))
+        return CORPUS
+
+    monkeypatch.setattr(corpora, "default_corpus", fake_corpus)
+    clf = dataclasses.replace(tiny_classifier, model=copy.deepcopy(tiny_classifier.model))
+    clf.model.config.dls_default_task = "sst2"  # as load_default records it
+    lafa = get_method("lafa", clf, layer=1, k=2, n_samples=2)
+    assert asked == [("sst2", 5000)] and len(lafa.explainer.index) == len(CORPUS)  # type: ignore[attr-defined]
+    get_method("lafa", clf, task="ag_news", corpus_size=7, layer=1, k=2, n_samples=2)
+    assert asked[-1] == ("ag_news", 7)

@@ -418,3 +418,15 @@ def test_dls_calibrates_its_layer_when_prepared(tiny_classifier, tiny_batch, mon
     online = B.get_method("dls", clf, calibration=0)
     assert online.prepare(texts) is None  # type: ignore[attr-defined]
     assert online.explainer._mode() == "calibrate"  # type: ignore[attr-defined]
+
+
+def test_dls_task_and_head_are_explicit(tiny_classifier: TextClassifier) -> None:
+    """The task comes from ``task=`` or the model's config, never from its name; no head, no DLS."""
+    import dataclasses
+
+    named = dataclasses.replace(tiny_classifier, name="minilm-sst2")
+    assert B.get_method("dls", named).calibration_source == (None, 128)  # type: ignore[attr-defined]
+    method = B.get_method("dls", tiny_classifier, calibration=6, task="ag_news")
+    assert method.calibration_source == ("ag_news", 6)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="LM head"):
+        B.get_method("dls", dataclasses.replace(tiny_classifier, lm_head=None))
