@@ -224,3 +224,26 @@ def test_the_old_build_command_says_where_the_build_went() -> None:
     )
     assert proc.returncode == 1
     assert "python -m captum_layer_saliency.zoo.build" in proc.stderr
+
+
+@pytest.mark.usefixtures("never_trains")
+def test_packaged_artifacts_on_another_encoder_load_with_a_warning(
+    fast_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The user cannot rebuild the packaged copy in place: warn (as before), do not refuse."""
+    packaged = Path(shutil.copytree(fast_cache, tmp_path / "packaged"))
+    manifest = read_manifest(packaged)
+    assert manifest is not None
+    manifest["entries"]["sst2"]["encoder_sha256"] = "0" * 64
+    (packaged / "manifest.json").write_text(json.dumps(manifest))
+    for module in (defaults, _manifest):
+        monkeypatch.setattr(module, "PACKAGED_DIR", packaged)
+    monkeypatch.delenv(defaults.CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    caplog.set_level(logging.WARNING, logger="captum_layer_saliency.zoo._manifest")
+    assert load_default("sst2").labels == ["negative", "positive"]
+    assert "another all-MiniLM-L6-v2 checkpoint" in caplog.text
+    assert "Reinstall captum-layer-saliency" in caplog.text
