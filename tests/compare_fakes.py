@@ -1,24 +1,24 @@
 """Small stand-ins for the method and metric registries, for the comparison and CLI tests.
 
-The tests install them with ``install_fakes(monkeypatch)``, which puts fake
-``captum_layer_saliency.compare.methods.registry`` and ``captum_layer_saliency.metrics`` modules
-into
-``sys.modules`` (the runner and the CLI resolve both through :mod:`importlib` at call time). They
-are cheap, deterministic given the global RNG, and use the method names the report treats
-specially (``dls``, ``input_x_gradient``), so every report feature is exercised.
+The tests pass :data:`FAKES` (a :class:`~captum_layer_saliency.compare.registries.Registries`) to
+``run_comparison(..., registries=FAKES)`` or, through :func:`fake_backends`, to the CLI's
+``main(argv, backends=...)``. The fakes are cheap, deterministic given the global RNG, and use the
+method names the report treats specially (``dls``, ``input_x_gradient``), so every report feature
+is exercised.
 """
 
 from __future__ import annotations
 
-import sys
-import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import torch
 from datasets import Dataset
 from torch import Tensor, nn
+
+from captum_layer_saliency.cli.common import Backends
+from captum_layer_saliency.compare.registries import Registries
 
 FAKE_METHODS = ("dls", "input_x_gradient", "random")
 BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
@@ -51,6 +51,8 @@ def toy_dataset(texts: list[str] | None = None, *, rationales: bool = True) -> D
 
 @dataclass(frozen=True)
 class FakeSpec:
+    """A method's registry entry: what listings and the runner read."""
+
     name: str
     description: str
     kind: str
@@ -63,12 +65,15 @@ class FakePassCounter:
     active: FakePassCounter | None = None
 
     def __init__(self, model: nn.Module) -> None:
+        """Count the passes of ``model``."""
         self.model = model
         self.forwards = 0
         self.backwards = 0
         self._handle: Any = None
 
     def __enter__(self) -> FakePassCounter:
+        """Start counting."""
+
         def hook(*_: Any) -> None:
             self.forwards += 1
 
@@ -77,6 +82,7 @@ class FakePassCounter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop counting."""
         self._handle.remove()
         FakePassCounter.active = None
 
@@ -85,10 +91,12 @@ class FakeMethod:
     """``dls``/``input_x_gradient``: deterministic, one forward; ``random``: the global RNG."""
 
     def __init__(self, name: str, clf: Any) -> None:
+        """The fake method ``name`` for ``clf``."""
         self.name = name
         self.clf = clf
 
     def attribute(self, input_ids: Tensor, attention_mask: Tensor, target: Tensor) -> Tensor:
+        """``(batch, seq)`` scores, zero at pads and specials."""
         valid = attention_mask.bool() & ~self.clf.special_mask(input_ids)
         if self.name == "random":
             scores = torch.rand(input_ids.shape)
@@ -103,6 +111,7 @@ class FakeMethod:
 
 
 def resolve_method_name(name: str) -> str:
+    """The canonical fake name (``ixg`` resolves); ``ValueError`` for unknown names."""
     key = ALIASES.get(name.strip(), name.strip())
     if key not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
@@ -110,6 +119,7 @@ def resolve_method_name(name: str) -> str:
 
 
 def get_method(name: str, clf: Any, **options: Any) -> FakeMethod:
+    """The fake method ``name`` (options are ignored)."""
     return FakeMethod(resolve_method_name(name), clf)
 
 
@@ -121,9 +131,12 @@ ALIASES = {"ixg": "input_x_gradient"}
 
 @dataclass(frozen=True)
 class FakeMetric:
+    """A metric's metadata, with its function."""
+
     name: str
     higher_is_better: bool
     kind: str
+    fn: Callable[..., Tensor]
     description: str = ""
 
 
@@ -142,6 +155,7 @@ def comprehensiveness(
     batch_size: int = 64,
     pad_token_id: int = 0,
 ) -> Tensor:
+    """The target's probability times the top token's share of the scores."""
     probs = torch.softmax(forward(input_ids, attention_mask), -1)
     return probs.gather(1, target[:, None]).squeeze(1).double() * _top_share(scores, special_mask)
 
@@ -156,6 +170,7 @@ def sufficiency(
     batch_size: int = 64,
     pad_token_id: int = 0,
 ) -> Tensor:
+    """One minus the top token's share of the scores."""
     return 1.0 - _top_share(scores, special_mask)
 
 
@@ -169,6 +184,7 @@ def aopc_curves(
     batch_size: int = 64,
     pad_token_id: int = 0,
 ) -> dict[str, Tensor]:
+    """Per-bin curves from the top token's share, and the bins."""
     share = _top_share(scores, special_mask)[:, None]
     steps = torch.tensor(BINS, dtype=torch.float64)[None, :]
     return {
@@ -179,17 +195,18 @@ def aopc_curves(
 
 
 def overlap(scores: Tensor, rationale: Tensor, valid_mask: Tensor) -> Tensor:
+    """The share of rationale tokens among the positively scored ones."""
     top = (scores > 0) & valid_mask
     hits = (top & rationale.bool()).sum(-1).double()
     return hits / rationale.sum(-1).clamp_min(1).double()
 
 
 METRICS = {
-    "comprehensiveness": FakeMetric("comprehensiveness", True, "faithfulness"),
-    "sufficiency": FakeMetric("sufficiency", False, "faithfulness"),
-    "overlap": FakeMetric("overlap", True, "plausibility"),
+    "comprehensiveness": FakeMetric("comprehensiveness", True, "faithfulness", comprehensiveness),
+    "sufficiency": FakeMetric("sufficiency", False, "faithfulness", sufficiency),
+    "overlap": FakeMetric("overlap", True, "plausibility", overlap),
 }
-# The rest of the demo's metrics, as copies of the above (the module exports them by name).
+# The rest of the demo's metrics, as copies of the above.
 DEMO_METRIC_COPIES = {
     "log_odds": sufficiency,
     "token_f1": overlap,
@@ -198,30 +215,30 @@ DEMO_METRIC_COPIES = {
 }
 for _name, _fn in DEMO_METRIC_COPIES.items():
     _kind = "plausibility" if _fn is overlap else "faithfulness"
-    METRICS[_name] = FakeMetric(_name, _fn is overlap, _kind)
+    METRICS[_name] = FakeMetric(_name, _fn is overlap, _kind, _fn)
+
+#: The fake registries, as the runner and the CLI take them.
+FAKES = Registries(
+    methods=METHODS,
+    aliases=ALIASES,
+    resolve_method=resolve_method_name,
+    get_method=get_method,
+    pass_counter=FakePassCounter,
+    metrics=METRICS,
+    aopc_curves=aopc_curves,
+)
 
 
-def install_fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Put the fake registries where the runner and the CLI look for them."""
-    baselines = types.ModuleType("captum_layer_saliency.compare.methods.registry")
-    baselines.METHODS = METHODS  # type: ignore[attr-defined]
-    baselines.ALIASES = ALIASES  # type: ignore[attr-defined]
-    baselines.get_method = get_method  # type: ignore[attr-defined]
-    baselines.resolve_method_name = resolve_method_name  # type: ignore[attr-defined]
-    baselines.PassCounter = FakePassCounter  # type: ignore[attr-defined]
-    metrics = types.ModuleType("captum_layer_saliency.metrics")
-    metrics.METRICS = METRICS  # type: ignore[attr-defined]
-    exported: dict[str, Any] = {
-        "comprehensiveness": comprehensiveness,
-        "sufficiency": sufficiency,
-        "aopc_curves": aopc_curves,
-        "overlap": overlap,
-        **DEMO_METRIC_COPIES,
-    }
-    for name, fn in exported.items():
-        setattr(metrics, name, fn)
-    monkeypatch.setitem(sys.modules, baselines.__name__, baselines)
-    monkeypatch.setitem(sys.modules, metrics.__name__, metrics)
+def fake_backends(
+    load_model: Callable[[str], Any] | None = None, get_task: Callable[[str], Any] | None = None
+) -> Backends:
+    """The CLI's backends with the fake registries (and the given model loader and tasks)."""
+    defaults = Backends()
+    return Backends(
+        registries=FAKES,
+        load_model=load_model or defaults.load_model,
+        get_task=get_task or defaults.get_task,
+    )
 
 
 def stable(row: dict[str, Any]) -> dict[str, Any]:

@@ -23,12 +23,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from captum_layer_saliency import __version__
+from captum_layer_saliency.cli.common import (
+    Backends,
+    CLIError,
+    attach_lm_head,
+    pick_device,
+    to_device,
+)
+from captum_layer_saliency.data._source import DataUnavailableError
+from captum_layer_saliency.data.table import read_table, text_column
+from captum_layer_saliency.explaining import (
+    explain_batch,
+    make_attributor,
+    prepare,
+    resolve_target,
+)
+from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
+from captum_layer_saliency.models.words import REDUCTIONS
 from captum_layer_saliency.viz.explanation import (
     Explanation,
     explanations_html,
     load_explanations,
     save_explanations,
 )
+from captum_layer_saliency.zoo import load as zoo_load
 
 __all__ = ["add_parser", "run"]
 
@@ -41,11 +62,11 @@ HTML_FILE = "explanations.html"
 
 
 def add_parser(sub: Any) -> None:
-    """Add the ``explain`` command to the CLI's sub-parsers."""
-    from captum_layer_saliency.models.classifier import TRUNCATION_MODES
-    from captum_layer_saliency.models.words import REDUCTIONS
-    from captum_layer_saliency.zoo.load import TASKS
+    """Add the ``explain`` command to the CLI's sub-parsers.
 
+    Args:
+        sub: the parser's sub-parsers (``add_subparsers()``).
+    """
     p = sub.add_parser(
         "explain",
         help="explain your own texts (arguments or a CSV/TSV/JSONL file) with any method",
@@ -59,7 +80,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--id-column", help="a column identifying each text (default: row number)")
     p.add_argument("--limit", type=int, help="explain only the first N texts of --input")
     model = p.add_mutually_exclusive_group()
-    model.add_argument("--default", choices=TASKS, help="a default model (default sst2)")
+    model.add_argument("--default", choices=zoo_load.TASKS, help="a default model (default sst2)")
     model.add_argument(
         "--model",
         help="a sequence classifier and its tokenizer: a local directory (save_pretrained) or a "
@@ -105,31 +126,29 @@ class _Inputs:
     source: str
 
 
-def _read_inputs(args: argparse.Namespace, error: type[Exception]) -> _Inputs:
-    from captum_layer_saliency.data.table import read_table, text_column
-
+def _read_inputs(args: argparse.Namespace) -> _Inputs:
     if args.input and args.texts:
-        raise error("give texts as arguments or --input FILE, not both")
+        raise CLIError("give texts as arguments or --input FILE, not both")
     if args.limit is not None and args.limit < 1:
-        raise error(f"--limit must be at least 1, got {args.limit}")
+        raise CLIError(f"--limit must be at least 1, got {args.limit}")
     if not args.input:
         if not args.texts:
-            raise error('nothing to explain: give texts ("a fine film") or --input FILE')
+            raise CLIError('nothing to explain: give texts ("a fine film") or --input FILE')
         if args.text_pair_column:
-            raise error("--text-pair-column needs --input")
+            raise CLIError("--text-pair-column needs --input")
         empty = [i for i, t in enumerate(args.texts) if not t.strip()]
         if empty:
-            raise error(f"text {empty[0] + 1} is empty; there is nothing to explain")
+            raise CLIError(f"text {empty[0] + 1} is empty; there is nothing to explain")
         return _Inputs(list(args.texts), None, list(range(len(args.texts))), "arguments")
     rows = read_table(args.input, limit=args.limit)
     if not rows:
-        raise error(f"{args.input!r} holds no texts")
+        raise CLIError(f"{args.input!r} holds no texts")
     texts = text_column(rows, args.text_column, args.input)
     pairs = text_column(rows, args.text_pair_column, args.input) if args.text_pair_column else None
     if args.id_column:
         missing = [i for i, r in enumerate(rows) if args.id_column not in r]
         if missing:
-            raise error(f"row {missing[0] + 1} has no column {args.id_column!r}")
+            raise CLIError(f"row {missing[0] + 1} has no column {args.id_column!r}")
         ids: list[str | int] = [rows[i][args.id_column] for i in range(len(rows))]
     else:
         ids = list(range(len(rows)))
@@ -146,19 +165,14 @@ def _fingerprint(inputs: _Inputs) -> str:
     return digest.hexdigest()[:16]
 
 
-def _load_classifier(args: argparse.Namespace, error: type[Exception]) -> Any:
-    from captum_layer_saliency.cli import app as cli
-
-    clf = cli._load_model(args.model or args.default or "sst2")
+def _load_classifier(args: argparse.Namespace, backends: Backends) -> TextClassifier:
+    clf = backends.load_model(args.model or args.default or "sst2")
     if args.lm_head:
-        clf = cli._attach_lm_head(clf, args.lm_head)
-    return cli._to_device(clf, cli._device(args.device))
+        clf = attach_lm_head(clf, args.lm_head)
+    return to_device(clf, pick_device(args.device))
 
 
-def _attributor(clf: Any, method: str, error: type[Exception]) -> Any:
-    from captum_layer_saliency.data._source import DataUnavailableError
-    from captum_layer_saliency.explaining import make_attributor
-
+def _attributor(clf: TextClassifier, method: str) -> Any:
     try:
         return make_attributor(clf, method)
     except DataUnavailableError as exc:
@@ -169,7 +183,7 @@ def _attributor(clf: Any, method: str, error: type[Exception]) -> Any:
         )
         return make_attributor(clf, method, calibration=0)
     except ValueError as exc:
-        raise error(str(exc)) from None
+        raise CLIError(str(exc)) from None
 
 
 def _print_top(explanation: Explanation, k: int) -> None:
@@ -187,18 +201,18 @@ def _print_top(explanation: Explanation, k: int) -> None:
             print(f"    {name + ':':<9}" + "  ".join(f"{u} {s:+.3f}" for u, s in pieces))
 
 
-def _resume(out: Path, config: dict[str, Any], error: type[Exception]) -> list[Explanation]:
+def _resume(out: Path, config: dict[str, Any]) -> list[Explanation]:
     run_file, rows_file = out / RUN_FILE, out / ROWS_FILE
     if run_file.exists():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         if previous != config:
             changed = sorted(k for k in config if previous.get(k) != config[k])
-            raise error(
+            raise CLIError(
                 f"{str(out)!r} holds explanations of another run (different {', '.join(changed)});"
                 " choose another --out, or delete it"
             )
     elif rows_file.exists():
-        raise error(f"{str(rows_file)!r} exists but has no {RUN_FILE}: choose another --out")
+        raise CLIError(f"{str(rows_file)!r} exists but has no {RUN_FILE}: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     if not rows_file.exists():
@@ -209,26 +223,31 @@ def _resume(out: Path, config: dict[str, Any], error: type[Exception]) -> list[E
     return done
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``explain`` (the CLI's ``main`` reports user errors)."""
-    from tqdm.auto import tqdm
+def run(args: argparse.Namespace, backends: Backends | None = None) -> int:
+    """Run ``explain`` (the CLI's ``main`` reports user errors).
 
-    from captum_layer_saliency import __version__
-    from captum_layer_saliency.cli.app import CLIError
-    from captum_layer_saliency.compare.methods.registry import resolve_method_name
-    from captum_layer_saliency.explaining import explain_batch, prepare, resolve_target
+    Args:
+        args: the parsed command line.
+        backends: the registries and model loader (default: the real ones).
 
-    inputs = _read_inputs(args, CLIError)
+    Returns:
+        The exit code.
+
+    Raises:
+        CLIError: a user mistake.
+    """
+    backends = backends or Backends()
+    inputs = _read_inputs(args)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.top < 0:
         raise CLIError(f"--top must be non-negative, got {args.top}")
     try:
-        method = resolve_method_name(args.method)
+        method = backends.registries.resolve_method(args.method)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     out = Path(args.out).expanduser() if args.out else None
-    clf = _load_classifier(args, CLIError)
+    clf = _load_classifier(args, backends)
     try:
         target = resolve_target(args.target, clf.labels, len(clf.labels) or 2)
     except ValueError as exc:
@@ -244,10 +263,10 @@ def run(args: argparse.Namespace) -> int:
         "fingerprint": _fingerprint(inputs),
         "version": __version__,
     }
-    done = _resume(out, config, CLIError) if out is not None else []
+    done = _resume(out, config) if out is not None else []
     if done:
         print(f"resuming: {len(done)} of {len(inputs.texts)} texts already explained in {out}")
-    attributor = _attributor(clf, method, CLIError)
+    attributor = _attributor(clf, method)
     explanations = list(done)
     start = len(done)
     todo = range(start, len(inputs.texts))
@@ -293,8 +312,6 @@ def run(args: argparse.Namespace) -> int:
 def _write_pages(
     out: Path, explanations: Sequence[Explanation], *, png: bool, progress: bool
 ) -> None:
-    from tqdm.auto import tqdm
-
     images: list[str | None] = [None] * len(explanations)
     if png:
         (out / "png").mkdir(exist_ok=True)

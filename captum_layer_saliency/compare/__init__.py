@@ -1,10 +1,15 @@
 """The comparison harness: run methods over a dataset, score them, resume, and report.
 
-``runner`` explains and scores (batching, seeding, resume, sharding), ``results`` owns the files
-on disk (JSONL rows, ``run.json``), ``report`` turns rows into tables, plots and HTML, and
+``runner`` runs a comparison (resume, sharding) on top of ``checks`` (every input checked before
+any work), ``batches`` (the batch plan, seeds, encoded batches) and ``execute`` (one method on one
+batch, scored); ``registries`` bundles the methods and metrics it draws from; ``results`` owns the
+files on disk (JSONL rows, ``run.json``), ``report`` turns rows into tables, plots and HTML, and
 ``distributed`` runs the shards under ``torchrun``.
 """
 
+from captum_layer_saliency.compare.batches import ModelOutputError, word_rationale_to_tokens
+from captum_layer_saliency.compare.checks import EmptyDatasetError, InvalidComparisonError
+from captum_layer_saliency.compare.registries import Registries
 from captum_layer_saliency.compare.report import (
     NoResultsError,
     bootstrap_ci,
@@ -22,13 +27,7 @@ from captum_layer_saliency.compare.results import (
     merge_shards,
     read_rows,
 )
-from captum_layer_saliency.compare.runner import (
-    EmptyDatasetError,
-    InvalidComparisonError,
-    ModelOutputError,
-    run_comparison,
-    word_rationale_to_tokens,
-)
+from captum_layer_saliency.compare.runner import run_comparison
 
 __all__ = [
     "ConfigMismatchError",
@@ -38,6 +37,7 @@ __all__ = [
     "ModelOutputError",
     "NoResultsError",
     "OutputDirError",
+    "Registries",
     "bootstrap_ci",
     "combine_runs",
     "format_markdown",

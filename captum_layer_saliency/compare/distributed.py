@@ -129,6 +129,7 @@ class ProcessGroup:
     """The initialised default process group of one rank (see :func:`process_group`)."""
 
     def __init__(self, info: RankInfo, device: torch.device) -> None:
+        """Wrap the group of rank ``info`` on ``device`` (made by :func:`process_group`)."""
         self.info = info
         self.device = device
 

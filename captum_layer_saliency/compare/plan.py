@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from captum_layer_saliency.attr.lafa import DEFAULTS
+from captum_layer_saliency.compare.methods import METHODS
+from captum_layer_saliency.compare.methods.lafa import FACTORY_DEFAULTS
 from captum_layer_saliency.metrics.faithfulness import ERASER_BINS
 
 __all__ = [
@@ -37,8 +40,6 @@ def _option(method: str, name: str, options: Mapping[str, Any], default: int) ->
     """An option's value: the user's, else the factory's default, else ``default``."""
     if name in options:
         return int(options[name])
-    from captum_layer_saliency.compare.methods.registry import METHODS
-
     factory = getattr(METHODS.get(method), "factory", None)
     if factory is not None:
         try:
@@ -51,11 +52,11 @@ def _option(method: str, name: str, options: Mapping[str, Any], default: int) ->
 
 
 def _lafa_passes(n: int, options: Mapping[str, Any]) -> float:
-    """At most ``k + 1`` runs of the base (the input and its neighbours; a neighbour's base
-    scores are computed once per explainer and reused)."""
-    from captum_layer_saliency.attr.lafa import DEFAULTS
-    from captum_layer_saliency.compare.methods.lafa import FACTORY_DEFAULTS
+    """At most ``k + 1`` runs of the base.
 
+    The input and its neighbours; a neighbour's base scores are computed once per explainer and
+    reused.
+    """
     k = int(options.get("k", DEFAULTS["k"]))
     base = options.get("base", FACTORY_DEFAULTS["base"])
     base_options = {"n_samples": options.get("n_samples", FACTORY_DEFAULTS["n_samples"])}

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from captum_layer_saliency._utils import atomic_write
+
 ROWS_FILE = "rows.jsonl"
 CONFIG_FILE = "run.json"
 _SHARD_RE = re.compile(r"^rows\.rank(\d+)\.jsonl$")
@@ -136,6 +138,7 @@ class RowWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open ``path`` for appending (its directory is created)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = self.path.open("a", encoding="utf-8")
@@ -149,12 +152,15 @@ class RowWriter:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
+        """Close the file."""
         self._fh.close()
 
     def __enter__(self) -> RowWriter:
+        """Return the writer itself."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the file, also after an exception."""
         self.close()
 
 
@@ -279,13 +285,8 @@ def merge_shards(out_dir: str | os.PathLike[str]) -> Path:
     if not shard_files:
         return target
     rows = load_rows(out)
-    tmp = out / (ROWS_FILE + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(dumps_row(row) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    text = "".join(dumps_row(row) + "\n" for row in rows)
+    atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     for p in shard_files:
         p.unlink()
     return target
@@ -333,22 +334,28 @@ def check_or_write_config(out_dir: str | os.PathLike[str], config: Mapping[str, 
                 "this one to start over."
             )
         return
-    tmp = out / f"{CONFIG_FILE}.{os.getpid()}.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(_json_safe(dict(config)), fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    # Atomic rename: ranks of a sharded run may race to write the same file.
-    os.replace(tmp, out / CONFIG_FILE)
+    _write_config(out, dict(config))
+
+
+def _write_config(out: Path, config: dict[str, Any]) -> None:
+    # Atomic (a temporary file renamed into place): ranks of a sharded run may race to write it.
+    text = json.dumps(_json_safe(config), indent=2, sort_keys=True) + "\n"
+    atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def record_run_info(out_dir: str | os.PathLike[str], key: str, name: str, value: Any) -> None:
-    """Set ``run.json[key][name] = value``: what a run learned (not part of its configuration,
-    so a resumed run is not compared on it), e.g. the layer each DLS method selected."""
+    """Set ``run.json[key][name] = value``: what a run learned, e.g. each DLS method's layer.
+
+    What is recorded this way is not part of the run's configuration, so a resumed run is not
+    compared on it.
+
+    Args:
+        out_dir: the comparison directory.
+        key: the section of ``run.json`` (e.g. ``"layer_selection"``).
+        name: the entry in that section (e.g. the method).
+        value: what to record (made JSON-safe).
+    """
     out = Path(out_dir)
     recorded = read_config(out) or {}
-    recorded.setdefault(key, {})[name] = _json_safe(value)
-    tmp = out / f"{CONFIG_FILE}.{os.getpid()}.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(recorded, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, out / CONFIG_FILE)
+    recorded.setdefault(key, {})[name] = value
+    _write_config(out, recorded)

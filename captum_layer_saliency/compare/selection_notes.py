@@ -1,5 +1,8 @@
-"""The report's notes on each DLS method's layer: which layer, its coherence curve, what it was
-chosen on, and the one-off cost of choosing it (which the per-example cost column leaves out)."""
+"""The report's notes on each DLS method's layer.
+
+Which layer, its coherence curve, what it was chosen on, and the one-off cost of choosing it
+(which the per-example cost column leaves out).
+"""
 
 from __future__ import annotations
 

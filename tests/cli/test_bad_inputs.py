@@ -21,12 +21,13 @@ from typing import Any
 
 import pytest
 import torch
-from compare_fakes import FAKE_METHODS, install_fakes, stable, toy_dataset
+from compare_fakes import FAKE_METHODS, FAKES, fake_backends, stable, toy_dataset
 from conftest import VOCAB, tiny_bert_config
 from torch import Tensor, nn
 from transformers import BertForMaskedLM, BertTokenizer
 
 from captum_layer_saliency.cli import app as cli
+from captum_layer_saliency.cli.common import load_model
 from captum_layer_saliency.compare import (
     CorruptResultsError,
     EmptyDatasetError,
@@ -94,11 +95,13 @@ class NaNFor(nn.Module):
     """The tiny classifier, but with NaN logits for every text holding ``token_id``."""
 
     def __init__(self, inner: nn.Module, token_id: int) -> None:
+        """Wrap ``inner``; texts holding ``token_id`` get NaN logits."""
         super().__init__()
         self.inner = inner
         self.token_id = token_id
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor]:
+        """The inner logits, NaN for the texts holding the token."""
         logits = self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
         bad = (input_ids == self.token_id).any(-1, keepdim=True)
         return (torch.where(bad, torch.full_like(logits, float("nan")), logits),)
@@ -115,12 +118,7 @@ def _nan_classifier(clf: TextClassifier) -> TextClassifier:
 
 
 @pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_fakes(monkeypatch)
-
-
-@pytest.fixture
-def done_run(fakes: None, tiny_classifier: TextClassifier, tmp_path: Path) -> Path:
+def done_run(tiny_classifier: TextClassifier, tmp_path: Path) -> Path:
     """A finished comparison whose files every bad call below must leave alone."""
     out = tmp_path / "done"
     _api(tiny_classifier, toy_dataset(rationales=False), out)
@@ -129,6 +127,7 @@ def done_run(fakes: None, tiny_classifier: TextClassifier, tmp_path: Path) -> Pa
 
 def _api(clf: TextClassifier, data: Any, out: Path, **kwargs: Any) -> Path:
     kwargs.setdefault("methods", list(FAKE_METHODS))
+    kwargs.setdefault("registries", FAKES)
     return run_comparison(
         clf, data, out_dir=out, batch_size=3, progress=False, report=False, task="toy", **kwargs
     )
@@ -198,9 +197,7 @@ def test_api_tokenizer_that_does_not_fit_the_model(
     assert _snapshot(done_run) == before
 
 
-def test_api_unwritable_output_directory(
-    fakes: None, tiny_classifier: TextClassifier, tmp_path: Path
-) -> None:
+def test_api_unwritable_output_directory(tiny_classifier: TextClassifier, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
     with pytest.raises(OutputDirError, match="cannot write to output directory"):
@@ -222,7 +219,7 @@ def test_api_corrupt_rows_file_is_refused_untouched(
 
 
 def test_api_nan_logits_stop_the_run_and_keep_the_rows_before(
-    fakes: None, tiny_classifier: TextClassifier, tmp_path: Path
+    tiny_classifier: TextClassifier, tmp_path: Path
 ) -> None:
     out = tmp_path / "nan"
     with pytest.raises(ModelOutputError, match=r"NaN or inf for example\(s\) idx \[101\]"):
@@ -233,7 +230,7 @@ def test_api_nan_logits_stop_the_run_and_keep_the_rows_before(
 
 
 def test_api_overlong_text_is_truncated_with_one_warning_and_recorded(
-    fakes: None, tiny_classifier: TextClassifier, tmp_path: Path
+    tiny_classifier: TextClassifier, tmp_path: Path
 ) -> None:
     rows = _good_rows()
     rows[0]["text"] = "the movie was good " * 20
@@ -275,27 +272,20 @@ def finished_cli_run(
     """One good CLI run (report included), made once and copied by :func:`cli_env`."""
     root = tmp_path_factory.mktemp("finished")
     env = {"data": _write_jsonl(root / "data.jsonl", _good_rows()), "out": root / "out"}
-    with pytest.MonkeyPatch.context() as mp:
-        install_fakes(mp)
-        mp.setattr(cli, "_load_model", lambda name: tiny_classifier)
-        assert cli.main(_cli_args(env)) == 0
+    backends = fake_backends(load_model=lambda name: tiny_classifier)
+    assert cli.main(_cli_args(env), backends=backends) == 0
     return root
 
 
 @pytest.fixture
 def cli_env(
-    monkeypatch: pytest.MonkeyPatch,
-    tiny_classifier: TextClassifier,
-    tmp_path: Path,
-    finished_cli_run: Path,
+    tiny_classifier: TextClassifier, tmp_path: Path, finished_cli_run: Path
 ) -> dict[str, Any]:
     """Fakes, the tiny model behind ``--model tiny``, a good data file and a finished run."""
-    install_fakes(monkeypatch)
     models = {"tiny": tiny_classifier}
-    real_load = cli._load_model
-    monkeypatch.setattr(cli, "_load_model", lambda name: models.get(name) or real_load(name))
     shutil.copytree(finished_cli_run, tmp_path, dirs_exist_ok=True)
     return {
+        "backends": fake_backends(load_model=lambda name: models.get(name) or load_model(name)),
         "models": models,
         "data": tmp_path / "data.jsonl",
         "out": tmp_path / "out",
@@ -409,7 +399,7 @@ def test_cli_bad_input_is_one_line_and_loses_nothing(
         args += ["--truncation", "error"]
     before = _snapshot(cli_env["out"])
     capsys.readouterr()
-    assert cli.main(args) == 2
+    assert cli.main(args, backends=cli_env["backends"]) == 2
     assert message in _one_error_line(capsys)
     assert _snapshot(cli_env["out"]) == before
 
@@ -421,7 +411,7 @@ def test_cli_unwritable_output_directory(
     blocker.write_text("in the way")
     cli_env["out"] = blocker / "out"
     capsys.readouterr()
-    assert cli.main(_cli_args(cli_env)) == 2
+    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 2
     assert "cannot write to output directory" in _one_error_line(capsys)
 
 
@@ -431,7 +421,7 @@ def test_cli_corrupt_rows_file(cli_env: dict[str, Any], capsys: pytest.CaptureFi
     path.write_text("\n".join(lines[:2] + ["{broken"] + lines[2:]) + "\n", encoding="utf-8")
     before = _snapshot(cli_env["out"])
     capsys.readouterr()
-    assert cli.main(_cli_args(cli_env)) == 2
+    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 2
     assert "line 3 is not a valid result row" in _one_error_line(capsys)
     assert _snapshot(cli_env["out"]) == before
 
@@ -449,7 +439,7 @@ def test_cli_corrupt_default_model_cache(
     args[args.index("tiny")] = "sst2"
     before = _snapshot(cli_env["out"])
     capsys.readouterr()
-    assert cli.main(args) == 2
+    assert cli.main(args, backends=cli_env["backends"]) == 2
     assert "default model 'sst2' unusable" in _one_error_line(capsys)
     assert _snapshot(cli_env["out"]) == before
 
@@ -460,7 +450,7 @@ def test_cli_nan_logits_keep_the_rows_before(
     cli_env["out"] = cli_env["tmp"] / "nan"
     args = _model("nan", _nan_classifier)(cli_env)
     capsys.readouterr()
-    assert cli.main(args) == 2
+    assert cli.main(args, backends=cli_env["backends"]) == 2
     assert "NaN or inf" in _one_error_line(capsys)
     assert len(load_rows(cli_env["out"])) == 6 * 3
 
@@ -479,11 +469,11 @@ def test_cli_interrupted_mid_run_keeps_its_rows_and_resumes(
         original(self, row)
 
     monkeypatch.setattr(results_mod.RowWriter, "write", write)
-    assert cli.main(_cli_args(cli_env)) == 130
+    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
     assert len(load_rows(cli_env["out"])) == 4
     monkeypatch.setattr(results_mod.RowWriter, "write", original)
-    assert cli.main(_cli_args(cli_env)) == 0
+    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 0
     assert [stable(r) for r in load_rows(cli_env["out"])] == reference
 
 

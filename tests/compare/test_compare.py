@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import random
 from pathlib import Path
@@ -11,9 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from compare_fakes import FAKE_METHODS, METRICS, install_fakes, stable, toy_dataset
+import torch
+from compare_fakes import FAKE_METHODS, FAKES, METRICS, stable, toy_dataset
 from transformers import BertTokenizer
 
+from captum_layer_saliency import metrics
 from captum_layer_saliency.compare import (
     ConfigMismatchError,
     CorruptResultsError,
@@ -27,18 +28,16 @@ from captum_layer_saliency.compare import (
     write_report,
 )
 from captum_layer_saliency.compare import results as results_mod
-from captum_layer_saliency.compare.runner import batch_plan
+from captum_layer_saliency.compare.batches import batch_plan
+from captum_layer_saliency.compare.methods import METHODS
+from captum_layer_saliency.compare.registries import Registries
 from captum_layer_saliency.models.classifier import TextClassifier
 
 HOSTILE = "<script>alert(1)</script>"
 
 
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_fakes(monkeypatch)
-
-
 def _run(clf: TextClassifier, out: Path, **kwargs: Any) -> Path:
+    kwargs.setdefault("registries", FAKES)
     kwargs.setdefault("batch_size", 3)
     kwargs.setdefault("progress", False)
     kwargs.setdefault("report", False)  # drawing the plots is slow; test_report_files covers it
@@ -56,10 +55,7 @@ def _stable_rows(out: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: TextClassifier):
     """One uninterrupted run (with the report), shared by the tests that compare against it."""
-    with pytest.MonkeyPatch.context() as mp:
-        install_fakes(mp)
-        out = _run(tiny_classifier, tmp_path_factory.mktemp("reference"), report=True)
-    return out
+    return _run(tiny_classifier, tmp_path_factory.mktemp("reference"), report=True)
 
 
 def test_rows_have_the_documented_fields(reference_run: Path) -> None:
@@ -86,7 +82,6 @@ def test_rows_have_the_documented_fields(reference_run: Path) -> None:
 
 
 def test_resume_after_interruption_gives_exactly_the_uninterrupted_rows(
-    fakes: None,
     tiny_classifier: TextClassifier,
     tmp_path: Path,
     reference_run: Path,
@@ -120,7 +115,7 @@ def test_resume_after_interruption_gives_exactly_the_uninterrupted_rows(
 
 
 def test_a_torn_last_line_is_repaired_and_its_row_recomputed(
-    fakes: None, tiny_classifier: TextClassifier, tmp_path: Path, reference_run: Path
+    tiny_classifier: TextClassifier, tmp_path: Path, reference_run: Path
 ) -> None:
     _run(tiny_classifier, tmp_path)
     path = tmp_path / results_mod.ROWS_FILE
@@ -152,12 +147,12 @@ def test_read_rows_edge_cases(tmp_path: Path) -> None:
 
 
 def test_seeded_reruns_are_identical_and_the_seed_matters(
-    fakes: None, tiny_classifier: TextClassifier, tmp_path: Path, reference_run: Path
+    tiny_classifier: TextClassifier, tmp_path: Path, reference_run: Path
 ) -> None:
     # Disturb the global RNGs: the runner must seed per (batch, method), not rely on them.
     random.seed(123)
     np.random.seed(123)
-    __import__("torch").manual_seed(123)
+    torch.manual_seed(123)
     again = _run(tiny_classifier, tmp_path / "again")
     assert _stable_rows(again) == _stable_rows(reference_run)
     other = _run(tiny_classifier, tmp_path / "other", seed=1)
@@ -167,7 +162,7 @@ def test_seeded_reruns_are_identical_and_the_seed_matters(
 
 
 def test_a_different_config_is_refused(
-    fakes: None, tiny_classifier: TextClassifier, reference_run: Path
+    tiny_classifier: TextClassifier, reference_run: Path
 ) -> None:
     before = _lines(reference_run)
     with pytest.raises(ConfigMismatchError, match=r"seed: 0 -> 1.*another --out"):
@@ -178,7 +173,7 @@ def test_a_different_config_is_refused(
 
 
 def test_sharded_runs_merge_into_the_unsharded_rows(
-    fakes: None, tiny_classifier: TextClassifier, tmp_path: Path, reference_run: Path
+    tiny_classifier: TextClassifier, tmp_path: Path, reference_run: Path
 ) -> None:
     for rank in range(2):
         _run(tiny_classifier, tmp_path, shard=(rank, 2))
@@ -247,12 +242,19 @@ def test_report_files(reference_run: Path) -> None:
 
 
 def test_the_report_escapes_hostile_text_and_labels(
-    fakes: None, tiny_classifier: TextClassifier, tmp_path: Path
+    tiny_classifier: TextClassifier, tmp_path: Path
 ) -> None:
     clf = dataclasses.replace(tiny_classifier, labels=[HOSTILE, 'pos" onmouseover="x'])
     texts = [f"the movie {HOSTILE} was good", "boring ."]
     run_comparison(
-        clf, toy_dataset(texts), ["dls"], tmp_path, batch_size=2, progress=False, task=HOSTILE
+        clf,
+        toy_dataset(texts),
+        ["dls"],
+        tmp_path,
+        batch_size=2,
+        progress=False,
+        task=HOSTILE,
+        registries=FAKES,
     )
     page = (tmp_path / "report.html").read_text("utf-8")
     assert "<script" not in page.lower()
@@ -268,20 +270,9 @@ def test_report_without_rows_is_a_clear_error(tmp_path: Path) -> None:
         write_report(tmp_path)
 
 
-def _real_registries() -> tuple[Any, Any]:
-    try:
-        baselines = importlib.import_module("captum_layer_saliency.compare.methods.registry")
-        metrics = importlib.import_module("captum_layer_saliency.metrics")
-        assert hasattr(baselines, "get_method") and hasattr(metrics, "METRICS")
-    except (ImportError, AssertionError):
-        pytest.skip("the real baselines/metrics registries are not available yet")
-    return baselines, metrics
-
-
 @pytest.mark.slow
 def test_against_the_real_registries(tiny_classifier: TextClassifier, tmp_path: Path) -> None:
-    baselines, _ = _real_registries()
-    methods = [m for m in ("input_x_gradient", "random") if m in baselines.METHODS]
+    methods = [m for m in ("input_x_gradient", "random") if m in METHODS]
     if not methods:
         pytest.skip("neither input_x_gradient nor random is registered")
     data = toy_dataset(["the movie was very good", "boring .", "a great film"])
@@ -297,10 +288,9 @@ def test_aopc_metrics_are_the_mean_of_the_curves(
     tiny_classifier: TextClassifier, tiny_batch: dict[str, Any]
 ) -> None:
     """The runner takes comprehensiveness/sufficiency from the curves; they must agree."""
-    _, metrics = _real_registries()
     ids, mask = tiny_batch["input_ids"], tiny_batch["attention_mask"]
     special = tiny_classifier.special_mask(ids)
-    scores = __import__("torch").randn(ids.shape)
+    scores = torch.randn(ids.shape)
     args = (tiny_classifier.forward_func, ids, mask, scores, tiny_batch["target"], special)
     curves = metrics.aopc_curves(*args)
     for name in ("comprehensiveness", "sufficiency"):
@@ -309,10 +299,9 @@ def test_aopc_metrics_are_the_mean_of_the_curves(
 
 
 def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
-    tiny_classifier: TextClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_classifier: TextClassifier, tmp_path: Path
 ) -> None:
     """Kendall τ's leave-one-out does not depend on the method: one pass per batch, same τ."""
-    _, metrics = _real_registries()
     calls = []
     original = metrics.leave_one_out
 
@@ -320,7 +309,6 @@ def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
         calls.append(args[1].shape[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(metrics, "leave_one_out", counting)
     data = toy_dataset(["the movie was very good", "boring .", "a great film"])
     methods = ["input_x_gradient", "saliency", "random"]
     run_comparison(
@@ -332,10 +320,10 @@ def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
         batch_size=2,
         progress=False,
         report=False,
+        registries=Registries(leave_one_out=counting),
     )
     assert sorted(calls) == [1, 2]  # two batches, whatever the number of methods
     rows = load_rows(tmp_path)
-    torch = importlib.import_module("torch")
     for row in rows:
         ids = torch.tensor([row["input_ids"]])
         mask = torch.ones_like(ids)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from compare_fakes import install_fakes
+from compare_fakes import fake_backends
 
 from captum_layer_saliency.cli import app as cli
 from captum_layer_saliency.compare.plan import (
@@ -74,13 +74,11 @@ def test_tables_by_suffix(tmp_path: Path) -> None:
 
 
 def test_compare_takes_a_csv_with_label_names_and_prints_its_plan(
-    monkeypatch: pytest.MonkeyPatch,
     tiny_classifier: TextClassifier,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    install_fakes(monkeypatch)
-    monkeypatch.setattr(cli, "_load_model", lambda name: tiny_classifier)
+    backends = fake_backends(load_model=lambda name: tiny_classifier)
     data = tmp_path / "mine.csv"
     data.write_text(
         "text,label\nthe movie was very good,positive\nboring .,NEGATIVE\nfun !,1\n",
@@ -88,7 +86,7 @@ def test_compare_takes_a_csv_with_label_names_and_prints_its_plan(
     )
     out = tmp_path / "out"
     args = ["compare", "--data-file", str(data), "--model", "tiny", "--methods", "ixg"]
-    assert cli.main([*args, "--out", str(out), "--device", "cpu"]) == 0
+    assert cli.main([*args, "--out", str(out), "--device", "cpu"], backends=backends) == 0
     err = capsys.readouterr().err
     assert "plan: 3 examples of file:mine.csv" in err
     config = json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -96,5 +94,5 @@ def test_compare_takes_a_csv_with_label_names_and_prints_its_plan(
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(r["label"] for r in rows) == [0, 1, 1]
     data.write_text("text,label\ngood,neutral\n", encoding="utf-8")
-    assert cli.main([*args, "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert cli.main([*args, "--out", str(tmp_path / "o2"), "--no-progress"], backends=backends) == 2
     assert "'neutral' is neither a class index" in capsys.readouterr().err

@@ -1,0 +1,187 @@
+"""What the CLI's commands share: the user-error type, the backends, and loading a model.
+
+:class:`Backends` bundles what the commands draw on (the method and metric registries, the task
+registry, the model loader); ``main(argv, backends=...)`` takes it, so tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from captum_layer_saliency.cli.sources import check_source
+from captum_layer_saliency.compare.registries import Registries
+from captum_layer_saliency.data import tasks
+from captum_layer_saliency.models.classifier import TextClassifier
+from captum_layer_saliency.models.heads import load_lm_head
+from captum_layer_saliency.models.surgery import UnsupportedModelError
+from captum_layer_saliency.zoo import load as zoo_load
+
+__all__ = [
+    "Backends",
+    "CLIError",
+    "attach_lm_head",
+    "check_methods",
+    "get_task",
+    "load_model",
+    "pick_device",
+    "print_summary",
+    "split_list",
+    "to_device",
+]
+
+
+class CLIError(Exception):
+    """A user mistake: reported as one line, exit code 2."""
+
+
+def get_task(name: str) -> Any:
+    """The task spec called ``name``.
+
+    Args:
+        name: a task name (see ``list-tasks``).
+
+    Returns:
+        The :class:`~captum_layer_saliency.data.tasks.TaskSpec`.
+
+    Raises:
+        CLIError: an unknown task.
+    """
+    try:
+        return tasks.get_task(name)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def load_model(model: str) -> TextClassifier:
+    """A default classifier by name (``sst2``, ``ag_news``), or a Hugging Face path or id.
+
+    A path is any directory written by ``save_pretrained`` holding a sequence classifier and
+    its tokenizer; it has no LM head (DLS needs ``--lm-head``).
+
+    Args:
+        model: a default model's name, a local directory, or a Hugging Face id.
+
+    Returns:
+        The classifier, in eval mode, on the CPU.
+
+    Raises:
+        CLIError: the default model's artifacts are unusable, or the model cannot be loaded.
+    """
+    if model in zoo_load.TASKS:
+        try:
+            clf: TextClassifier = zoo_load.load_default(model)
+        except zoo_load.ArtifactError as exc:
+            raise CLIError(f"default model {model!r} unusable: {exc}") from None
+        return clf
+    try:
+        check_source(model, "model")
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        hf_model = AutoModelForSequenceClassification.from_pretrained(model).eval()
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+    id2label = getattr(hf_model.config, "id2label", {}) or {}
+    labels = [str(id2label[i]) for i in sorted(id2label)]
+    return TextClassifier(
+        model=hf_model, tokenizer=tokenizer, labels=labels, name=Path(model).name or model
+    )
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What the commands draw on; every field defaults to the real one (tests pass fakes).
+
+    Attributes:
+        registries: the method and metric registries.
+        get_task: a task name -> its spec; raises :class:`CLIError` when unknown.
+        load_model: ``--model``/``--default`` -> a :class:`TextClassifier`; raises
+            :class:`CLIError` when it cannot.
+    """
+
+    registries: Registries = field(default_factory=Registries)
+    get_task: Callable[[str], Any] = get_task
+    load_model: Callable[[str], TextClassifier] = load_model
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def check_methods(names: Sequence[str], registries: Registries) -> list[str]:
+    """The canonical names of ``--methods`` (``all``: every registered method).
+
+    Args:
+        names: method names or aliases, or ``["all"]``.
+        registries: the method registry.
+
+    Returns:
+        The canonical names, in order.
+
+    Raises:
+        CLIError: no names, or an unknown one.
+    """
+    if not names:
+        raise CLIError("no methods given: pass --methods NAME[,NAME...] (see list-methods)")
+    if list(names) == ["all"]:
+        return list(registries.methods)
+    try:
+        return [registries.resolve_method(n) for n in names]
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def attach_lm_head(clf: TextClassifier, source: str) -> TextClassifier:
+    """Give ``clf`` the LM head of ``source`` (a masked/causal LM path or id), checked.
+
+    Args:
+        clf: the classifier.
+        source: the masked or causal LM of the classifier's backbone (a path or id).
+
+    Returns:
+        ``clf``, with its ``lm_head`` set.
+
+    Raises:
+        CLIError: the head cannot be loaded, or does not fit the model.
+    """
+    try:
+        check_source(source, "LM head")
+        clf.lm_head = load_lm_head(source, model=clf.model)
+    except (OSError, ValueError, UnsupportedModelError) as exc:
+        raise CLIError(f"cannot load LM head {source!r}: {str(exc).splitlines()[0]}") from None
+    return clf
+
+
+def print_summary(out: Path) -> None:
+    """Print a run's summary table and where its report and rows are."""
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    print(f"report: {(out / 'report.html').resolve()}")
+    print(f"rows:   {out.resolve()}")
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` must be available.
+
+    Raises:
+        CLIError: ``cuda`` was asked for and there is none.
+    """
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked for, but no CUDA device is available")
+    return requested
+
+
+def to_device(clf: TextClassifier, device: str) -> TextClassifier:
+    """Move the model and its LM head (DLS decodes the model's hidden states with it)."""
+    clf.model.to(device)
+    if clf.lm_head is not None:
+        clf.lm_head.to(device)
+    return clf
