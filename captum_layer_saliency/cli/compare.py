@@ -161,7 +161,8 @@ def run_compare(
         return 0  # rank 0 merges and reports; the others finish quietly
     distributed.check_shards_visible(out, rank.world_size)
     merge_shards(out)
-    write_report(out)
+    registries = backends.registries
+    write_report(out, metrics=registries.metrics, method_order=list(registries.methods))
     print_summary(out)
     return 0
 

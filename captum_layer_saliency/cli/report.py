@@ -42,7 +42,13 @@ def run_report(out_dir: str, reference: str | None, examples: int, registries: R
     out = Path(out_dir).expanduser()
     if not out.is_dir():
         raise CLIError(f"{str(out)!r} is not a directory; run `compare --out {out_dir}` first")
-    write_report(out, reference=_reference(reference, registries), max_examples=examples)
+    write_report(
+        out,
+        reference=_reference(reference, registries),
+        max_examples=examples,
+        metrics=registries.metrics,
+        method_order=list(registries.methods),
+    )
     print_summary(out)
     return 0
 
@@ -93,7 +99,8 @@ def run_summarize(
         rows, config = combine_runs(
             out_dirs, index_from=index_from, index_to=index_to, methods=names
         )
-        summary = summarize(rows, reference=reference, seed=int(config.get("seed", 0)))
+        seed = int(config.get("seed", 0))
+        summary = summarize(rows, reference=reference, seed=seed, metrics=registries.metrics)
     except NoResultsError:
         raise
     except ValueError as exc:  # runs that cannot be summarised together

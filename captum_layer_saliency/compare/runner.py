@@ -232,7 +232,7 @@ def run_comparison(
 
     # 5. The report (a sharded run is merged first, then reported).
     if report and shard is None:
-        write_report(out)
+        write_report(out, metrics=registries.metrics, method_order=list(registries.methods))
     return out
 
 
