@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from captum_layer_saliency import metrics as _metrics
 from captum_layer_saliency.compare.methods import (
     METHODS,
     PassCounter,
@@ -23,6 +22,7 @@ from captum_layer_saliency.compare.methods import (
     resolve_method_name,
 )
 from captum_layer_saliency.compare.methods.registry import ALIASES
+from captum_layer_saliency.metrics import METRICS, aopc_curves, leave_one_out
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
 
 __all__ = ["WORD_SENTIMENT", "CountsPasses", "Registries", "needs_word_sentiment"]
@@ -73,9 +73,9 @@ class Registries:
     resolve_method: Callable[[str], str] = resolve_method_name
     get_method: Callable[..., TokenAttributor] = get_method
     pass_counter: Callable[[nn.Module], AbstractContextManager[CountsPasses]] = PassCounter
-    metrics: Mapping[str, Any] = field(default_factory=lambda: _metrics.METRICS)
-    aopc_curves: Callable[..., dict[str, Any]] = _metrics.aopc_curves
-    leave_one_out: Callable[..., Any] = _metrics.leave_one_out
+    metrics: Mapping[str, Any] = field(default_factory=lambda: METRICS)
+    aopc_curves: Callable[..., dict[str, Any]] = aopc_curves
+    leave_one_out: Callable[..., Any] = leave_one_out
 
     def canonical_method(self, name: str) -> str:
         """A method's registry name, with aliases resolved (``ig`` -> ``integrated_gradients``).
