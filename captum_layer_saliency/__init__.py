@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from captum_layer_saliency._version import __version__
 from captum_layer_saliency.attr.coherence import (
     COHERENCE_SCORES,
     SELECTION_RULES,
@@ -19,8 +20,6 @@ from captum_layer_saliency.models.heads import HeadMismatchError, LMHead, load_l
 from captum_layer_saliency.models.surgery import UnsupportedModelError, find_model_parts
 from captum_layer_saliency.models.words import aggregate_to_words
 from captum_layer_saliency.viz.explanation import Explanation, load_explanations, save_explanations
-
-__version__ = "0.1.0"
 
 __all__ = [
     "COHERENCE_SCORES",
