@@ -188,7 +188,7 @@ def explain_batch(
     Returns:
         One explanation per text, in order.
     """
-    from captum_layer_saliency import __version__
+    from captum_layer_saliency._version import __version__
 
     n = len(texts)
     enc = _encode(clf, texts, text_pairs, max_length, truncation)
