@@ -29,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from captum_layer_saliency import __version__
+from captum_layer_saliency._version import __version__
 from captum_layer_saliency.cli import explain as cli_explain
 from captum_layer_saliency.cli.common import Backends, CLIError, split_list
 from captum_layer_saliency.cli.compare import (

@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from captum_layer_saliency import __version__
+from captum_layer_saliency._version import __version__
 from captum_layer_saliency.cli.common import (
     Backends,
     CLIError,
