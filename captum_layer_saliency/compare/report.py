@@ -35,7 +35,7 @@ from typing import Any
 from captum_layer_saliency import viz
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.methods.registry import available_methods
-from captum_layer_saliency.compare.report_figures import coherence_plot, draw_plots
+from captum_layer_saliency.compare.report_figures import coherence_plot, colour_order, draw_plots
 from captum_layer_saliency.compare.report_stats import (
     COST_REFERENCE,
     DEFAULT_BINS,
@@ -246,6 +246,7 @@ def write_report(
     images = []
     if plots:
         order = available_methods() if method_order is None else list(method_order)
+        order = colour_order(order, summary["methods"])
         images = draw_plots(summary, out, paths, order)
         images += coherence_plot(config, out, paths, order)
 

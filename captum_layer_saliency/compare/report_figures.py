@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,24 @@ def embedded_image(path: Path, alt: str) -> str:
     """
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def colour_order(order: Sequence[str], methods: Iterable[str]) -> list[str]:
+    """The palette order of a report: ``order``, then the other ``methods`` sorted by name.
+
+    Every figure of one report draws its colours from this one order, so a method outside the
+    registry's order (a custom registry's) has the same colour in each figure, whichever subset
+    of the methods a figure shows.
+
+    Args:
+        order: the method names whose colours are fixed (the registry's, in registration order).
+        methods: every method of the report.
+
+    Returns:
+        The names of ``order`` followed by the remaining ``methods`` in name order.
+    """
+    order = list(order)
+    return order + sorted(set(methods) - set(order))
 
 
 def coherence_plot(

@@ -8,7 +8,7 @@ from matplotlib.colors import to_hex
 from captum_layer_saliency import viz
 from captum_layer_saliency.compare.methods import available_methods
 from captum_layer_saliency.compare.report import summarize
-from captum_layer_saliency.compare.report_figures import coherence_plot
+from captum_layer_saliency.compare.report_figures import coherence_plot, colour_order
 from captum_layer_saliency.compare.report_tables import html_table
 
 
@@ -98,3 +98,19 @@ def test_the_summary_takes_the_metric_metadata_it_is_given() -> None:
     assert higher["metrics"] == ["loss", "gain"] and higher["higher_is_better"]["gain"] is None
     assert higher["order"] == ["b", "a"]
     assert lower["methods"]["a"]["metrics"]["loss"]["mean"] == pytest.approx(0.1)
+
+
+def test_a_method_outside_the_registry_has_one_colour_in_every_figure() -> None:
+    """The AOPC figure ranks methods, the scatter sorts them: one palette order serves both."""
+    methods = ["zeta_custom", "dls", "alpha_custom", "integrated_gradients"]
+    order = colour_order(available_methods(), methods)
+    ranked = viz.method_colours(["zeta_custom", "alpha_custom"], order)  # AOPC: ranking order
+    by_name = viz.method_colours(sorted(methods), order)  # scatter: name order
+    assert ranked["zeta_custom"] == by_name["zeta_custom"]
+    assert ranked["alpha_custom"] == by_name["alpha_custom"]
+    assert ranked["zeta_custom"] != ranked["alpha_custom"]
+    # without the report's order, the two figures disagree (the bug this order fixes)
+    assert (
+        viz.method_colours(["zeta_custom", "alpha_custom"], available_methods())["zeta_custom"]
+        != viz.method_colours(sorted(methods), available_methods())["zeta_custom"]
+    )
