@@ -31,6 +31,7 @@ from captum_layer_saliency.models.inputs import (
     check_not_data_parallel,
     forward_args,
 )
+from captum_layer_saliency.models.label_sets import attribute_targets
 from captum_layer_saliency.models.surgery import embedding_layer
 from captum_layer_saliency.models.targets import normalize_target
 
@@ -109,8 +110,11 @@ class Attributor(abc.ABC):
         Args:
             input_ids: ``(batch, seq)`` token ids.
             attention_mask: ``(batch, seq)`` 1 on real tokens, 0 on padding.
-            target: ``(batch,)`` class indices (an int applies to every example); floats and
-                indices outside the model's classes raise ``ValueError``.
+            target: ``(batch,)`` class indices (an int applies to every example), or a
+                ``(batch, classes)`` 0/1 tensor of label sets (a multi-label prediction, as
+                :func:`~captum_layer_saliency.models.targets.predicted_target` gives it), each
+                set explained as the sum of its labels' logits, as DLS does; floats and indices
+                outside the model's classes raise ``ValueError``.
             **model_inputs: the model's other inputs by their Hugging Face names
                 (``token_type_ids=``...), each ``(batch, seq, ...)``; segment ids and, under
                 left padding, position ids are otherwise derived from the ids and mask.
@@ -130,9 +134,14 @@ class Attributor(abc.ABC):
             input_ids.shape[0],
             n_classes if isinstance(n_classes, int) else None,
             device=input_ids.device,
+            label_sets=True,
         )
         if checked is None:
             raise ValueError("target is required: pass the class to explain for every example")
+        if checked.dim() == 2:  # label sets: each set explained as the sum of its logits
+            return attribute_targets(
+                self.attribute, self.clf.model, input_ids, attention_mask, checked, model_inputs
+            )
         special = self.clf.special_mask(input_ids)
         valid = attention_mask.bool() & ~special
         self._inputs = check_model_inputs(model_inputs, input_ids, self.clf.model)

@@ -124,6 +124,8 @@ def test_methods_explain_a_set_as_dls_does(clf) -> None:
     attributor = get_method("input_x_gradient", clf)
     got = attribute_targets(attributor.attribute, clf.model, ids, mask, target)
     assert torch.allclose(got, _sum_of_label_maps(clf, "input_x_gradient", sets), atol=1e-5)
+    # A registry method takes the label sets as its target directly, with the same result.
+    assert torch.allclose(attributor.attribute(ids, mask, target), got, atol=1e-6)
     # DLS's own target=None and DLS through the same path agree on the set.
     layer = clf.model.bert.encoder.layer[0]
     dls = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokenizer, layers=layer)
