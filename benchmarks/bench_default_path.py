@@ -7,7 +7,10 @@ explained class is the prediction, so no labels are needed, and nothing in the p
 tuned on it), with the default SST-2 model, one sentence per call as in the README:
 
 * ``readme``: ``DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokenizer)``, copied
-  as written (it uses the layer selection stored with the default model);
+  as written (it uses the layer selection stored with the default model; the default layer
+  method, integrated gradients at the layer with 1 step from the PAD baseline);
+* ``readme_gradient``: the same with ``layer_method="gradient"`` (the paper's gradient x
+  activation, the default before integrated gradients);
 * ``fitted``: the same after ``fit_selector`` on 128 unlabelled SST-2 training sentences (the
   path the comparison benchmarks measured);
 * ``auto``: the same model with its stored selection removed, so DLS auto-calibrates on its
@@ -47,7 +50,15 @@ from captum_layer_saliency.compare.methods.registry import get_method  # noqa: E
 from captum_layer_saliency.data.corpora import default_corpus  # noqa: E402
 from captum_layer_saliency.metrics import METRICS  # noqa: E402
 
-PATHS = ("readme", "fitted", "auto", "per_example", "per_example_all", "input_x_gradient")
+PATHS = (
+    "readme",
+    "readme_gradient",
+    "fitted",
+    "auto",
+    "per_example",
+    "per_example_all",
+    "input_x_gradient",
+)
 
 
 def test_sentences(n: int) -> list[str]:
@@ -59,6 +70,9 @@ def test_sentences(n: int) -> list[str]:
 def build(clf: Any, wanted: list[str]) -> dict[str, Any]:
     """Each path's ``explain(ids, mask) -> (scores, target)``; ``fit_seconds`` for ``fitted``."""
     readme = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokenizer)
+    readme_gradient = DecodedLayerSaliency.for_model(
+        clf.model, clf.lm_head, clf.tokenizer, layer_method="gradient"
+    )
 
     fitted = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokenizer)
     fit_seconds = 0.0
@@ -98,17 +112,28 @@ def build(clf: Any, wanted: list[str]) -> dict[str, Any]:
 
     paths = {
         "readme": dls(readme),
+        "readme_gradient": dls(readme_gradient),
         "fitted": dls(fitted),
         "auto": dls(auto),
         "per_example": dls(per_example),
         "per_example_all": dls(per_example_all),
         "input_x_gradient": reference,
     }
-    explainers = {"readme": readme, "fitted": fitted, "auto": auto}
+    explainers = {
+        "readme": readme,
+        "readme_gradient": readme_gradient,
+        "fitted": fitted,
+        "auto": auto,
+    }
     return {
         "paths": {m: paths[m] for m in wanted},
         "explainers": {m: e for m, e in explainers.items() if m in wanted},
         "per_example": per_example,
+        "objects": {
+            **explainers,
+            "per_example": per_example,
+            "per_example_all": per_example_all,
+        },
         "fit_seconds": fit_seconds,
     }
 
@@ -146,6 +171,7 @@ def main() -> int:
     comp = {m: [] for m in names}
     suff = {m: [] for m in names}
     layers: dict[str, list[Any]] = {"per_example": []}
+    passes: dict[str, list[dict[str, float]]] = {m: [] for m in names}
     special_ids = torch.tensor(clf.special_token_ids)
     from tqdm.auto import tqdm
 
@@ -167,6 +193,10 @@ def main() -> int:
                 comp[m].append(float(c[0]))
                 suff[m].append(float(s[0]))
                 row[m] = {"seconds": seconds[m][-1], "comp": comp[m][-1], "suff": suff[m][-1]}
+                cost = getattr(built["objects"].get(m), "last_cost_", None)
+                if cost is not None:  # DLS's passes per example (full-pass equivalents)
+                    passes[m].append(cost)
+                    row[m].update(cost)
             if "per_example" in paths:
                 layers["per_example"].append(built["per_example"].last_selected_[0][0])
             rows.write(json.dumps(row) + "\n")
@@ -195,6 +225,9 @@ def main() -> int:
             "cost_first_10_vs_input_x_gradient": sum(seconds[m][:10])
             / sum(seconds["input_x_gradient"][:10]),
         }
+        if passes[m]:
+            entry["forwards"] = float(np.mean([p["forwards"] for p in passes[m]]))
+            entry["backwards"] = float(np.mean([p["backwards"] for p in passes[m]]))
         if m != base:
             diff = c - fitted_comp
             diff = diff[np.isfinite(diff)]

@@ -66,7 +66,8 @@ QUICKSTART = [
 
 Decoded Layer Saliency (DLS; Hou & Castanon, ICML 2023) takes gradient saliency at a hidden layer
 and *decodes* it back onto the input tokens through the pre-trained language-model head. It costs
-one forward and one backward pass, and picks the layer without labels.
+about as much as Input×Gradient (by default integrated gradients at the chosen layer, one step,
+where only the blocks above that layer rerun), and picks the layer without labels.
 
 This notebook runs offline on the bundled default SST-2 classifier (all-MiniLM-L6-v2 fine-tuned
 on SST-2, with a label-free MLM head; see [docs/default_models.md](../docs/default_models.md)).
@@ -140,10 +141,12 @@ same as fitting the selector yourself; per-example selection (`selection="exampl
 0.24 there. For a model of your own, pass unlabelled in-domain texts
 (`for_model(..., calibration_texts=texts)`) or let the first calls calibrate (notebook 4).
 
-By default DLS reads grad × activation at the selected layer with the identity mapping (each
-position's saliency stays on its own token); the decoded mapping is an option
-(`mapping="decoded"`). Both defaults were chosen by the measured ablation in BENCHMARKS.md. Judge
-a method by measured faithfulness over many sentences (notebook 3), not by a few examples.
+By default DLS takes integrated gradients at the selected layer, with one step from the [PAD]
+baseline (`dls.last_cost_`: 2 forwards and 0.17 backwards in full-pass equivalents; the paper's
+grad × activation is `layer_method="gradient"`), and the identity mapping (each position's
+saliency stays on its own token); the decoded mapping is an option (`mapping="decoded"`). Each
+default was chosen by measurement on tuning data (BENCHMARKS.md § 2 and § 7). Judge a method by
+measured faithfulness over many sentences (notebook 3), not by a few examples.
 
 Explaining the *other* class flips the picture:
 """),
@@ -291,7 +294,9 @@ clf = load_default("sst2")
 ## Every layer at once
 
 With `selector=None`, `attribute` returns a list: one `(batch, seq)` map per candidate layer (the
-embeddings, then each of the 6 blocks), all from one forward and one backward pass.
+embeddings, then each of the 6 blocks). The network below each layer runs once; each layer's
+integrated-gradients step reruns only the blocks above it (with `layer_method="gradient"`, one
+forward and one backward serve them all).
 """),
     code("""
 sentence = "the acting is superb , but the script is a lazy , predictable mess ."

@@ -240,8 +240,9 @@ def layer_method_attributions(
             method.internal_batch_size,
             grad_kwargs,
         )
-        grads.append(torch.einsum("s,sbnk->bnk", weights.to(g), g))
-        acts.append(h if method.name == "smoothgrad" else h - baselines[k])
+        # In float32 (a half-precision model's states subtract and average exactly there).
+        grads.append(torch.einsum("s,sbnk->bnk", weights.float(), g.float()))
+        acts.append(h if method.name == "smoothgrad" else h.float() - baselines[k].float())
         cost["forwards"] += method.steps * runner.fraction
         cost["backwards"] += method.steps * runner.fraction
     return grads, acts, hidden, cost

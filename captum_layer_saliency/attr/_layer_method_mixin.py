@@ -2,10 +2,17 @@
 
 A mixin, so that the explainer's own module keeps to its public surface; the methods' maths and
 costs are in :mod:`._layer_methods`, their computation in :mod:`._layer_attributions`.
+
+The default method is integrated gradients at the layer from the PAD baseline. That baseline
+needs the padding id and the token ids as the input; where either is missing and the baseline
+was left to its default, a call falls back to the zero baseline with a warning that says why
+(an explicit ``layer_baseline="pad"`` raises instead).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +39,7 @@ class LayerMethodMixin:
         self,
         layer_method: str | LayerMethod,
         n_steps: int | None,
-        layer_baseline: str,
+        layer_baseline: str | None,
         integration: str,
         noise: float,
         internal_batch_size: int | None,
@@ -42,12 +49,50 @@ class LayerMethodMixin:
             layer_method
             if isinstance(layer_method, LayerMethod)
             else LayerMethod(
-                layer_method, n_steps, layer_baseline, integration, noise, None, internal_batch_size
+                layer_method,
+                n_steps,
+                layer_baseline or "pad",
+                integration,
+                noise,
+                None,
+                internal_batch_size,
             )
+        )
+        # The PAD baseline was the default's, not asked for: it may fall back to zeros.
+        self._baseline_by_default = layer_baseline is None and not isinstance(
+            layer_method, LayerMethod
         )
         #: forward and backward passes per example of the last call, in full-pass equivalents
         #: (``{"forwards": f, "backwards": b}``; a step that runs 1 block of 6 counts 1/6).
         self.last_cost_: dict[str, float] | None = None
+
+    def _method_for(self, inputs: Tensor | tuple[Tensor, ...], ids: Tensor) -> LayerMethod:
+        """The layer method this call runs: the zero baseline where a default PAD one cannot be.
+
+        Raises no error itself; warns (``UserWarning``) when it falls back.
+        """
+        method = self.layer_method
+        if not (self._baseline_by_default and method.needs_baseline and method.baseline == "pad"):
+            return method
+        first = inputs if isinstance(inputs, Tensor) else (inputs[0] if inputs else None)
+        if self._pad_token_id is None:
+            why = (
+                "the padding token id is unknown (pass pad_token_id=, or build it with "
+                "DecodedLayerSaliency.for_model(model, head, tokenizer))"
+            )
+        elif first is not ids:
+            why = "the inputs are not the token ids (e.g. embeddings)"
+        else:
+            return method
+        warnings.warn(
+            f"DLS's default layer method, integrated gradients at the layer, uses the PAD "
+            f"baseline, but {why}: using the zero baseline instead (measured slightly less "
+            "faithful, BENCHMARKS.md section 7). Pass layer_baseline='zeros' to choose it "
+            "explicitly, or layer_method='gradient' for the paper's gradient x activation",
+            UserWarning,
+            stacklevel=4,
+        )
+        return dataclasses.replace(method, baseline="zeros")
 
     def _layer_states(
         self,
@@ -67,17 +112,19 @@ class LayerMethodMixin:
         """Per layer, the gradient and activation the aggregation sees, and the hidden state.
 
         Sets ``last_cost_`` and ``last_target_``. ``forward`` is the checked forward (the
-        prediction's logit when ``explain_prediction``); ``predicted`` fills on its first call.
+        prediction's logit when ``explain_prediction``); ``predicted`` fills on its first call:
+        class indices, or a multi-label prediction's label weights, which the steps then
+        explain as the weighted sum of the logits (as the gradient path does).
         """
         grads, acts, hidden, self.last_cost_ = layer_method_attributions(
-            self.layer_method,
+            self._method_for(inputs, ids),
             forward,
             self._checked_forward(targets, False)[0],
             layers,
             inputs,
             targets,
             additional_forward_args,
-            resolve_target=lambda: _single_label(predicted[0]) if explain_prediction else targets,
+            resolve_target=lambda: predicted[0] if explain_prediction else targets,
             ids=ids,
             mask=mask,
             candidates=candidate_mask(ids, mask, self.special_token_ids),
@@ -88,13 +135,3 @@ class LayerMethodMixin:
         )
         self.last_target_ = predicted[0] if predicted else targets
         return grads, acts, hidden
-
-
-def _single_label(predicted: Tensor) -> Tensor:
-    """The predicted classes as ``(B,)`` indices; a multi-label prediction needs a target."""
-    if predicted.dim() != 1:
-        raise ValueError(
-            "this layer method explains one class per example, but the multi-label prediction "
-            "has several: pass target= (one label per example)"
-        )
-    return predicted

@@ -39,6 +39,10 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return ids, (ids != 0).long()
 
 
+#: The default (integrated gradients at the layer) and the paper's gradient x activation.
+LAYER_METHODS = ["integrated_gradients", "gradient"]
+
+
 def all_hooks(model: nn.Module) -> int:
     return sum(
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
@@ -52,10 +56,20 @@ def build(models: tuple[nn.Module, nn.Module], **options: object) -> DecodedLaye
     return DecodedLayerSaliency.for_model(clf, mlm, **options)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("layer_method", LAYER_METHODS)
 @pytest.mark.parametrize("aggregation", ["grad_x_act", "gradcam", "grad_norm"])
 @pytest.mark.parametrize("mapping", ["decoded", "identity", "hybrid"])
-def test_batched_equals_one_at_a_time(models, aggregation: str, mapping: str) -> None:
-    dls = build(models, aggregation=aggregation, mapping=mapping, top_k=3, normalize=True)
+def test_batched_equals_one_at_a_time(
+    models, aggregation: str, mapping: str, layer_method: str
+) -> None:
+    dls = build(
+        models,
+        aggregation=aggregation,
+        mapping=mapping,
+        top_k=3,
+        normalize=True,
+        layer_method=layer_method,
+    )
     ids, mask = batch()
     together = dls.attribute(ids, target=1, attention_mask=mask)
     assert isinstance(together, torch.Tensor)
@@ -174,11 +188,12 @@ def test_weighted_selector_fuses_layers(models) -> None:
     torch.testing.assert_close(dls.attribute(ids, 0, attention_mask=mask), expected)
 
 
-def test_hooks_removed_after_success_and_after_an_exception(models) -> None:
+@pytest.mark.parametrize("layer_method", LAYER_METHODS)
+def test_hooks_removed_after_success_and_after_an_exception(models, layer_method: str) -> None:
     clf, _ = models
     ids, mask = batch()
     before = all_hooks(clf)
-    dls = build(models)
+    dls = build(models, layer_method=layer_method)
     dls.attribute(ids, 0, attention_mask=mask)
     assert all_hooks(clf) == before
     with pytest.raises(ValueError, match="out of range"):
@@ -186,7 +201,8 @@ def test_hooks_removed_after_success_and_after_an_exception(models) -> None:
     assert all_hooks(clf) == before
 
 
-def test_model_weights_grads_and_mode_left_as_found(models) -> None:
+@pytest.mark.parametrize("layer_method", LAYER_METHODS)
+def test_model_weights_grads_and_mode_left_as_found(models, layer_method: str) -> None:
     clf, _ = models
     ids, mask = batch()
     state = {k: v.clone() for k, v in clf.state_dict().items()}
@@ -194,7 +210,7 @@ def test_model_weights_grads_and_mode_left_as_found(models) -> None:
         clf.train(training)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            build(models).attribute(ids, 0, attention_mask=mask)
+            build(models, layer_method=layer_method).attribute(ids, 0, attention_mask=mask)
         # Training mode runs dropout: the maps are random, and the user is told so.
         assert any("training mode" in str(w.message) for w in caught) is training
         assert clf.training is training

@@ -17,8 +17,10 @@ SPECIAL = [0]
 
 
 def make(**options: object) -> DecodedLayerSaliency:
-    # The specification's decoded mapping is what these hand computations check.
+    # The specification's decoded mapping and the paper's gradient x activation at the layer are
+    # what these hand computations check (the default layer method's: test_layer_methods.py).
     options.setdefault("mapping", "decoded")
+    options.setdefault("layer_method", "gradient")
     model = ToyClassifier()
     return DecodedLayerSaliency(model, model.emb, toy_head(), special_token_ids=SPECIAL, **options)
 

@@ -3,6 +3,8 @@ upper-part-only path against the generic hook path, pass counts, and clean-up.""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import transformers as T
@@ -34,7 +36,18 @@ def test_ig_zero_baseline_on_a_linear_model_is_grad_x_act(n_steps: int) -> None:
     out = toy(layer_method="integrated_gradients", n_steps=n_steps, layer_baseline="zeros")
     expected = torch.tensor([[0.0, 0.25, 0.5, 0.25]])
     torch.testing.assert_close(out.attribute(IDS, target=0), expected)
-    torch.testing.assert_close(toy().attribute(IDS, target=0), expected)
+    torch.testing.assert_close(toy(layer_method="gradient").attribute(IDS, target=0), expected)
+
+
+def test_the_default_is_one_step_of_ig_from_the_pad_baseline() -> None:
+    dls = toy()
+    assert dls.layer_method == LayerMethod("integrated_gradients", None, "pad")
+    assert dls.layer_method.steps == 1
+    # The pad hand computation below; one midpoint step is exact on a linear model.
+    out = dls.attribute(IDS, target=0)
+    torch.testing.assert_close(out, torch.tensor([[0.0, -0.5, -0.25, -0.5]]))
+    explicit = toy(layer_method="integrated_gradients", n_steps=1, layer_baseline="pad")
+    torch.testing.assert_close(out, explicit.attribute(IDS, target=0))
 
 
 def test_ig_pad_baseline_hand_computation_and_completeness() -> None:
@@ -215,11 +228,21 @@ def test_pass_counts_match_the_documented_cost(
     )
     assert per == pytest.approx({"forwards": expected_f, "backwards": steps / 2})
     assert dls.last_cost_ == pytest.approx(per)
-    plain = _dls(tiny_classifier, 1)
+    plain = _dls(tiny_classifier, 1, layer_method="gradient")
     with PassCounter(tiny_classifier.model) as counter:
         plain.attribute(ids, attention_mask=mask)
     assert counter.per_example(ids.shape[0]) == {"forwards": 1.0, "backwards": 1.0}
     assert plain.last_cost_ == {"forwards": 1.0, "backwards": 1.0}
+
+
+def test_the_default_costs_what_its_docstring_says(tiny_classifier: TextClassifier) -> None:
+    # At block 1 of 2, from the PAD baseline, 1 step: 1 + 1/2 + 1/2 forwards, 1/2 backward.
+    ids, mask, _ = _inputs(tiny_classifier)
+    dls = _dls(tiny_classifier, 1)
+    with PassCounter(tiny_classifier.model) as counter:
+        dls.attribute(ids, attention_mask=mask)
+    assert counter.per_example(ids.shape[0]) == pytest.approx({"forwards": 2.0, "backwards": 0.5})
+    assert dls.last_cost_ == pytest.approx({"forwards": 2.0, "backwards": 0.5})
 
 
 def test_explains_the_prediction_of_the_input_not_of_each_step(
@@ -274,6 +297,7 @@ def test_model_restored_after_an_error_in_a_step(tiny_classifier: TextClassifier
         ({"layer_method": "integrated_gradients", "integration": "simpson"}, "integration"),
         ({"layer_method": "smoothgrad", "noise": -1.0}, "noise"),
         ({"layer_method": "smoothgrad", "internal_batch_size": 0}, "internal_batch_size"),
+        ({"integration": "riemann_trapezoid"}, "n_steps >= 2"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, object], message: str) -> None:
@@ -284,10 +308,36 @@ def test_bad_options_are_refused(options: dict[str, object], message: str) -> No
 def test_pad_baseline_without_a_pad_id_is_refused() -> None:
     model = ToyClassifier()
     dls = DecodedLayerSaliency(
-        model, model.emb, toy_head(), layer_method="integrated_gradients", special_token_ids=[0]
+        model,
+        model.emb,
+        toy_head(),
+        layer_method="integrated_gradients",
+        layer_baseline="pad",
+        special_token_ids=[0],
     )
     with pytest.raises(ValueError, match="padding token id"):
         dls.attribute(IDS, target=0)
+
+
+def test_the_default_without_a_pad_id_uses_zeros_and_says_so() -> None:
+    model = ToyClassifier().eval()
+    bare = DecodedLayerSaliency(model, model.emb, toy_head(), special_token_ids=[0])
+    with pytest.warns(UserWarning, match="padding token id is unknown.*zero baseline"):
+        out = bare.attribute(IDS, target=0)
+    zeros = DecodedLayerSaliency(
+        model, model.emb, toy_head(), layer_baseline="zeros", special_token_ids=[0]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(out, zeros.attribute(IDS, target=0))
+        # pad_token_id= gives the PAD baseline, without a warning.
+        padded = DecodedLayerSaliency(
+            model, model.emb, toy_head(), pad_token_id=3, special_token_ids=[0]
+        )
+        torch.testing.assert_close(
+            padded.attribute(IDS, target=0), torch.tensor([[0.0, -0.5, -0.25, -0.5]])
+        )
+    assert bare.layer_method.baseline == "pad"  # the next call tries PAD again
 
 
 def test_upper_only_required_but_impossible_is_refused() -> None:
@@ -323,11 +373,20 @@ def test_pad_baseline_with_embedding_inputs_is_refused(tiny_classifier: TextClas
 
     layer = find_model_parts(model).blocks[0]
     dls = DecodedLayerSaliency(
-        forward, layer, tiny_classifier.lm_head, layer_method="integrated_gradients"
+        forward,
+        layer,
+        tiny_classifier.lm_head,
+        layer_method="integrated_gradients",
+        layer_baseline="pad",
+        pad_token_id=0,
     )
-    dls._pad_token_id = 0
     with pytest.raises(ValueError, match="token ids as the"):
         dls.attribute(embeds, additional_forward_args=(mask,), attention_mask=mask, token_ids=ids)
+    default = DecodedLayerSaliency(forward, layer, tiny_classifier.lm_head, pad_token_id=0)
+    with pytest.warns(UserWarning, match="inputs are not the token ids.*zero baseline"):
+        fallback = default.attribute(
+            embeds, additional_forward_args=(mask,), attention_mask=mask, token_ids=ids
+        )
     zeros = DecodedLayerSaliency(
         forward,
         layer,
@@ -339,3 +398,4 @@ def test_pad_baseline_with_embedding_inputs_is_refused(tiny_classifier: TextClas
         embeds, additional_forward_args=(mask,), attention_mask=mask, token_ids=ids
     )
     assert out.shape == ids.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(fallback, out)
