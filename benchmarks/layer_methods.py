@@ -45,7 +45,7 @@ BASELINES = ("input_x_gradient", "integrated_gradients", "random")
 IG = {"layer_method": "integrated_gradients"}
 #: DLS variants: name -> DecodedLayerSaliency options (``fuse``: also the layer below).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "dls": {},
+    "dls": {"layer_method": "gradient"},  # the paper's grad x activation (the old default)
     "dls_ig1": {**IG, "n_steps": 1},
     "dls_ig2": {**IG, "n_steps": 2},
     "dls_ig4": {**IG, "n_steps": 4},

@@ -29,7 +29,7 @@ attention mask unchanged; the PAD baseline of the library's IG, taken at the lay
 **Cost.** The network below the layer runs once; each step runs only the blocks *above* it, and
 all steps run as one batch (``internal_batch_size`` caps the rows per call). For a layer at
 depth ``l`` of ``L`` blocks (``u = (L - l) / L`` of the network above it), per explained example,
-in full-pass equivalents (what :class:`~captum_layer_saliency.compare.methods.registry.PassCounter`
+in full-pass equivalents (what :class:`~captum_layer_saliency.models.passes.PassCounter`
 books):
 
 ================================  ============================  ====================

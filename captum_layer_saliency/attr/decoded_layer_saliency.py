@@ -26,21 +26,18 @@ from captum_layer_saliency.attr._dls_inputs import (
     forward_arguments,
     token_ids_of,
 )
+from captum_layer_saliency.attr._dls_setup import checked_layers, for_model_parts
 from captum_layer_saliency.attr._layer_method_mixin import LayerMethodMixin
 from captum_layer_saliency.attr._layer_methods import LayerMethod
-from captum_layer_saliency.attr._layers import check_layers_in_model, model_layers, resolve_layers
 from captum_layer_saliency.attr._mapping import (
     MAPPINGS,
     PRIORS,
     SPECIAL_ROWS,
-    check_mapping_options,
     layer_maps,
 )
 from captum_layer_saliency.attr._selection import SelectionMixin
 from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
 from captum_layer_saliency.attr.decoding import DEFAULT_DECODE_CHUNK, candidate_mask
-from captum_layer_saliency.models.classifier import classifier_forward, special_token_ids
-from captum_layer_saliency.models.heads import check_head_compatible, load_lm_head
 from captum_layer_saliency.models.inputs import check_explainable, check_not_data_parallel
 from captum_layer_saliency.models.targets import normalize_target, output_activation
 
@@ -93,16 +90,16 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
 
     **The default departs from the paper.** The paper applies gradient x activation at the
     layer; the default here is integrated gradients at the layer with one step (the midpoint
-    between the PAD baseline's state and ``H``), chosen on tuning data and confirmed on data
-    never used to choose (BENCHMARKS.md section 7; comprehensiveness, paired 95 % CIs):
-    +0.019 [+0.008, +0.031] over gradient x activation on SST-2 dev and +0.065 [+0.051, +0.080]
-    on AG News held-out rows 0-199 (tuning); against Integrated Gradients with 25 steps at the
-    embeddings, -0.006 [-0.012, -0.001] on SST-2 test and +0.035 [+0.026, +0.044] on AG News
-    held-out rows 200-631 (confirmation), at 1.0-1.1x the seconds of Input x Gradient and
-    1/26-1/38 of IG-25's. ``layer_method="gradient"`` keeps the paper's method.
+    between the PAD baseline's state and ``H``), chosen on tuning data by a rule fixed in advance
+    and confirmed on data never used to choose (BENCHMARKS.md sections 6-7; comprehensiveness,
+    paired 95 % CIs). Tuning, over gradient x activation: SST-2 dev +0.019 [+0.008, +0.031],
+    AG News held-out rows 0-199 +0.065 [+0.051, +0.080]. Confirmation, against Integrated
+    Gradients with 25 steps at the embeddings: -0.006 [-0.012, -0.001] on 1,008 SST-2 test
+    sentences and +0.035 [+0.026, +0.044] on 432 AG News held-out texts, at 1.0-1.1x the seconds
+    of Input x Gradient and 1/26-1/38 of IG-25's. ``layer_method="gradient"`` is the paper's.
 
     **Cost** per explained example, in full-pass equivalents (``last_cost_``;
-    :class:`~captum_layer_saliency.compare.methods.registry.PassCounter` measures the same),
+    :class:`~captum_layer_saliency.models.passes.PassCounter` measures the same),
     with the layer chosen: the default, from the PAD baseline at block ``l`` of ``L``,
     ``1 + l/L + n_steps (L - l)/L`` forwards and ``n_steps (L - l)/L`` backwards (at block 5 of
     6 with 1 step: 2 forwards + 0.17 backwards; only the blocks above the layer run per step);
@@ -207,23 +204,18 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
         check_not_data_parallel(forward_func, device_ids)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
-        check_mapping_options(mapping, special_rows, prior, top_k)
-        if not isinstance(lm_head, nn.Module):
-            raise TypeError(f"lm_head must be a torch.nn.Module, got {type(lm_head).__name__}")
-        if selection not in cal.SELECTIONS:
-            raise ValueError(f"selection must be one of {cal.SELECTIONS}, got {selection!r}")
-        if position_sample is not None and not 0 < position_sample <= 1:
-            raise ValueError(
-                f"position_sample must lie in (0, 1] or be None, got {position_sample}"
-            )
-        layers = [layer] if isinstance(layer, nn.Module) else list(layer)
-        if not layers:
-            raise ValueError("layer must be a module or a non-empty list of modules")
-        if isinstance(forward_func, nn.Module):
-            check_layers_in_model(layers, forward_func)
-            check_head_compatible(lm_head, forward_func)
+        layers = checked_layers(
+            forward_func,
+            layer,
+            lm_head,
+            aggregation=aggregation,
+            mapping=mapping,
+            special_rows=special_rows,
+            prior=prior,
+            top_k=top_k,
+            selection=selection,
+            position_sample=position_sample,
+        )
         self.lm_head = lm_head
         self.selector = selector
         self.aggregation = aggregation
@@ -312,24 +304,10 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
                 tokenizer.
             HeadMismatchError: a head that does not fit the model.
         """
-        check_not_data_parallel(model)
-        head = load_lm_head(lm_head, model=model)
-        single = isinstance(layers, (nn.Module, int))
-        modules, names, _, indices = model_layers(model)
-        chosen = resolve_layers(layers, modules, names, indices)
-        check_layers_in_model(chosen, model)
-        if selector == "default":
-            selector = LayerCoherenceSelector(head) if len(chosen) > 1 else None
-        elif isinstance(selector, str):
-            raise ValueError("selector must be a LayerCoherenceSelector, None or 'default'")
-        if tokenizer is not None and "special_token_ids" not in options:
-            options["special_token_ids"] = special_token_ids(tokenizer)
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(getattr(model, "config", None), "pad_token_id", None)
-        options.setdefault("pad_token_id", pad)
-        layer_arg: ModuleOrModuleList = chosen[0] if single else chosen
-        dls = cls(classifier_forward(model, tokenizer), layer_arg, head, selector, **options)
+        forward, layer_arg, head, chosen_selector, chosen = for_model_parts(
+            model, lm_head, tokenizer, layers, selector, options
+        )
+        dls = cls(forward, layer_arg, head, chosen_selector, **options)
         dls._mask_is_forward_arg = True
         dls.activation = output_activation(model)
         dls._attach_model(model, tokenizer, chosen, calibration_texts)

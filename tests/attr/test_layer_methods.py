@@ -363,6 +363,19 @@ def test_registry_method_dls_ig(tiny_classifier: TextClassifier) -> None:
     assert method.explainer.layer_method.name == "integrated_gradients"
 
 
+def test_registry_names_the_default_and_the_papers_method(tiny_classifier: TextClassifier) -> None:
+    from captum_layer_saliency.compare.methods.registry import get_method
+
+    def method_of(name: str) -> LayerMethod:
+        return get_method(name, tiny_classifier, layer=1).explainer.layer_method
+
+    assert method_of("dls") == LayerMethod("integrated_gradients", None, "pad")
+    assert method_of("dls").steps == 1
+    assert method_of("dls_gradient").name == "gradient"
+    assert method_of("dls_grad_x_act").name == "gradient"
+    assert method_of("dls_ig") == LayerMethod("integrated_gradients", 2, "pad")
+
+
 def test_pad_baseline_with_embedding_inputs_is_refused(tiny_classifier: TextClassifier) -> None:
     ids, mask, _ = _inputs(tiny_classifier)
     model = tiny_classifier.model

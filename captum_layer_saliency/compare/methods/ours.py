@@ -1,6 +1,6 @@
 """This project's methods in the registry: DLS, and the adapter every explainer goes through.
 
-Decoded Layer Saliency is listed as ``dls``, ``dls_ig`` and ``dls_layer<L>``.
+Decoded Layer Saliency is listed as ``dls``, ``dls_gradient``, ``dls_ig`` and ``dls_layer<L>``.
 
 :class:`ExplainerAttributor` turns an explainer with ``attribute(ids, target=, attention_mask=)``
 (DLS, LAFA) into a :class:`~captum_layer_saliency.models.classifier.TokenAttributor`, and makes
@@ -199,14 +199,29 @@ def dls_factory(
 #: :mod:`captum_layer_saliency.compare.methods.lafa`).
 SPECS: SpecList = [
     (
-        MethodSpec("dls", "Decoded Layer Saliency at its defaults", dls_factory, LAYER),
+        MethodSpec(
+            "dls",
+            "Decoded Layer Saliency at its defaults (integrated gradients at its layer, 1 step)",
+            dls_factory,
+            LAYER,
+        ),
         ("decoded_layer_saliency",),
+    ),
+    (
+        MethodSpec(
+            "dls_gradient",
+            "DLS with the paper's gradient x activation at its layer",
+            functools.partial(dls_factory, layer_method="gradient"),
+            LAYER,
+            "one forward and one backward per example (the default before integrated gradients)",
+        ),
+        ("dls_grad_x_act",),
     ),
     (
         MethodSpec(
             "dls_ig",
             "DLS with integrated gradients at its layer (2 steps, PAD baseline)",
-            functools.partial(dls_factory, layer_method="integrated_gradients"),
+            functools.partial(dls_factory, layer_method="integrated_gradients", n_steps=2),
             LAYER,
             "steps run only the blocks above the layer: about 2.2 forwards and 0.33 "
             "backwards per example at block 5 of 6",
