@@ -136,10 +136,11 @@ print("layer used:", [dls.layer_name(k[0]) for k in dls.last_selected_])
     md("""
 Every sentence was explained at the same layer, chosen once for this model (`dls.selection_`).
 This is the path BENCHMARKS.md measures (§ 6): on the first 200 SST-2 *test* sentences it costs
-about 0.4× the comparison's Input×Gradient from the first call, with comprehensiveness 0.375, the
-same as fitting the selector yourself; per-example selection (`selection="example"`) reaches only
-0.24 there. For a model of your own, pass unlabelled in-domain texts
-(`for_model(..., calibration_texts=texts)`) or let the first calls calibrate (notebook 4).
+about 0.8× the comparison's Input×Gradient from the first call, with comprehensiveness 0.398, the
+same as fitting the selector yourself (the paper's grad × activation: 0.375); per-example
+selection (`selection="example"`) reaches 0.388 there at 3.6× the cost. For a model of your own,
+pass unlabelled in-domain texts (`for_model(..., calibration_texts=texts)`) or let the first
+calls calibrate (notebook 4).
 
 By default DLS takes integrated gradients at the selected layer, with one step from the [PAD]
 baseline (`dls.last_cost_`: 2 forwards and 0.17 backwards in full-pass equivalents; the paper's

@@ -90,7 +90,7 @@ class LayerMethodMixin:
             "faithful, BENCHMARKS.md section 7). Pass layer_baseline='zeros' to choose it "
             "explicitly, or layer_method='gradient' for the paper's gradient x activation",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # the caller of attribute (through Captum's log_usage wrapper)
         )
         return dataclasses.replace(method, baseline="zeros")
 

@@ -73,9 +73,10 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     a selection stored in the model's config (the default models carry theirs), from
     :meth:`calibrate` / :meth:`fit_selector`, or else on the first :meth:`attribute` calls until
     ``calibration_tokens`` real tokens were scored, after which it is frozen. With
-    ``selection="example"`` each example's own coherence curve picks its layer (noisier, and
-    about 1.5-2x the cost). A layer whose gradient does not reach the input tokens (the last
-    block under a [CLS]-only pooler) is detected from the gradients and never selected.
+    ``selection="example"`` each example's own coherence curve picks its layer (less faithful,
+    and under the default layer method about 4.5x the cost: BENCHMARKS.md section 6). A layer
+    whose gradient does not reach the input tokens (the last block under a [CLS]-only pooler) is
+    detected from the gradients and never selected.
 
     Layers are named one way everywhere: index 0 is the embeddings, ``l`` is block ``l``
     (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths).
