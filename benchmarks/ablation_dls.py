@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             top_k=top_k,
             normalize=norm,
             prior=prior,
+            layer_method="gradient",  # the ablation of section 2 (before integrated gradients)
         )
     layer_names = next(iter(variants.values())).layer_names
     # The scores depend only on the score kind: fit once per kind, then apply every rule.

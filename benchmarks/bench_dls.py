@@ -78,6 +78,9 @@ def make_methods(model: Any, tok: Any, head: torch.nn.Module, layer_index: int) 
     fixed = LayerCoherenceSelector(rule="fixed", layer=layer_index)
 
     def dls(**options: Any) -> DecodedLayerSaliency:
+        # Gradient x activation, the method LayerGradientXActivation computes (the default layer
+        # method, integrated gradients at the layer, is measured in BENCHMARKS.md sections 6-7).
+        options.setdefault("layer_method", "gradient")
         return DecodedLayerSaliency.for_model(model, head, tok, **options)
 
     return {
