@@ -79,7 +79,8 @@ INTEGRATION_METHODS = (
 )
 #: Steps (integrated gradients) or samples (SmoothGrad, GradientSHAP) when ``n_steps`` is None.
 #: One step of integrated gradients (the midpoint) scores as 2, 4 or 8 do (within 0.002 of
-#: comprehensiveness on SST-2 and AG News, BENCHMARKS.md section 7) at the least cost.
+#: comprehensiveness on the SST-2 and AG News confirmation sets, 0.005 on the tuning rows;
+#: BENCHMARKS.md section 7) at the least cost.
 DEFAULT_STEPS = {"gradient": 1, "integrated_gradients": 1, "smoothgrad": 4, "gradient_shap": 4}
 
 

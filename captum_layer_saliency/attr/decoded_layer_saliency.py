@@ -74,7 +74,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     :meth:`calibrate` / :meth:`fit_selector`, or else on the first :meth:`attribute` calls until
     ``calibration_tokens`` real tokens were scored, after which it is frozen. With
     ``selection="example"`` each example's own coherence curve picks its layer (less faithful,
-    and under the default layer method about 4.5x the cost: BENCHMARKS.md section 6). A layer
+    and under the default layer method 3.6x Input x Gradient's seconds, about 5x the per-model
+    layer's: BENCHMARKS.md section 6). A layer
     whose gradient does not reach the input tokens (the last block under a [CLS]-only pooler) is
     detected from the gradients and never selected.
 
@@ -189,7 +190,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
                 :mod:`~captum_layer_saliency.attr._layer_methods`; the last call's passes are in
                 ``last_cost_``. Default: ``"integrated_gradients"`` (see above)
             n_steps (int, optional): steps or samples. Default: 1 for integrated gradients
-                (1, 2, 4 and 8 steps score within 0.002 of each other), 4 for the noise methods.
+                (1, 2, 4 and 8 steps score within 0.005 of each other on tuning data, 0.002
+                on the confirmation sets), 4 for the noise methods.
             layer_baseline (str, optional): ``"pad"`` (the layer's states for the input with
                 real non-special tokens replaced by padding; needs the padding id and the ids
                 as the input) or ``"zeros"``. Default: ``"pad"`` where possible, else
