@@ -40,8 +40,9 @@ __all__ = ["layer_method_attributions"]
 def _pad_ids(ids: Tensor, candidates: Tensor, pad_token_id: int | None) -> Tensor:
     if pad_token_id is None:
         raise ValueError(
-            "layer_baseline='pad' needs the padding token id: build DLS with "
-            "for_model(..., tokenizer=...) or use layer_baseline='zeros'"
+            "layer_baseline='pad' needs the padding token id: pass pad_token_id= to the "
+            "constructor, build DLS with for_model(..., tokenizer=...), or use "
+            "layer_baseline='zeros'"
         )
     return torch.where(candidates, torch.full_like(ids, pad_token_id), ids)
 
