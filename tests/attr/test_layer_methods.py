@@ -315,7 +315,7 @@ def test_pad_baseline_without_a_pad_id_is_refused() -> None:
         layer_baseline="pad",
         special_token_ids=[0],
     )
-    with pytest.raises(ValueError, match="padding token id"):
+    with pytest.raises(ValueError, match="padding token id: pass pad_token_id="):
         dls.attribute(IDS, target=0)
 
 
