@@ -380,12 +380,17 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
         targets = normalize_target(target, ids.shape[0], device=ids.device)
         forward, predicted = self._checked_forward(targets, target is None)
 
-        mode = self._mode()  # "all" (one map per layer), "frozen", "calibrate" or "example"
+        words = candidate_mask(ids, mask, self.special_token_ids)
+        mode, run_idx, first = self._plan(
+            self._checked_forward(targets, target is None)[0],
+            (inputs, targets, additional_forward_args),
+            ids=ids,
+            mask=mask,
+            words=words,
+            to_input=attribute_to_layer_input,
+            costly=self.layer_method.name != "gradient" and self.mapping == "identity",
+        )
         candidates = self.candidate_layers
-        run_idx = list(range(len(candidates)))
-        if mode == "frozen":
-            assert self.selector is not None and self.selector.selected_ is not None
-            run_idx = list(self.selector.selected_)
         grads, acts, hidden = self._layer_states(
             forward,
             [candidates[i] for i in run_idx],
@@ -400,9 +405,13 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             grad_kwargs=grad_kwargs,
         )
         check_hidden_states(hidden, ids, self.lm_head)
-        words = candidate_mask(ids, mask, self.special_token_ids)
+        if first is not None and self.last_cost_ is not None:  # the states that chose the layers
+            self.last_cost_ = {k: v + first[2][k] for k, v in self.last_cost_.items()}
         maps, decoded = layer_maps(self, grads, acts, hidden, ids, mask, words, self.lm_head)
-        return self._finish(maps, grads, hidden, decoded, ids, mask, words, mode, run_idx)
+        chosen_first = first[:2] if first is not None else None
+        return self._finish(
+            maps, grads, hidden, decoded, ids, mask, words, mode, run_idx, chosen_first
+        )
 
     # -- pieces --------------------------------------------------------------------------------
 

@@ -282,3 +282,31 @@ def test_compare_records_the_layer_and_a_finished_run_never_recalibrates(
     run()
     assert calls == []
     assert json.loads((tmp_path / "run.json").read_text())["layer_selection"]["dls"] == sel
+
+
+@pytest.mark.parametrize("selection", ["model", "example"])
+def test_the_default_method_chooses_the_layer_before_attributing(
+    models, layer_runs, selection: str
+) -> None:
+    # Calibrating (or choosing per example) under integrated gradients runs the method only at
+    # the chosen layers, with the maps it would give at every layer and choosing afterwards.
+    from captum_layer_saliency.models.passes import PassCounter
+
+    clf, mlm = models
+    dls = build(models, selection=selection, calibration_tokens=10_000)
+    every = build(models, selector=None)  # the same method at every candidate layer
+    ids = torch.tensor([[1, *range(5, 15), 2], [1, 30, 31, 32, 2, *[0] * 7]])
+    mask = (ids != 0).long()
+    layer_runs.clear()
+    with PassCounter(clf) as counter:
+        out = dls.attribute(ids, attention_mask=mask)
+    maps = every.attribute(ids, attention_mask=mask)
+    assert dls.last_selected_ is not None and isinstance(maps, list)
+    chosen = sorted({layer for picks in dls.last_selected_ for layer in picks})
+    assert layer_runs[0] == len(chosen) < len(dls.layer_indices)
+    for b, picks in enumerate(dls.last_selected_):
+        assert len(picks) == 1  # the elbow rule picks one layer
+        expected = maps[dls.layer_indices.index(picks[0])][b]
+        torch.testing.assert_close(out[b], expected)
+    assert counter.per_example(2) == pytest.approx(dls.last_cost_)
+    assert dls.last_cost_ is not None and dls.last_cost_["backwards"] < 2  # not 7 layers' steps
