@@ -138,9 +138,9 @@ Every sentence was explained at the same layer, chosen once for this model (`dls
 This is the path BENCHMARKS.md measures (§ 6): on the first 200 SST-2 *test* sentences it costs
 about 0.8× the comparison's Input×Gradient from the first call, with comprehensiveness 0.398, the
 same as fitting the selector yourself (the paper's grad × activation: 0.375); per-example
-selection (`selection="example"`) reaches 0.388 there at 3.6× the cost. For a model of your own,
-pass unlabelled in-domain texts (`for_model(..., calibration_texts=texts)`) or let the first
-calls calibrate (notebook 4).
+selection (`selection="example"`) reaches 0.388 there at 1.7× Input×Gradient. For a model of
+your own, pass unlabelled in-domain texts (`for_model(..., calibration_texts=texts)`) or let the
+first calls calibrate (notebook 4).
 
 By default DLS takes integrated gradients at the selected layer, with one step from the [PAD]
 baseline (`dls.last_cost_`: 2 forwards and 0.17 backwards in full-pass equivalents; the paper's

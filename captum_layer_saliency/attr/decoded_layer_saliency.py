@@ -74,10 +74,11 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     :meth:`calibrate` / :meth:`fit_selector`, or else on the first :meth:`attribute` calls until
     ``calibration_tokens`` real tokens were scored, after which it is frozen. With
     ``selection="example"`` each example's own coherence curve picks its layer (less faithful,
-    and under the default layer method 3.6x Input x Gradient's seconds, about 5x the per-model
-    layer's: BENCHMARKS.md section 6). A layer
-    whose gradient does not reach the input tokens (the last block under a [CLS]-only pooler) is
-    detected from the gradients and never selected.
+    and under the default layer method 1.7x Input x Gradient's seconds, about 2.3x the
+    per-model layer's: BENCHMARKS.md section 6). Under a layer method other than the gradient,
+    those choices are made from the layers' states first, and the method then runs at the
+    chosen layers only. A layer whose gradient does not reach the input tokens (the last block
+    under a [CLS]-only pooler) is detected from the gradients and never selected.
 
     Layers are named one way everywhere: index 0 is the embeddings, ``l`` is block ``l``
     (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths).
