@@ -740,6 +740,7 @@ explicit = DecodedLayerSaliency(
     clf.lm_head,  # hidden states (..., 384) -> vocabulary logits (..., 30522)
     LayerCoherenceSelector(),  # borrows the explainer's head
     special_token_ids=special_token_ids(clf.tokenizer),  # [CLS], [SEP], [PAD]... get 0
+    pad_token_id=clf.tokenizer.pad_token_id,  # the default layer method's [PAD] baseline
 )
 """),
     md("""
