@@ -177,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
     p.add_argument(
         "--model",
-        help="a default model name (sst2, ag_news), or a Hugging Face id or local directory "
-        "(save_pretrained) of a sequence classifier and its tokenizer (default: the task's "
-        "default model)",
+        help="a default model name (sst2, ag_news, hatexplain), or a Hugging Face id or local "
+        "directory (save_pretrained) of a sequence classifier and its tokenizer (default: the "
+        "task's default model)",
     )
     p.add_argument(
         "--lm-head",
