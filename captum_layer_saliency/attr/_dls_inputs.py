@@ -135,41 +135,66 @@ def checked_forward(
 ) -> tuple[Callable[..., Tensor], list[Tensor]]:
     """Wrap the forward to check its output and the target before Captum indexes it.
 
-    With ``explain_prediction`` the wrapper returns the prediction's logit per example (the sum
-    of the predicted labels' logits for a multi-label head), so the prediction comes from the
-    very forward pass that is differentiated.
+    With ``explain_prediction`` the wrapper returns the explained scalar per example: the
+    prediction's logit (the sum of the predicted labels' logits for a multi-label head), so the
+    prediction comes from the very forward pass that is differentiated; or, when ``targets``
+    are ``(B, C)`` label sets, the sum of each set's logits (the same scalar for a given set).
 
     Args:
         user_forward: the forward function (a tensor, or a Hugging Face output with ``logits``).
         activation: ``"softmax"`` or ``"sigmoid"`` (multi-label): what "the prediction" means.
-        targets: ``(B,)`` normalised targets, checked against the output's width, or ``None``.
-        explain_prediction: return the prediction's logit (``target=None``).
+        targets: ``(B,)`` normalised class indices, checked against the output's width,
+            ``(B, C)`` 0/1 label sets (``normalize_target(..., label_sets=True)``), whose ``C``
+            must be the output's width, or ``None``.
+        explain_prediction: return the explained scalar (``target=None``, or label sets).
 
     Returns:
         ``(forward, predicted)``: the wrapped forward, and a list that each call with
-        ``explain_prediction`` appends the prediction to: ``(B,)`` class indices, or ``(B, C)``
-        0/1 label weights for a multi-label head.
+        ``explain_prediction`` appends the explained target to: ``(B,)`` class indices, or
+        ``(B, C)`` 0/1 label weights (a multi-label prediction, or the label sets given).
 
     Raises:
-        ValueError: (when called) an output holding NaN or inf, or a target out of range.
+        ValueError: (when called) an output holding NaN or inf, a target out of range, or
+            label sets of another width than the output.
         TypeError: (when called) an output that is not a tensor.
     """
     predicted: list[Tensor] = []
+    label_sets = targets is not None and targets.dim() == 2
 
     def forward(*args: Any) -> Tensor:
         out = logits_of(user_forward(*args))
         if not torch.isfinite(out).all():
             raise ValueError("the model's output holds NaN or inf; cannot attribute it")
         if out.dim() == 2:
-            if targets is not None:  # its length was checked; layer methods expand rows
+            if label_sets:
+                assert targets is not None
+                weights = _label_weights(targets, out)
+            elif targets is not None:  # its length was checked; layer methods expand rows
                 check_target_range(targets, out.shape[1])
             if explain_prediction:
-                weights = prediction_weights(out, activation)
-                predicted.append(weights.argmax(-1) if activation == "softmax" else weights)
+                if not label_sets:
+                    weights = prediction_weights(out, activation)
+                    predicted.append(weights.argmax(-1) if activation == "softmax" else weights)
+                else:
+                    predicted.append(weights)
                 return (out * weights.to(out)).sum(-1)
         return out
 
     return forward, predicted
+
+
+def _label_weights(targets: Tensor, out: Tensor) -> Tensor:
+    """``(rows, C)`` label-set weights for an output ``(rows, C)`` (step-major when expanded)."""
+    if targets.shape[1] != out.shape[1]:
+        raise ValueError(
+            f"a label-set target has {targets.shape[1]} columns; the output has {out.shape[1]} "
+            "classes"
+        )
+    if out.shape[0] != targets.shape[0] and out.shape[0] % targets.shape[0] == 0:
+        return targets.repeat(out.shape[0] // targets.shape[0], 1)  # as Captum expands rows
+    if out.shape[0] != targets.shape[0]:
+        raise ValueError(f"{targets.shape[0]} label sets for an output of {out.shape[0]} rows")
+    return targets
 
 
 def check_hidden_states(hidden: list[Tensor], ids: Tensor, head: nn.Module) -> None:

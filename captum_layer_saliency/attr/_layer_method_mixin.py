@@ -112,9 +112,11 @@ class LayerMethodMixin:
         """Per layer, the gradient and activation the aggregation sees, and the hidden state.
 
         Sets ``last_cost_`` and ``last_target_``. ``forward`` is the checked forward (the
-        prediction's logit when ``explain_prediction``); ``predicted`` fills on its first call:
-        class indices, or a multi-label prediction's label weights, which the steps then
-        explain as the weighted sum of the logits (as the gradient path does).
+        explained scalar when ``explain_prediction``: the prediction's logit, or the summed
+        logits of the ``(B, C)`` label sets in ``targets``); ``predicted`` fills on its first
+        call: class indices, or label weights (a multi-label prediction, or the sets given),
+        which the steps then explain as the weighted sum of the logits (as the gradient path
+        does).
         """
         grads, acts, hidden, self.last_cost_ = layer_method_attributions(
             self._method_for(inputs, ids),
@@ -122,7 +124,7 @@ class LayerMethodMixin:
             self._checked_forward(targets, False)[0],
             layers,
             inputs,
-            targets,
+            None if explain_prediction else targets,  # the forward returns the summed scalar
             additional_forward_args,
             resolve_target=lambda: predicted[0] if explain_prediction else targets,
             ids=ids,

@@ -248,7 +248,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
         self.last_layer_scores_: Tensor | None = None
         #: per-example selected candidate indices in the last call.
         self.last_selected_: list[list[int]] | None = None
-        #: the class each example was explained for in the last call ``(B,)``.
+        #: what each example was explained for in the last call: ``(B,)`` class indices, or
+        #: ``(B, C)`` 0/1 label sets (a multi-label prediction, or the sets given).
         self.last_target_: Tensor | None = None
 
     @property
@@ -341,8 +342,11 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
                 each example, taken in the same forward pass: the argmax class, or, for a
                 multi-label head (``problem_type="multi_label_classification"``), the sum of
                 the logits of every label whose sigmoid is over 0.5 (the top label's when none
-                is). It is stored in ``last_target_``: ``(B,)`` class indices, or ``(B, C)``
-                0/1 label weights for a multi-label prediction.
+                is). A ``(B, C)`` (or ``(1, C)``) 0/1 tensor is a **label set** per example,
+                explained as the sum of its labels' logits, as the prediction of a
+                multi-label head is (and as the registry methods take it). The explained
+                target is stored in ``last_target_``: ``(B,)`` class indices, or ``(B, C)``
+                0/1 label weights for a multi-label prediction or label sets.
                 Default: None
             additional_forward_args (Any, optional): further positional arguments of the
                 forward function. For models built with :meth:`for_model` it defaults to
@@ -378,13 +382,15 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
         additional_forward_args = forward_arguments(
             additional_forward_args, model_inputs, ids, mask, self.model, self._mask_is_forward_arg
         )
-        targets = normalize_target(target, ids.shape[0], device=ids.device)
-        forward, predicted = self._checked_forward(targets, target is None)
+        targets = normalize_target(target, ids.shape[0], device=ids.device, label_sets=True)
+        # The prediction, or label sets: the checked forward returns the explained scalar.
+        summed = targets is None or targets.dim() == 2
+        forward, predicted = self._checked_forward(targets, summed)
 
         words = candidate_mask(ids, mask, self.special_token_ids)
         mode, run_idx, first = self._plan(
-            self._checked_forward(targets, target is None)[0],
-            (inputs, targets, additional_forward_args),
+            self._checked_forward(targets, summed)[0],
+            (inputs, None if summed else targets, additional_forward_args),
             ids=ids,
             mask=mask,
             words=words,
@@ -399,7 +405,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             targets,
             additional_forward_args,
             predicted=predicted,
-            explain_prediction=target is None,
+            explain_prediction=summed,
             ids=ids,
             mask=mask,
             to_input=attribute_to_layer_input,

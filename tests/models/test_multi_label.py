@@ -282,3 +282,44 @@ def test_cli_explain_prints_and_saves_the_set(
     argv = ["explain", TEXTS[two], "--method", "ixg", "--target", label]
     assert cli.main(argv, backends=backends) == 0
     assert f"predicted {names[two]}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("layer_method", ["gradient", "integrated_gradients"])
+def test_dls_takes_a_label_set_target(clf, layer_method: str) -> None:
+    enc = clf.encode(TEXTS)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    target = predicted_target(_logits(clf), clf.activation)
+    layers = [clf.model.bert.encoder.layer[0], clf.model.bert.encoder.layer[1]]
+    dls = DecodedLayerSaliency.for_model(
+        clf.model, clf.lm_head, clf.tokenizer, layers=layers, selector=None,
+        layer_method=layer_method,
+    )  # fmt: skip
+    own = dls.attribute(ids, attention_mask=mask)
+    assert dls.last_target_ is not None and torch.equal(dls.last_target_, target)
+    for as_given in (target, target.bool(), target.long()):
+        given = dls.attribute(ids, target=as_given, attention_mask=mask)
+        assert dls.last_target_ is not None and torch.equal(dls.last_target_, target)
+        for a, b in zip(own, given, strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+    # The set {y} alone (a label no text predicts) == target=1; one row broadcasts.
+    one = torch.tensor([[0, 1, 0]])
+    alone = dls.attribute(ids, target=one, attention_mask=mask)
+    assert dls.last_target_ is not None and dls.last_target_.shape == (len(TEXTS), 3)
+    plain = dls.attribute(ids, target=1, attention_mask=mask)
+    assert dls.last_target_ is not None and dls.last_target_.tolist() == [1] * len(TEXTS)
+    for a, b in zip(alone, plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # Batched == one at a time.
+    for b in range(len(TEXTS)):
+        one_row = {"target": target[b : b + 1], "attention_mask": mask[b : b + 1]}
+        row = dls.attribute(ids[b : b + 1], **one_row)
+        for a, whole in zip(row, own, strict=True):
+            assert torch.allclose(a[0], whole[b], atol=1e-5)
+    for bad, match in (
+        (torch.ones(len(TEXTS), 4), "columns"),
+        (torch.tensor([[1, 0, 1]] * 3 + [[0, 0, 0]]), "at least one label"),
+        (torch.full((len(TEXTS), 3), 0.5), "0/1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            dls.attribute(ids, target=bad, attention_mask=mask)
+    assert not clf.model._forward_hooks
