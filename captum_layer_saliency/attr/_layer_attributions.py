@@ -201,7 +201,7 @@ def layer_method_attributions(
     ]
     reached = max((r.depth for r in runners if r.depth is not None), default=None)
     n_blocks = next((r.n_blocks for r in runners if r.n_blocks), None)
-    cost = {"forwards": 1.0, "backwards": 0.0}
+    share = 0.0
     if method.needs_baseline and method.baseline == "pad":
         first = inputs if isinstance(inputs, Tensor) else (inputs[0] if inputs else None)
         if first is not ids:
@@ -219,7 +219,6 @@ def layer_method_attributions(
             if reached is not None and n_blocks and all(r.fast for r in runners)
             else 1.0
         )
-        cost["forwards"] += share
         _passes.report_passes(batch * share)
     else:
         baselines = [torch.zeros_like(h) for h in hidden]
@@ -244,6 +243,5 @@ def layer_method_attributions(
         # In float32 (a half-precision model's states subtract and average exactly there).
         grads.append(torch.einsum("s,sbnk->bnk", weights.float(), g.float()))
         acts.append(h if method.name == "smoothgrad" else h.float() - baselines[k].float())
-        cost["forwards"] += method.steps * runner.fraction
-        cost["backwards"] += method.steps * runner.fraction
+    cost = method.cost_of([runner.fraction for runner in runners], share)
     return grads, acts, hidden, cost

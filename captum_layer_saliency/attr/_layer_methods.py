@@ -57,6 +57,7 @@ step's state, as Captum's layer methods do (forwards ``1 (+1) + n_steps``, backw
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -149,17 +150,36 @@ class LayerMethod:
     def cost(self, depth: int | None, n_blocks: int | None) -> dict[str, float]:
         """Forward and backward passes per example, in full-pass equivalents.
 
+        The one formula for a layer method's cost: DLS reports its ``last_cost_`` with it
+        (through :meth:`cost_of`) and ``compare``'s plan estimates its passes with it, so the
+        two cannot drift.
+
         Args:
             depth: the layer's index among ``[embeddings, block 1, ..., block L]``, or ``None``
                 when the steps run the whole network (the generic path).
             n_blocks: ``L``.
+
+        Returns:
+            ``{"forwards": f, "backwards": b}`` (see the table in the module docstring).
+        """
+        fast = depth is not None and n_blocks
+        above = max((n_blocks - depth) / n_blocks, 1e-6) if fast else 1.0  # type: ignore[operator]
+        below = depth / n_blocks if fast else 1.0  # type: ignore[operator]
+        return self.cost_of([above], below)
+
+    def cost_of(self, above: Sequence[float], below: float) -> dict[str, float]:
+        """Passes per example for steps that run ``above`` of the network at each layer.
+
+        Args:
+            above: per attributed layer, the share of the network its steps run (1.0 on the
+                generic path).
+            below: the share the PAD baseline's forward runs (up to the deepest layer).
+
+        Returns:
+            ``{"forwards": f, "backwards": b}`` in full-pass equivalents.
         """
         if self.name == "gradient":
             return {"forwards": 1.0, "backwards": 1.0}
-        fast = depth is not None and n_blocks
-        above = (n_blocks - depth) / n_blocks if fast else 1.0  # type: ignore[operator]
-        below = depth / n_blocks if fast else 1.0  # type: ignore[operator]
-        forwards = 1.0 + self.steps * above
-        if self.needs_baseline and self.baseline == "pad":
-            forwards += below
-        return {"forwards": forwards, "backwards": self.steps * above}
+        forwards = 1.0 + (below if self.needs_baseline and self.baseline == "pad" else 0.0)
+        steps = sum(self.steps * share for share in above)
+        return {"forwards": forwards + steps, "backwards": steps}

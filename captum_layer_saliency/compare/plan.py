@@ -15,19 +15,29 @@ calibration of DLS.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
+from captum_layer_saliency.attr._calibration import stored_selection
+from captum_layer_saliency.attr._layer_methods import LayerMethod
 from captum_layer_saliency.attr.lafa import DEFAULTS
 from captum_layer_saliency.compare.methods import METHODS
 from captum_layer_saliency.compare.methods.lafa import FACTORY_DEFAULTS
 from captum_layer_saliency.metrics.faithfulness import ERASER_BINS
+from captum_layer_saliency.models.surgery import find_model_parts
 
 __all__ = [
     "ONE_OFF_NOTES",
+    "APPROX_LAYER",
     "ComparisonPlan",
+    "dls_cost",
+    "dls_layers",
     "format_plan",
     "method_passes",
     "metric_passes",
@@ -64,6 +74,92 @@ def _lafa_passes(n: int, options: Mapping[str, Any]) -> float:
     return (k + 1) * per_run
 
 
+#: Where DLS's layer is unknown before the run: block 5 of 6 (``APPROX_LAYER``), the layer its
+#: label-free calibration chooses on the default models (BENCHMARKS.md); with a known depth
+#: of ``L`` blocks, block ``L - 1``.
+APPROX_LAYER = (5, 6)
+
+_DLS_LAYER = re.compile(r"^dls_layer(\d+)$")
+#: The ``DecodedLayerSaliency`` options that set its layer method.
+_LAYER_METHOD_OPTIONS = {
+    "layer_method": "name",
+    "n_steps": "n_steps",
+    "layer_baseline": "baseline",
+    "integration": "integration",
+}
+
+
+def dls_cost(
+    method: str,
+    options: Mapping[str, Any] | None = None,
+    layer: tuple[int | None, int | None] | None = None,
+) -> dict[str, float]:
+    """The passes per example of a DLS registry variant, from its actual options.
+
+    Uses :meth:`LayerMethod.cost <captum_layer_saliency.attr._layer_methods.LayerMethod.cost>`,
+    the formula DLS reports its ``last_cost_`` with, so the plan and the measured passes agree.
+
+    Args:
+        method: ``dls``, ``dls_gradient``, ``dls_ig``, ``dls_layer<L>`` or another ``dls*``
+            registry name; its factory's bound options (e.g. ``dls_ig``'s ``n_steps=2``) apply.
+        options: the user's options, overriding the factory's (``layer_method``, ``n_steps``,
+            ``layer_baseline``, ``integration``).
+        layer: ``(depth, n_blocks)``: the layer's index among ``[embeddings, block 1, ...,
+            block L]`` and ``L``, where known (either may be None). ``dls_layer<L>`` gives its
+            depth itself. Unknown: block ``L - 1`` of ``L``, or block 5 of 6
+            (:data:`APPROX_LAYER`), the stated approximation.
+
+    Returns:
+        ``{"forwards": f, "backwards": b}`` per example, in full-pass equivalents (excluding a
+        one-off calibration).
+    """
+    factory = getattr(METHODS.get(method), "factory", None)
+    bound = dict(factory.keywords) if isinstance(factory, functools.partial) else {}
+    merged = {**bound, **(options or {})}
+    given = merged.get("layer_method", "integrated_gradients")
+    if isinstance(given, LayerMethod):
+        layer_method = given
+    else:
+        fields = {
+            v: merged[k] for k, v in _LAYER_METHOD_OPTIONS.items() if merged.get(k) is not None
+        }
+        layer_method = LayerMethod(**{"name": "integrated_gradients", **fields})
+    depth, n_blocks = layer or (None, None)
+    match = _DLS_LAYER.match(method)
+    if match:
+        depth = int(match.group(1))
+    elif merged.get("layer") is not None:
+        depth = int(merged["layer"])
+    if n_blocks is None:
+        n_blocks = max(APPROX_LAYER[1], depth or 0)
+    if depth is None:
+        depth = n_blocks - 1  # APPROX_LAYER when the blocks are unknown too
+    return layer_method.cost(depth, n_blocks)
+
+
+def dls_layers(
+    model: nn.Module, methods: Sequence[str]
+) -> dict[str, tuple[int | None, int | None]]:
+    """What is known before a run of the layer each DLS method in ``methods`` will explain at.
+
+    Args:
+        model: the classifier.
+        methods: canonical method names (others are ignored).
+
+    Returns:
+        DLS method -> ``(depth, n_blocks)``: ``n_blocks`` where the model's blocks are known
+        (:func:`~captum_layer_saliency.models.surgery.find_model_parts`), ``depth`` where a
+        layer selection is stored with the model (``dls_layer<L>`` give theirs by name).
+    """
+    try:
+        n_blocks: int | None = len(find_model_parts(model).blocks)
+    except (TypeError, ValueError, AttributeError):
+        n_blocks = None
+    stored = stored_selection(model)
+    depth = stored.layer if stored is not None else None
+    return {m: (depth, n_blocks) for m in methods if m.startswith("dls")}
+
+
 #: Forward passes per example of each method, from its options and ``n`` (the example's
 #: scored tokens). Gradient methods: one forward per path point or sample (each with a
 #: backward); perturbation methods: one forward per perturbed input.
@@ -88,7 +184,7 @@ _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
     "attention_cls": lambda n, o: 1,
     "attention_rollout": lambda n, o: 1,
     "random": lambda n, o: 0,
-    "dls": lambda n, o: 1,
+    "dls": lambda n, o: dls_cost("dls", o)["forwards"],
     "lafa": _lafa_passes,
 }
 
@@ -102,18 +198,27 @@ ONE_OFF_NOTES: dict[str, str] = {
 }
 
 
-def method_passes(method: str, n_tokens: int, options: Mapping[str, Any] | None = None) -> float:
+def method_passes(
+    method: str,
+    n_tokens: int,
+    options: Mapping[str, Any] | None = None,
+    layer: tuple[int | None, int | None] | None = None,
+) -> float:
     """Estimated forward passes for one example of ``n_tokens`` scored tokens.
 
     Args:
-        method: a canonical method name (``dls_layer<L>`` counts as ``dls``).
+        method: a canonical method name; every ``dls*`` variant is costed by :func:`dls_cost`.
         n_tokens: the example's non-special tokens.
         options: the method's options (e.g. ``n_steps``), overriding its defaults.
+        layer: for DLS, ``(depth, n_blocks)`` of its layer where known (see :func:`dls_cost`).
 
     Returns:
-        The estimate; ``nan`` for a method this module does not know (a user's own).
+        The estimate, in full-pass equivalents; ``nan`` for a method this module does not
+        know (a user's own).
     """
-    key = "dls" if method.startswith("dls") else method
+    if method.startswith("dls"):
+        return float(dls_cost(method, options, layer)["forwards"])
+    key = method
     estimate = _METHOD_PASSES.get(key)
     return float(estimate(max(1, n_tokens), options or {})) if estimate else float("nan")
 
@@ -182,6 +287,7 @@ def plan_comparison(
     metrics: Sequence[str],
     token_counts: Sequence[int],
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    layers: Mapping[str, tuple[int | None, int | None]] | None = None,
 ) -> ComparisonPlan:
     """Estimate the forward passes of a comparison.
 
@@ -190,13 +296,18 @@ def plan_comparison(
         metrics: metric names.
         token_counts: each example's scored (non-special) tokens.
         method_options: method -> its options.
+        layers: DLS method -> ``(depth, n_blocks)`` of its layer where known (a fixed layer or
+            a stored selection); see :func:`dls_cost` for the approximation otherwise.
 
     Returns:
         The plan.
     """
     options = method_options or {}
     counts = [max(1, int(n)) for n in token_counts]
-    per_method = {m: sum(method_passes(m, n, options.get(m)) for n in counts) for m in methods}
+    where = layers or {}
+    per_method = {
+        m: sum(method_passes(m, n, options.get(m), where.get(m)) for n in counts) for m in methods
+    }
     per_metric = {k: sum(metric_passes(k, n) for n in counts) * len(methods) for k in metrics}
     shared = float(len(counts))  # one prediction per example
     if "kendall_tau_loo" in metrics:

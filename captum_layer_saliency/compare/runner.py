@@ -65,7 +65,7 @@ from captum_layer_saliency.compare.checks import (
     truncation_plan,
 )
 from captum_layer_saliency.compare.execute import explain_batch, prepare_method
-from captum_layer_saliency.compare.plan import format_plan, plan_comparison
+from captum_layer_saliency.compare.plan import dls_layers, format_plan, plan_comparison
 from captum_layer_saliency.compare.registries import WORD_SENTIMENT, Registries
 from captum_layer_saliency.compare.report import write_report
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
@@ -250,7 +250,7 @@ def _print_plan(
     count_special = getattr(clf.tokenizer, "num_special_tokens_to_add", lambda: 2)
     n_special = int(count_special())
     share = [max(1, min(n_tokens[i], budget) - n_special) for _, b in mine for i in b]
-    cost = plan_comparison(names, metric_names, share, options)
+    cost = plan_comparison(names, metric_names, share, options, dls_layers(clf.model, names))
     print(format_plan(cost, task=task or "custom", model=clf.name), file=sys.stderr)
 
 
