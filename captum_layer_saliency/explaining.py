@@ -233,9 +233,6 @@ def explain_batch(
             return "+".join(name(i) for i in index)
         return str(clf.labels[index]) if index < len(clf.labels) else str(index)
 
-    def first(index: int | list[int]) -> int:
-        return index[0] if isinstance(index, list) else index
-
     options = {k: v for k, v in getattr(attributor, "options", {}).items() if _jsonable(v)}
     out = []
     for row in range(n):
@@ -248,10 +245,10 @@ def explain_batch(
                 text_pair=text_pairs[row] if text_pairs is not None else None,
                 tokens=[str(t) for t in clf.tokenizer.convert_ids_to_tokens(row_ids)],
                 scores=scores[row][real].tolist(),
-                predicted=first(predicted[row]),
+                predicted=predicted[row],
                 predicted_label=name(predicted[row]),
                 probability=float(p_predicted[row]),
-                target=first(targets[row]),
+                target=targets[row],
                 target_label=name(targets[row]),
                 target_probability=float(p_target[row]),
                 method=method,
@@ -316,8 +313,9 @@ def explain(
     (:func:`~captum_layer_saliency.models.targets.predicted_target`): the predicted class, or,
     for a multi-label head (``problem_type="multi_label_classification"``), the set of labels
     whose sigmoid is over 0.5 (the most probable where none is), explained as the sum of their
-    logits, as DLS does. For such a set the explanation's ``target``/``predicted`` is the set's
-    first label, ``target_label``/``predicted_label`` name the whole set (``"x+z"``) and the
+    logits, as DLS does. For such a head the explanation's ``target``/``predicted`` are label
+    sets, sorted lists of label indices (``[0, 2]``; an explicit target is the set of that one
+    label), ``target_label``/``predicted_label`` name the whole set (``"x+z"``) and the
     probabilities are the set's (the product of its labels' sigmoids).
 
     Args:

@@ -189,7 +189,7 @@ def _attributor(clf: TextClassifier, method: str) -> Any:
 def _print_top(explanation: Explanation, k: int) -> None:
     shown = explanation.text if len(explanation.text) <= 70 else explanation.text[:69] + "…"
     head = f"[{explanation.id}] {explanation.target_label} (p={explanation.target_probability:.2f})"
-    if explanation.target_label != explanation.predicted_label:  # a class, or a label set
+    if not explanation.explains_prediction:  # another class, or another label set
         head += f", predicted {explanation.predicted_label} (p={explanation.probability:.2f})"
     print(f"{head}  {shown}")
     units, scores = explanation.units()

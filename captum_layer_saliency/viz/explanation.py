@@ -4,6 +4,12 @@
 line of ``explanations.jsonl`` (the schema is :data:`SCHEMA_FIELDS`; :func:`save_explanations`
 and :func:`load_explanations` read and write it, and an explanation loads back equal).
 
+**Label sets.** For a multi-label head (``problem_type="multi_label_classification"``) what is
+predicted and explained is a label set (every label whose sigmoid is over 0.5; see
+:func:`~captum_layer_saliency.models.targets.predicted_target`): ``predicted`` and ``target`` are
+then sorted lists of label indices (``[0, 2]``), as the rows of ``compare`` store them, and the
+labels are named ``"x+z"``. A single-label head's are class indices (ints), as before.
+
 **Colours.** Every renderer of this package (:meth:`Explanation.plot`,
 :meth:`Explanation.to_html`, the report) uses one diverging map, ``RdBu_r`` centred on zero:
 **red = evidence for the explained class, blue = evidence against it**, white = neutral, with
@@ -19,6 +25,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import operator
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -58,12 +65,15 @@ class Explanation:
         tokens: the tokens of its encoding, special tokens included (no padding).
         scores: one attribution per token (0.0 for special tokens); units are the method's
             (for DLS: gradient x activation, summed over the hidden size).
-        predicted: the predicted class index.
-        predicted_label: its name.
-        probability: the model's probability of the predicted class.
-        target: the explained class index (the prediction unless asked otherwise).
+        predicted: the predicted class index, or, for a multi-label head, the predicted label
+            set as a sorted list of label indices.
+        predicted_label: its name (a label set's names joined by ``"+"``).
+        probability: the model's probability of the predicted class (a label set's: the
+            product of its labels' sigmoids).
+        target: the explained class index (the prediction unless asked otherwise), or the
+            explained label set as a sorted list of label indices (a multi-label head).
         target_label: its name.
-        target_probability: the model's probability of the explained class.
+        target_probability: the model's probability of the explained class (or label set).
         method: the attribution method's canonical name (e.g. ``"dls"``).
         model: the model's name.
         version: the captum-layer-saliency version that computed it.
@@ -82,10 +92,10 @@ class Explanation:
     text: str
     tokens: list[str]
     scores: list[float]
-    predicted: int
+    predicted: int | list[int]
     predicted_label: str
     probability: float
-    target: int
+    target: int | list[int]
     target_label: str
     target_probability: float
     method: str
@@ -104,10 +114,15 @@ class Explanation:
     def __post_init__(self) -> None:
         """Check that the parallel fields have matching lengths.
 
+        A label set (a list or tuple of label indices) is kept as a sorted list of ints.
+
         Raises:
             ValueError: tokens and scores, words and word scores, or tokens and ``token_words``
-                differ in length, or only one of words and word scores is given.
+                differ in length, or only one of words and word scores is given; a target or
+                prediction that is neither a class index nor a non-empty list of them.
         """
+        self.predicted = _class_or_set(self.predicted, "predicted")
+        self.target = _class_or_set(self.target, "target")
         if len(self.tokens) != len(self.scores):
             raise ValueError(f"{len(self.tokens)} tokens but {len(self.scores)} scores")
         if (self.words is None) != (self.word_scores is None):
@@ -197,10 +212,15 @@ class Explanation:
 
     # ----------------------------------------------------------------------- rendering
 
+    @property
+    def explains_prediction(self) -> bool:
+        """Whether the explained class (or label set) is the predicted one, the whole of it."""
+        return self.target == self.predicted
+
     def title(self) -> str:
-        """``method -> target (p=…)``, plus the prediction when the target is another class."""
+        """``method: target (p=…)``, plus the prediction when the target is another class or set."""
         title = f"{self.method}: {self.target_label} (p={self.target_probability:.2f})"
-        if self.target != self.predicted:
+        if not self.explains_prediction:
             title += f"; predicted {self.predicted_label} (p={self.probability:.2f})"
         return title
 
@@ -233,7 +253,7 @@ class Explanation:
         units, scores = self.units(words)
         use_words = self.words is not None if words is None else words
         meta = [f"{self.method} explains {self.target_label} (p={self.target_probability:.2f})"]
-        if self.target != self.predicted:
+        if not self.explains_prediction:
             meta.append(f"predicted {self.predicted_label} (p={self.probability:.2f})")
         meta.append(f"model {self.model}")
         if self.layer:
@@ -286,8 +306,10 @@ class Explanation:
 
         Returns:
             A ``captum.attr.visualization.VisualizationDataRecord``: ``word_attributions``
-            ``(n,)`` float32 in ``[-1, 1]``, ``pred_prob``/``pred_class`` the prediction,
-            ``attr_class`` the explained class, ``attr_score`` the sum of the scores,
+            ``(n,)`` float32 in ``[-1, 1]``, ``pred_prob``/``pred_class`` the prediction's
+            probability and name, ``attr_class`` the explained class's name (label sets by
+            their names joined by ``"+"``, the probability theirs: Captum prints the names and
+            the number as they are), ``attr_score`` the sum of the scores,
             ``raw_input_ids`` the ``n`` words or tokens (not escaped).
         """
         units, scores = self.units(words)
@@ -319,6 +341,25 @@ SCHEMA_FIELDS = (
     "model",
     "version",
 )
+
+
+def _class_or_set(value: Any, name: str) -> int | list[int]:
+    """A class index as an int, or a label set as a sorted list of ints (checked)."""
+    try:
+        if isinstance(value, (list, tuple)) and value:
+            return sorted(_index(v) for v in value)
+        return _index(value)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be a class index or a non-empty list of label indices, got {value!r}"
+        ) from None
+
+
+def _index(value: Any) -> int:
+    """An integer (a numpy or torch integer too), refusing bools and floats."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a class index")
+    return operator.index(value)
 
 
 def _finite(value: float) -> float | None:

@@ -215,12 +215,12 @@ def test_explain_names_the_set(clf) -> None:
     p = torch.sigmoid(_logits(clf).double())
     for i, e in enumerate(got):
         assert e.target_label == "+".join("xyz"[j] for j in sets[i])
-        assert e.target == e.predicted == sets[i][0]
+        assert e.target == e.predicted == sets[i]
         assert e.target_probability == pytest.approx(float(p[i, sets[i]].prod()), abs=1e-6)
         assert torch.allclose(torch.tensor(e.scores), expected[i][mask[i].bool()], atol=1e-5)
     # An explicit label explains that label alone.
     [one] = explain(clf, TEXTS[:1], method="input_x_gradient", target="y")
-    assert one.target == 1 and one.target_label == "y"
+    assert one.target == [1] and one.target_label == "y"
     only = _sum_of_label_maps(clf, "input_x_gradient", [[1]] * len(TEXTS))[0]
     assert torch.allclose(torch.tensor(one.scores), only[mask[0].bool()], atol=1e-5)
 
@@ -323,3 +323,42 @@ def test_dls_takes_a_label_set_target(clf, layer_method: str) -> None:
         with pytest.raises(ValueError, match=match):
             dls.attribute(ids, target=bad, attention_mask=mask)
     assert not clf.model._forward_hooks
+
+
+def test_explanations_carry_the_set(clf, tmp_path: Path) -> None:
+    from captum_layer_saliency.explaining import explain
+    from captum_layer_saliency.viz.explanation import (
+        Explanation,
+        explanations_html,
+        load_explanations,
+        save_explanations,
+    )
+
+    got = explain(clf, TEXTS, method="input_x_gradient")
+    sets = target_list(predicted_target(_logits(clf), clf.activation))
+    assert [e.target for e in got] == [e.predicted for e in got] == sets
+    path = save_explanations(tmp_path / "explanations.jsonl", got)
+    loaded = load_explanations(path)
+    assert loaded == got
+    two = next(i for i, s in enumerate(sets) if len(s) == 2)
+    name = "+".join("xyz"[j] for j in sets[two])
+    e = loaded[two]
+    assert e.target_label == e.predicted_label == name and e.explains_prediction
+    assert e.title() == f"input_x_gradient: {name} (p={e.target_probability:.2f})"
+    assert f"explains {name} (p=" in e.to_html() and "predicted" not in e.to_html()
+    record = e.to_visualization_record()
+    assert record.pred_class == record.attr_class == name
+    assert record.pred_prob == pytest.approx(e.probability)
+    # One label of the set explained alone: the titles name the predicted set.
+    [one] = explain(clf, TEXTS[two], method="input_x_gradient", target=sets[two][0])
+    assert one.target == [sets[two][0]] and one.predicted == sets[two]
+    assert not one.explains_prediction
+    assert one.title().endswith(f"; predicted {name} (p={one.probability:.2f})")
+    assert f"predicted {name} (p=" in explanations_html([one])
+    # A file written before label sets were lists (the set's first label) still loads.
+    old = {**got[two].to_dict(), "target": sets[two][0], "predicted": sets[two][0]}
+    assert Explanation.from_dict(old).target == sets[two][0]
+    with pytest.raises(ValueError, match="class index"):
+        Explanation.from_dict({**old, "target": []})
+    with pytest.raises(ValueError, match="class index"):
+        Explanation.from_dict({**old, "target": [0, 1.5]})
