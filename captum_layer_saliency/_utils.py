@@ -1,19 +1,26 @@
-"""Small utilities every floor may use: the user cache, safe file writes, hashing, seeding.
+"""Small utilities every floor may use: cache, file writes, hashing, seeding, warnings.
+
+The warnings (:func:`warn_user`) point at the user's code, not at this package's.
 
 Nothing here imports the rest of the package.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import random
 import re
+import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import captum
 import numpy as np
 import torch
 
@@ -27,6 +34,8 @@ __all__ = [
     "sha256_file",
     "sha256_texts",
     "text_key",
+    "user_stacklevel",
+    "warn_user",
 ]
 
 CACHE_ENV = "CAPTUM_LAYER_SALIENCY_CACHE"
@@ -132,3 +141,57 @@ def text_key(text: str) -> str:
     keeps its key, so an input decoded from token ids still matches its corpus copy.
     """
     return re.sub(r"\s+", "", text).casefold()
+
+
+#: Frames a warning is never attributed to: this package, the libraries it calls the user's code
+#: through or that call it (Captum's ``log_usage`` wrapper, torch's module call) and the
+#: standard library's wrappers.
+_LIBRARY_PREFIXES = tuple(
+    os.path.dirname(os.path.abspath(module.__file__ or "")) + os.sep
+    for module in (sys.modules[__name__], captum, torch)
+)
+_WRAPPER_FILES = {os.path.abspath(m.__file__ or "") for m in (contextlib, functools)}
+
+
+def _is_library(filename: str) -> bool:
+    if filename.startswith("<frozen"):
+        return True
+    path = os.path.abspath(filename)
+    return path.startswith(_LIBRARY_PREFIXES) or path in _WRAPPER_FILES
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller point at the user's code.
+
+    Counts, from the function that calls this one, the frames of this package (and of Captum,
+    torch and the standard library's wrappers) up to the first frame of anyone else's code, so
+    the level is right however deep the call (an explainer called directly, through ``explain``
+    or through Captum's wrapper). Where every frame is ours (the command line), the outermost of
+    ours.
+
+    Returns:
+        The level to pass to ``warnings.warn`` from the caller's own frame.
+    """
+    frame = sys._getframe(1)  # the function that will call warnings.warn: level 1
+    level, last_ours = 1, 1
+    while frame is not None:
+        if not _is_library(frame.f_code.co_filename):
+            return level
+        if frame.f_code.co_filename.startswith(_LIBRARY_PREFIXES[0]):
+            last_ours = level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return last_ours
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category)`` attributed to the user's call into the package.
+
+    Every user-facing warning of the package goes through here, so its file and line are the
+    user's (see :func:`user_stacklevel`), whatever path led to it.
+
+    Args:
+        message: the warning's text.
+        category: its class. Default: ``UserWarning``.
+    """
+    warnings.warn(message, category, stacklevel=user_stacklevel())

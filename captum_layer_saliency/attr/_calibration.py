@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
 from captum_layer_saliency.attr.decoding import decode_top1
 
@@ -134,9 +134,7 @@ def stored_selection(model: nn.Module) -> LayerSelection | None:
     try:
         return LayerSelection.from_dict(data)
     except (TypeError, ValueError) as err:
-        warnings.warn(
-            f"ignoring the unreadable {CONFIG_KEY} in the model config ({err})", stacklevel=3
-        )
+        warn_user(f"ignoring the unreadable {CONFIG_KEY} in the model config ({err})")
         return None
 
 
@@ -274,12 +272,11 @@ def warn_degenerate_head(selector: LayerCoherenceSelector, names: Sequence[str])
         return
     best = float(scores.max())
     if best < DEGENERATE_COHERENCE:
-        warnings.warn(
+        warn_user(
             f"the LM head decodes at most {best:.1%} of the input tokens back to themselves at "
             f"any layer ({', '.join(names)}): it is random, untrained or from another model, so "
             "the layer choice is meaningless. Load the pre-trained backbone's head "
-            "(load_lm_head('<backbone checkpoint>')) or fix the layer with layers=<index>",
-            stacklevel=4,
+            "(load_lm_head('<backbone checkpoint>')) or fix the layer with layers=<index>"
         )
 
 
@@ -289,7 +286,7 @@ def warn_zero_maps(maps: Tensor, words: Tensor, where: str, aggregation: str) ->
     zero = has_words & ~((maps != 0) & words).any(-1)
     if bool(zero.any()):
         which = zero.nonzero().flatten().tolist()
-        warnings.warn(
+        warn_user(
             f"the attribution is zero at every word of example(s) {which[:10]} at {where}: "
             + (
                 "gradcam's ReLU removed every position's saliency (try aggregation='grad_x_act')"
@@ -297,8 +294,7 @@ def warn_zero_maps(maps: Tensor, words: Tensor, where: str, aggregation: str) ->
                 else "the layer's gradient does not reach those tokens (e.g. the last block "
                 "under a [CLS]-only pooler) or the target does not depend on them. Choose an "
                 "earlier layer (layers=<index>) or use mapping='hybrid'"
-            ),
-            stacklevel=4,
+            )
         )
 
 

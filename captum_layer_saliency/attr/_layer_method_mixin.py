@@ -12,12 +12,12 @@ was left to its default, a call falls back to the zero baseline with a warning t
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
 
+from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.attr._layer_attributions import layer_method_attributions
 from captum_layer_saliency.attr._layer_methods import LayerMethod
 from captum_layer_saliency.attr.decoding import candidate_mask
@@ -84,13 +84,12 @@ class LayerMethodMixin:
             why = "the inputs are not the token ids (e.g. embeddings)"
         else:
             return method
-        warnings.warn(
+        warn_user(
             f"DLS's default layer method, integrated gradients at the layer, uses the PAD "
             f"baseline, but {why}: using the zero baseline instead (measured slightly less "
             "faithful, BENCHMARKS.md section 7). Pass layer_baseline='zeros' to choose it "
             "explicitly, or layer_method='gradient' for the paper's gradient x activation",
             UserWarning,
-            stacklevel=5,  # the caller of attribute (through Captum's log_usage wrapper)
         )
         return dataclasses.replace(method, baseline="zeros")
 

@@ -8,12 +8,12 @@ directory.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.compare.registries import (
     WORD_SENTIMENT,
     Registries,
@@ -204,10 +204,8 @@ def truncation_plan(
             f"{detail}; pass truncation='truncate' (CLI: --truncation truncate) to cut them, "
             "or a larger max_length"
         )
-    warnings.warn(
-        f"{detail}; they are truncated to fit, and their rows say so (truncated, "
-        "n_tokens_original)",
-        stacklevel=3,
+    warn_user(
+        f"{detail}; they are truncated to fit, and their rows say so (truncated, n_tokens_original)"
     )
     return cut
 

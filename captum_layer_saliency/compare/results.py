@@ -23,12 +23,11 @@ import math
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from captum_layer_saliency._utils import atomic_write
+from captum_layer_saliency._utils import atomic_write, warn_user
 
 ROWS_FILE = "rows.jsonl"
 CONFIG_FILE = "run.json"
@@ -207,10 +206,9 @@ def read_rows(path: str | os.PathLike[str], *, repair: bool = False) -> list[Row
                     f"{path}: line {i + 1} is not a valid result row ({exc}); only a damaged "
                     "last line can be repaired automatically. Fix or remove that line."
                 ) from None
-            warnings.warn(
+            warn_user(
                 f"{path}: dropping a damaged last line ({len(raw)} bytes), probably left by an "
-                "interrupted run; its row will be recomputed",
-                stacklevel=2,
+                "interrupted run; its row will be recomputed"
             )
             if repair:
                 with path.open("r+b") as fh:
@@ -261,9 +259,7 @@ def load_rows(out_dir: str | os.PathLike[str]) -> list[Row]:
     rows = list(iter_all_rows(out_dir))
     unique = [dict(r) for r in dedupe(rows)]
     if len(unique) != len(rows):
-        warnings.warn(
-            f"{out_dir}: ignored {len(rows) - len(unique)} duplicate row(s)", stacklevel=2
-        )
+        warn_user(f"{out_dir}: ignored {len(rows) - len(unique)} duplicate row(s)")
     return sorted(unique, key=row_key)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.models.inputs import ClassifierForward, segment_ids
 from captum_layer_saliency.models.targets import log_probabilities, output_activation
 
@@ -233,12 +234,9 @@ class TextClassifier:
                     f"({len(too_long)} text(s) too long); pass truncation='truncate' to cut "
                     "them, or a larger max_length"
                 )
-            import warnings
-
-            warnings.warn(
+            warn_user(
                 f"{len(too_long)} text(s) longer than {budget} tokens were truncated "
-                f"(the longest had {max(n for _, n in too_long)})",
-                stacklevel=2,
+                f"(the longest had {max(n for _, n in too_long)})"
             )
         forward = self.forward_func
         # Encoders classify from the first position: it must not be padding.
@@ -266,12 +264,9 @@ class TextClassifier:
             if derived is None or not torch.equal(
                 derived, enc["token_type_ids"] * enc["attention_mask"]
             ):
-                import warnings
-
-                warnings.warn(
+                warn_user(
                     "this tokenizer's segment ids do not follow the [SEP] convention the metrics "
-                    "derive them by; pass token_type_ids explicitly to every explainer",
-                    stacklevel=2,
+                    "derive them by; pass token_type_ids explicitly to every explainer"
                 )
         return out
 

@@ -29,7 +29,6 @@ sequences longer than the model's positions, training mode, ``torch.inference_mo
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.models.targets import output_activation
 
 __all__ = [
@@ -387,11 +387,10 @@ def check_explainable(model: Any, what: str = "the model") -> None:
             "fine; the explainer enables gradients itself)"
         )
     if isinstance(model, nn.Module) and model.training:
-        warnings.warn(
+        warn_user(
             f"{what} is in training mode: dropout makes every map random. Call model.eval() "
             "before explaining it",
             UserWarning,
-            stacklevel=4,  # check_explainable <- attribute <- Captum's log_usage <- the caller
         )
 
 

@@ -21,6 +21,7 @@ import torch
 from captum.attr import LayerDeepLift, LayerGradientShap
 from torch import Tensor, nn
 
+from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.attr.attributor import EmbeddingAttributor
 from captum_layer_saliency.attr.gradient_saliency import (
     InputXGradientAttributor,
@@ -40,7 +41,7 @@ def _warn_once(key: str, message: str) -> None:
     """Warn the first time ``key`` comes up in this process (a report needs it once)."""
     if key not in _WARNED:
         _WARNED.add(key)
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warn_user(message, UserWarning)
 
 
 class _LogitsModule(nn.Module):
