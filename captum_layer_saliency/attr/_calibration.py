@@ -41,6 +41,7 @@ __all__ = [
     "SELECTIONS",
     "Calibrator",
     "LayerSelection",
+    "name_with_path",
     "sampled_self_recovery",
     "store_selection",
     "stored_selection",
@@ -68,6 +69,19 @@ MIN_SAMPLED_POSITIONS = 4
 DEGENERATE_COHERENCE = 0.1
 #: A layer whose word positions get less than this share of its gradient norm is unreachable.
 REACH_TOLERANCE = 1e-6
+
+
+def name_with_path(name: str, path: str) -> str:
+    """``"block 5 (bert.encoder.layer.4)"``; a generic name that is its path is not repeated.
+
+    Args:
+        name: the layer's name in the one scheme, or a module's generic name.
+        path: its module path (``""`` when unknown).
+
+    Returns:
+        The name, with the path in parentheses when it adds something.
+    """
+    return f"{name} ({path})" if path and path != name else name
 
 
 @dataclass
@@ -105,8 +119,7 @@ class LayerSelection:
     def name(self) -> str:
         """``"block 5 (bert.encoder.layer.4)"``."""
         k = self.layer_indices.index(self.layer)
-        path = self.layer_paths[k]
-        return f"{self.layer_names[k]} ({path})" if path else self.layer_names[k]
+        return name_with_path(self.layer_names[k], self.layer_paths[k])
 
     def curve(self) -> str:
         """The coherence curve as text: ``embeddings 0.764, block 1 0.790, ...``."""

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from captum_layer_saliency.attr import _calibration as cal
 from captum_layer_saliency.attr._layer_choice import LayerChoiceMixin
-from captum_layer_saliency.attr._layers import model_layers
+from captum_layer_saliency.attr._layers import name_layers, owner_model
 from captum_layer_saliency.attr.coherence import (
     LayerCoherenceSelector,
 )
@@ -50,18 +50,14 @@ class SelectionMixin(LayerChoiceMixin):
         self.selection = selection
         self.position_sample = position_sample
         self._calibrator = calibrator
-        #: each candidate's layer index (0 = embeddings, ``l`` = block ``l`` for
-        #: :meth:`for_model`; the position in ``layer`` otherwise).
-        self.layer_indices: list[int] = list(range(len(layers)))
-        #: each candidate's name (``"embeddings"``, ``"block 1"``, ...).
-        self.layer_names: list[str] = [f"layer {i}" for i in range(len(layers))]
-        paths = (
-            {id(m): n for n, m in forward_func.named_modules()}
-            if isinstance(forward_func, nn.Module)
-            else {}
-        )
+        indices, names, paths = name_layers(layers, owner_model(forward_func))
+        #: each candidate's layer index (0 = embeddings, ``l`` = block ``l``; the position in
+        #: ``layer`` when some candidate is neither the embeddings nor a block).
+        self.layer_indices: list[int] = indices
+        #: each candidate's name (``"embeddings"``, ``"block 1"``, ...; another module's path).
+        self.layer_names: list[str] = names
         #: each candidate's module path in the model ("" when unknown).
-        self.layer_paths: list[str] = [paths.get(id(m), "") for m in layers]
+        self.layer_paths: list[str] = paths
         #: the tokenizer :meth:`calibrate` uses (set by :meth:`for_model`).
         self.tokenizer: Any = None
         #: the per-model choice once made (layer, per-layer scores, calibration).
@@ -75,8 +71,7 @@ class SelectionMixin(LayerChoiceMixin):
     def layer_name(self, index: int) -> str:
         """``"block 5 (bert.encoder.layer.4)"`` for the layer of index ``index``."""
         k = self.layer_indices.index(index)
-        path = self.layer_paths[k]
-        return f"{self.layer_names[k]} ({path})" if path else self.layer_names[k]
+        return cal.name_with_path(self.layer_names[k], self.layer_paths[k])
 
     def fit_selector(
         self, batches: Iterable[Batch], calibration: str = ""
@@ -187,12 +182,8 @@ class SelectionMixin(LayerChoiceMixin):
         calibration_texts: Sequence[str] | None,
     ) -> None:
         """Name the candidates in the model's scheme, then choose the layer (for_model)."""
-        modules, names, paths, indices = model_layers(model)
-        where = {id(m): k for k, m in enumerate(modules)}
-        known = [where.get(id(m)) for m in chosen]
-        self.layer_indices = [indices[k] if k is not None else -1 for k in known]
-        self.layer_names = [names[k] if k is not None else "layer" for k in known]
-        self.layer_paths = [paths[k] if k is not None else "" for k in known]
+        indices, names, paths = name_layers(chosen, model)
+        self.layer_indices, self.layer_names, self.layer_paths = indices, names, paths
         self.model = model
         self.tokenizer = tokenizer
         if calibration_texts is not None:

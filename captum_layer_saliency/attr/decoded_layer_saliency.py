@@ -81,7 +81,11 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     under a [CLS]-only pooler) is detected from the gradients and never selected.
 
     Layers are named one way everywhere: index 0 is the embeddings, ``l`` is block ``l``
-    (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths).
+    (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths),
+    whether given as indices or as modules of ``find_model_parts(model).layers``, to
+    :meth:`for_model` or to this constructor (whose model is found behind the forward: the
+    module itself, ``classifier_forward``'s, a bound method's or a closure's). Any other module
+    is named by its module path.
 
     **Where DLS departs from Captum's layer attributions.** :meth:`attribute` returns one
     score per *input token*, ``(B, n)``, not the layer's ``(B, n, K)`` attributions (the
