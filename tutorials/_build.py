@@ -755,7 +755,7 @@ gradient:
     code("""
 from captum_layer_saliency.data.corpora import default_corpus
 
-selection = explicit.calibrate(default_corpus("sst2", size=128), tokenizer=clf.tokenizer)
+selection = explicit.calibrate(default_corpus("sst2", size=256), tokenizer=clf.tokenizer)
 print(selection.name)
 print(selection.curve())
 """),

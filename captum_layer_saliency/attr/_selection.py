@@ -118,8 +118,11 @@ class SelectionMixin(LayerChoiceMixin):
         """Choose the layer label-free on unlabelled texts, with a progress bar, and freeze.
 
         Args:
-            texts: plain strings from the task's domain (labels are never used); a few hundred
-                short sentences are plenty (``calibration_tokens`` real tokens suffice).
+            texts: plain strings from the task's domain (labels are never used); they should
+                hold at least ``calibration_tokens`` word tokens (default 2,000, about 100
+                SST-2 sentences, the budget of the automatic calibration): with fewer, a
+                ``UserWarning`` says how many were given, since the choice may then differ
+                from a full fit's (BENCHMARKS.md).
             tokenizer: the model's tokenizer (default: the one given to :meth:`for_model`).
             batch_size: texts per forward pass.
 
@@ -157,6 +160,7 @@ class SelectionMixin(LayerChoiceMixin):
             f"{len(texts)} unlabelled texts ({self.selection_.n_positions} word tokens) given "
             "to calibrate"
         )
+        cal.warn_small_calibration(self.selection_.n_positions, len(texts), self._calibrator.budget)
         cal.log_selection(self.selection_, "calibrated")
         return self.selection_
 

@@ -299,7 +299,11 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             selector: a selector, ``None`` for one map per layer, or ``"default"`` for
                 ``LayerCoherenceSelector()`` (``self_recovery`` score, ``elbow`` rule).
             calibration_texts: unlabelled in-domain texts (plain strings) to choose the layer
-                from at construction; they override a stored selection.
+                from at construction; they override a stored selection. They should hold at
+                least ``calibration_tokens`` word tokens (default 2,000, about 100 SST-2
+                sentences: what the automatic calibration collects; BENCHMARKS.md measured
+                1,500 SST-2 tokens to give the full-fit layer in 100 % of resamples). Fewer
+                give a ``UserWarning`` with the count: the layer may differ from a full fit's.
             **options: passed to the constructor (``aggregation``, ``mapping``, ``selection``,
                 ``calibration_tokens``, ``position_sample``, ...).
 

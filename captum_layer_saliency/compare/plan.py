@@ -191,7 +191,7 @@ _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
 #: Standing one-off costs of methods, paid once per run (not per example).
 ONE_OFF_NOTES: dict[str, str] = {
     "dls": "chooses its layer once per model, label-free: the default models carry their "
-    "choice (no cost); another model calibrates on up to 128 of the run's texts (one forward "
+    "choice (no cost); another model calibrates on up to 256 of the run's texts (one forward "
     "and backward each), before its first row",
     "lafa": "encodes its reference corpus with the classifier into a neighbour index once "
     "(cached on disk); its passes are an upper bound (neighbours seen before are reused)",

@@ -310,3 +310,25 @@ def test_the_default_method_chooses_the_layer_before_attributing(
         torch.testing.assert_close(out[b], expected)
     assert counter.per_example(2) == pytest.approx(dls.last_cost_)
     assert dls.last_cost_ is not None and dls.last_cost_["backwards"] < 2  # not 7 layers' steps
+
+
+def test_few_calibration_texts_warn_once_with_the_counts(models, tiny_tokenizer) -> None:
+    model, head = models
+    texts = SENTENCES * 3  # a few hundred word tokens, far below the 2,000 recommended
+    with pytest.warns(UserWarning, match="calibration texts") as record:
+        dls = DecodedLayerSaliency.for_model(model, head, tiny_tokenizer, calibration_texts=texts)
+    small = [w for w in record if "calibration texts" in str(w.message)]
+    n = dls.selection_.n_positions
+    assert 0 < n < cal.DEFAULT_CALIBRATION_TOKENS
+    assert len(small) == 1 and small[0].filename == __file__
+    message = str(small[0].message)
+    assert f"on {n} word tokens ({len(texts)} calibration texts)" in message
+    assert "fewer than the 2000 recommended" in message and "BENCHMARKS.md" in message
+    # Enough tokens for the budget asked for: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DecodedLayerSaliency.for_model(
+            model, head, tiny_tokenizer, calibration_texts=texts, calibration_tokens=n
+        )
+    with pytest.warns(UserWarning, match=f"on {n} word tokens"):
+        dls.calibrate(texts)  # calibrate() itself warns too

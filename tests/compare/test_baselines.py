@@ -425,7 +425,7 @@ def test_dls_task_and_head_are_explicit(tiny_classifier: TextClassifier) -> None
     import dataclasses
 
     named = dataclasses.replace(tiny_classifier, name="minilm-sst2")
-    assert B.get_method("dls", named).calibration_source == (None, 128)  # type: ignore[attr-defined]
+    assert B.get_method("dls", named).calibration_source == (None, 256)  # type: ignore[attr-defined]
     method = B.get_method("dls", tiny_classifier, calibration=6, task="ag_news")
     assert method.calibration_source == ("ag_news", 6)  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="LM head"):
