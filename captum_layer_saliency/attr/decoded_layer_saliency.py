@@ -101,8 +101,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     and confirmed on data never used to choose (BENCHMARKS.md sections 6-7; comprehensiveness,
     paired 95 % CIs). Tuning, over gradient x activation: SST-2 dev +0.019 [+0.008, +0.031],
     AG News held-out rows 0-199 +0.065 [+0.051, +0.080]. Confirmation, against Integrated
-    Gradients with 25 steps at the embeddings: -0.007 [-0.012, -0.003] on all 1,821 SST-2 test
-    sentences and +0.035 [+0.029, +0.041] on 976 AG News held-out texts, at 1.01-1.04x the
+    Gradients with 25 steps at the embeddings: -0.007 [-0.012, -0.003] on the 1,821 SST-2 test
+    sentences and +0.035 [+0.028, +0.041] on 1,000 AG News held-out texts, at 1.01-1.04x the
     seconds of Input x Gradient and 1/26-1/36 of IG-25's. ``layer_method="gradient"`` is the
     paper's.
 
