@@ -243,15 +243,16 @@ def plot_aopc_curves(
         curves: method -> ``{"comprehensiveness": [...], "sufficiency": [...]}``, one mean value
             per bin (a method may lack either key).
         bins: the bins, as percentages of the non-special tokens (e.g. ``[1, 5, 10, 20, 50]``).
-        colors: method -> colour (default :func:`method_colours` of the methods, in the order
-            of ``curves``; a report passes its colours so that every figure agrees).
+        colors: method -> colour (default :func:`method_colours` of the methods sorted by
+            name, as :func:`plot_cost_vs_faithfulness` does, so that the two figures agree; a
+            report passes its colours so that every figure agrees).
         title: an optional title.
         save: a PNG path to write.
 
     Returns:
         The figure.
     """
-    colors = dict(colors) if colors is not None else method_colours(curves)
+    colors = dict(colors) if colors is not None else method_colours(sorted(curves))
     fig = Figure(figsize=(11.0, 4.2))
     panels = (
         ("comprehensiveness", "comprehensiveness \u2191 (top tokens deleted)"),

@@ -114,3 +114,22 @@ def test_a_method_outside_the_registry_has_one_colour_in_every_figure() -> None:
         viz.method_colours(["zeta_custom", "alpha_custom"], available_methods())["zeta_custom"]
         != viz.method_colours(sorted(methods), available_methods())["zeta_custom"]
     )
+
+
+def test_the_two_comparison_figures_agree_on_colours_by_default() -> None:
+    """Without ``colors``, the AOPC figure (methods in ranking order) and the scatter agree."""
+    ranked = {"zeta": {"comprehensiveness": [0.3, 0.4]}, "alpha": {"comprehensiveness": [0.1, 0.2]}}
+    aopc = viz.plot_aopc_curves(ranked, [10, 50])
+    lines = {line.get_label(): to_hex(line.get_color()) for line in aopc.axes[0].get_lines()}
+    scatter = viz.plot_cost_vs_faithfulness(
+        {"zeta": 1.0, "alpha": 2.0}, {"zeta": 0.3, "alpha": 0.1}
+    )
+    points = {
+        text.get_text(): to_hex(line.get_color())
+        for text, line in zip(
+            scatter.axes[0].texts,
+            [c for c in scatter.axes[0].get_lines() if c.get_marker() in ("*", "o")],
+            strict=True,
+        )
+    }
+    assert lines["zeta"] == points["zeta"] and lines["alpha"] == points["alpha"]
