@@ -53,7 +53,7 @@ from captum_layer_saliency.compare.results import (
     CorruptResultsError,
     OutputDirError,
 )
-from captum_layer_saliency.data._source import DataUnavailableError
+from captum_layer_saliency.data import DataUnavailableError
 from captum_layer_saliency.data.jsonl import DataFileError
 from captum_layer_saliency.data.tasks import TASKS
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TokenizerMismatchError

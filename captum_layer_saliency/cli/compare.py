@@ -27,7 +27,7 @@ from captum_layer_saliency.compare.checks import check_metrics
 from captum_layer_saliency.compare.report import write_report
 from captum_layer_saliency.compare.results import check_writable, merge_shards
 from captum_layer_saliency.compare.runner import run_comparison
-from captum_layer_saliency.data._source import resolve_data_dir
+from captum_layer_saliency.data import resolve_data_dir
 from captum_layer_saliency.data.table import label_indices, read_table
 
 __all__ = [

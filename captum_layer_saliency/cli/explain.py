@@ -33,7 +33,7 @@ from captum_layer_saliency.cli.common import (
     pick_device,
     to_device,
 )
-from captum_layer_saliency.data._source import DataUnavailableError
+from captum_layer_saliency.data import DataUnavailableError
 from captum_layer_saliency.data.table import read_table, text_column
 from captum_layer_saliency.explaining import (
     explain_batch,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from captum_layer_saliency.metrics._perturb import top_k_mask
+from captum_layer_saliency.metrics.deletion import top_k_mask
 
 
 def _prepare(scores: Tensor, rationale: Tensor, valid_mask: Tensor) -> tuple[Tensor, Tensor]:

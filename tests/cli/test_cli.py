@@ -315,7 +315,7 @@ def test_compare_on_the_real_sst2_rows(
     monkeypatch: pytest.MonkeyPatch, tiny_classifier: TextClassifier, tmp_path: Path
 ) -> None:
     """The real task registry and data (rationales mapped to tokens), with fake methods."""
-    from captum_layer_saliency.data._source import resolve_data_dir
+    from captum_layer_saliency.data import resolve_data_dir
 
     if resolve_data_dir() is None:
         pytest.skip("no local data directory (../shared/data or $CAPTUM_LAYER_SALIENCY_DATA)")

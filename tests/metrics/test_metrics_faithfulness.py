@@ -31,7 +31,7 @@ from captum_layer_saliency.metrics import (
     sufficiency,
     tokens_for_fraction,
 )
-from captum_layer_saliency.metrics._perturb import perturb, token_ranks
+from captum_layer_saliency.metrics.deletion import perturb, token_ranks
 
 PAD, CLS, SEP, REPL = 0, 1, 2, 7
 #: Token weights: ids 3..6 and 8 carry content; 7 is a replacement token worth 0.25.
