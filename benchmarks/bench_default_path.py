@@ -139,16 +139,10 @@ def build(clf: Any, wanted: list[str]) -> dict[str, Any]:
 
 
 def paired_ci(diff: np.ndarray) -> list[float]:
-    from scipy.stats import bootstrap
+    from captum_layer_saliency.compare.report import bootstrap_ci
 
-    res = bootstrap(
-        (diff,),
-        np.mean,
-        n_resamples=2000,
-        random_state=np.random.default_rng(0),
-        method="percentile",
-    )
-    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    _, low, high = bootstrap_ci(diff, n_boot=2000, seed=0)
+    return [low, high]
 
 
 def main() -> int:

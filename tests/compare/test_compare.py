@@ -213,6 +213,22 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean() -> None:
     assert all(np.isnan(bootstrap_ci([float("nan")])))
 
 
+def test_bootstrap_ci_by_hand() -> None:
+    # Resampled means of [0, 1] are 0, 1/2 or 1 (with chances 1/4, 1/2, 1/4): the 95 % percentile
+    # interval is [0, 1]; a constant sample has a zero-width one; non-finite values are dropped.
+    assert bootstrap_ci([0.0, 1.0], n_boot=4000, seed=0) == (0.5, 0.0, 1.0)
+    assert bootstrap_ci([3.0, 3.0, 3.0, float("inf")]) == (3.0, 3.0, 3.0)
+
+
+def test_bootstrap_ci_keeps_the_numbers_of_the_hand_written_resampler() -> None:
+    """scipy's percentile bootstrap, seeded alike, draws what the package's own loop drew."""
+    values = np.random.default_rng(5).normal(size=1821)
+    rng = np.random.default_rng(3)
+    means = values[rng.integers(0, values.size, size=(2000, values.size))].mean(axis=1)
+    want = (values.mean(), *np.quantile(means, [0.025, 0.975]))
+    assert bootstrap_ci(values, n_boot=2000, seed=3) == pytest.approx(want, rel=1e-12)
+
+
 def test_summary_ignores_row_order(reference_run: Path) -> None:
     rows = load_rows(reference_run)
     shuffled = rows[:]
