@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from compare_fakes import FAKE_METHODS, FAKES, METRICS, stable, toy_dataset
+from compare_fakes import FAKE_METHODS, METRICS, stable, toy_dataset, use_fakes
 from transformers import BertTokenizer
 
 from captum_layer_saliency import metrics
@@ -30,18 +30,17 @@ from captum_layer_saliency.compare import (
 from captum_layer_saliency.compare import results as results_mod
 from captum_layer_saliency.compare.batches import batch_plan
 from captum_layer_saliency.compare.methods import METHODS
-from captum_layer_saliency.compare.registries import Registries
 from captum_layer_saliency.models.classifier import TextClassifier
 
 HOSTILE = "<script>alert(1)</script>"
 
 
 def _run(clf: TextClassifier, out: Path, **kwargs: Any) -> Path:
-    kwargs.setdefault("registries", FAKES)
     kwargs.setdefault("batch_size", 3)
     kwargs.setdefault("progress", False)
     kwargs.setdefault("report", False)  # drawing the plots is slow; test_report_files covers it
-    return run_comparison(clf, toy_dataset(), list(FAKE_METHODS), out, task="toy", **kwargs)
+    with use_fakes():
+        return run_comparison(clf, toy_dataset(), list(FAKE_METHODS), out, task="toy", **kwargs)
 
 
 def _lines(out: Path) -> list[str]:
@@ -262,16 +261,10 @@ def test_the_report_escapes_hostile_text_and_labels(
 ) -> None:
     clf = dataclasses.replace(tiny_classifier, labels=[HOSTILE, 'pos" onmouseover="x'])
     texts = [f"the movie {HOSTILE} was good", "boring ."]
-    run_comparison(
-        clf,
-        toy_dataset(texts),
-        ["dls"],
-        tmp_path,
-        batch_size=2,
-        progress=False,
-        task=HOSTILE,
-        registries=FAKES,
-    )
+    with use_fakes():
+        run_comparison(
+            clf, toy_dataset(texts), ["dls"], tmp_path, batch_size=2, progress=False, task=HOSTILE
+        )
     page = (tmp_path / "report.html").read_text("utf-8")
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -315,7 +308,7 @@ def test_aopc_metrics_are_the_mean_of_the_curves(
 
 
 def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
-    tiny_classifier: TextClassifier, tmp_path: Path
+    tiny_classifier: TextClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Kendall τ's leave-one-out does not depend on the method: one pass per batch, same τ."""
     calls = []
@@ -325,6 +318,7 @@ def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
         calls.append(args[1].shape[0])
         return original(*args, **kwargs)
 
+    monkeypatch.setattr(metrics, "leave_one_out", counting)
     data = toy_dataset(["the movie was very good", "boring .", "a great film"])
     methods = ["input_x_gradient", "saliency", "random"]
     run_comparison(
@@ -336,7 +330,6 @@ def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
         batch_size=2,
         progress=False,
         report=False,
-        registries=Registries(leave_one_out=counting),
     )
     assert sorted(calls) == [1, 2]  # two batches, whatever the number of methods
     rows = load_rows(tmp_path)
