@@ -181,7 +181,7 @@ def _classifier(artifacts: _Artifacts, task: str) -> BertForSequenceClassificati
     model = classifier_model(json.loads(artifacts.metadata[task]["labels"]))
     try:
         return apply_classifier(
-            model, artifacts.tensors[task], config["lora_alpha"] / config["lora_rank"]
+            model, artifacts.tensors[task], int(config["lora_rank"]), config["lora_alpha"]
         )
     except ArtifactError as exc:
         path = artifacts.path(task)
