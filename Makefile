@@ -12,7 +12,7 @@ ifneq ($(wildcard ../shared/data),)
 export CAPTUM_LAYER_SALIENCY_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install test test-fast demo lint typecheck bench clean
+.PHONY: install test test-fast demo lint typecheck bench tutorials clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,17 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy captum_layer_saliency
 
 bench: install
 	$(BIN)/python benchmarks/bench_dls.py
+
+# Re-execute the tutorials from their jupytext sources (tutorials/NN_name.py) into the notebooks.
+tutorials: install
+	$(BIN)/python tutorials/_run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -73,12 +73,10 @@ def variant_name(aggregation: str, mapping: Mapping) -> str:
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, n: int = 1000) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    means = rng.choice(values, size=(n, len(values))).mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    from captum_layer_saliency.compare.report import bootstrap_ci as mean_ci
+
+    _, low, high = mean_ci(values, n_boot=n, seed=seed)
+    return low, high
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_layer_saliency import DecodedLayerSaliency, load_default  # noqa: E402
-from captum_layer_saliency.attr._calibration import CONFIG_KEY  # noqa: E402
+from captum_layer_saliency.attr import CONFIG_KEY  # noqa: E402
 from captum_layer_saliency.compare.methods.registry import get_method  # noqa: E402
 from captum_layer_saliency.data.corpora import default_corpus  # noqa: E402
 from captum_layer_saliency.metrics import METRICS  # noqa: E402
@@ -139,16 +139,10 @@ def build(clf: Any, wanted: list[str]) -> dict[str, Any]:
 
 
 def paired_ci(diff: np.ndarray) -> list[float]:
-    from scipy.stats import bootstrap
+    from captum_layer_saliency.compare.report import bootstrap_ci
 
-    res = bootstrap(
-        (diff,),
-        np.mean,
-        n_resamples=2000,
-        random_state=np.random.default_rng(0),
-        method="percentile",
-    )
-    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    _, low, high = bootstrap_ci(diff, n_boot=2000, seed=0)
+    return [low, high]
 
 
 def main() -> int:

@@ -1,24 +1,29 @@
 """Small stand-ins for the method and metric registries, for the comparison and CLI tests.
 
-The tests pass :data:`FAKES` (a :class:`~captum_layer_saliency.compare.registries.Registries`) to
-``run_comparison(..., registries=FAKES)`` or, through :func:`fake_backends`, to the CLI's
-``main(argv, backends=...)``. The fakes are cheap, deterministic given the global RNG, and use the
-method names the report treats specially (``dls``, ``input_x_gradient``), so every report feature
-is exercised.
+The tests put them in place of the real registries with pytest's ``monkeypatch``:
+:func:`patch_fakes` (or the context manager :func:`use_fakes`) replaces the method registry, the
+metric registry and the pass counter where the harness and the CLI read them, and optionally the
+CLI's model loader and task lookup. The fakes are cheap, deterministic given the global RNG, and
+use the method names the report treats specially (``dls``, ``input_x_gradient``), so every report
+feature is exercised.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import torch
 from datasets import Dataset
 from torch import Tensor, nn
 
-from captum_layer_saliency.cli.common import Backends
-from captum_layer_saliency.compare.registries import Registries
+from captum_layer_saliency import metrics as metric_registry
+from captum_layer_saliency.cli import common
+from captum_layer_saliency.compare.methods import registry as method_registry
+from captum_layer_saliency.models import passes
 
 FAKE_METHODS = ("dls", "input_x_gradient", "random")
 BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
@@ -217,28 +222,35 @@ for _name, _fn in DEMO_METRIC_COPIES.items():
     _kind = "plausibility" if _fn is overlap else "faithfulness"
     METRICS[_name] = FakeMetric(_name, _fn is overlap, _kind, _fn)
 
-#: The fake registries, as the runner and the CLI take them.
-FAKES = Registries(
-    methods=METHODS,
-    aliases=ALIASES,
-    resolve_method=resolve_method_name,
-    get_method=get_method,
-    pass_counter=FakePassCounter,
-    metrics=METRICS,
-    aopc_curves=aopc_curves,
-)
+
+def patch_fakes(
+    mp: pytest.MonkeyPatch,
+    load_model: Callable[[str], Any] | None = None,
+    get_task: Callable[[str], Any] | None = None,
+) -> None:
+    """Replace the registries (and, when given, the CLI's model loader and tasks) with fakes."""
+    mp.setattr(method_registry, "METHODS", METHODS)
+    mp.setattr(method_registry, "ALIASES", ALIASES)
+    mp.setattr(method_registry, "resolve_method_name", resolve_method_name)
+    mp.setattr(method_registry, "get_method", get_method)
+    mp.setattr(metric_registry, "METRICS", METRICS)
+    mp.setattr(metric_registry, "aopc_curves", aopc_curves)
+    mp.setattr(passes, "PassCounter", FakePassCounter)
+    if load_model is not None:
+        mp.setattr(common, "load_model", load_model)
+    if get_task is not None:
+        mp.setattr(common, "get_task", get_task)
 
 
-def fake_backends(
-    load_model: Callable[[str], Any] | None = None, get_task: Callable[[str], Any] | None = None
-) -> Backends:
-    """The CLI's backends with the fake registries (and the given model loader and tasks)."""
-    defaults = Backends()
-    return Backends(
-        registries=FAKES,
-        load_model=load_model or defaults.load_model,
-        get_task=get_task or defaults.get_task,
-    )
+@contextmanager
+def use_fakes(
+    load_model: Callable[[str], Any] | None = None,
+    get_task: Callable[[str], Any] | None = None,
+) -> Iterator[None]:
+    """:func:`patch_fakes` for the duration of a ``with`` block (e.g. in a module fixture)."""
+    with pytest.MonkeyPatch.context() as mp:
+        patch_fakes(mp, load_model, get_task)
+        yield
 
 
 def stable(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Every tutorial notebook runs top to bottom, offline, on the default models.
+"""Every tutorial runs top to bottom, offline, on the default models.
 
-Each notebook is executed from a fresh copy of its cells (the stored outputs are ignored) in a
+A tutorial's source is a jupytext percent-format script (``tutorials/NN_name.py``); the committed
+notebook beside it holds the same cells with their executed outputs. Each source is executed in a
 new ``python3`` kernel with the working directory ``tutorials/``, exactly as
-``tutorials/_build.py`` executes them. A cell that raises fails the test. The committed outputs
+``tutorials/_run.py`` executes them. A cell that raises fails the test. The committed outputs
 must stay small: no image over 200 kB, and no cell left with an error.
 """
 
@@ -19,11 +20,12 @@ import pytest
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.ipynb"))
+SOURCES = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.py"))
 MAX_IMAGE_BYTES = 200 * 1024
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("tutorials_build", TUTORIALS / "_build.py")
+def _run_module():
+    spec = importlib.util.spec_from_file_location("tutorials_run", TUTORIALS / "_run.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -41,17 +43,18 @@ def _images(nb: nbformat.NotebookNode) -> list[tuple[int, int]]:
     return found
 
 
-def test_every_notebook_is_listed_and_built_from_the_script() -> None:
-    build = _build_module()
-    assert sorted(build.NOTEBOOKS) == NOTEBOOKS, "tutorials/_build.py and tutorials/ disagree"
+def test_every_notebook_is_listed_and_executed_from_its_source() -> None:
+    run = _run_module()
+    assert [n.removesuffix(".py") for n in SOURCES] == [n.removesuffix(".ipynb") for n in NOTEBOOKS]
     readme = (TUTORIALS / "README.md").read_text(encoding="utf-8")
     for name in NOTEBOOKS:
         assert name in readme, f"{name} is not listed in tutorials/README.md"
         stored = nbformat.read(TUTORIALS / name, as_version=4)
-        expected = build.build(name)
-        assert [c.source for c in stored.cells] == [c.source for c in expected.cells], (
-            f"{name} differs from tutorials/_build.py: rebuild it "
-            f"(.venv/bin/python tutorials/_build.py {name[:2]})"
+        expected = run.read_source(TUTORIALS / name.replace(".ipynb", ".py"))
+        cells = [(c.cell_type, c.source) for c in expected.cells]
+        assert [(c.cell_type, c.source) for c in stored.cells] == cells, (
+            f"{name} differs from its source: re-run it (.venv/bin/python tutorials/_run.py "
+            f"{name[:2]})"
         )
 
 
@@ -68,25 +71,16 @@ def test_committed_outputs_are_small_and_clean(name: str) -> None:
     assert (TUTORIALS / name).stat().st_size < 1_000_000, f"{name} is over 1 MB"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", SOURCES)
 def test_notebook_runs_top_to_bottom(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build = _build_module()
+    run = _run_module()
     # A private cache: LAFA's index is built afresh and nothing is written to ~/.cache.
     monkeypatch.setenv("CAPTUM_LAYER_SALIENCY_CACHE", str(tmp_path / "cache"))
-    stored = nbformat.read(TUTORIALS / name, as_version=4)
-    fresh = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell(c.source)
-            if c.cell_type == "code"
-            else nbformat.v4.new_markdown_cell(c.source)
-            for c in stored.cells
-        ],
-        metadata=stored.metadata,
-    )
+    fresh = run.read_source(TUTORIALS / name)
     fresh.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
-    build.execute(fresh)  # raises CellExecutionError on the first failing cell
+    run.execute(fresh)  # raises CellExecutionError on the first failing cell
     interpreter = fresh.cells[0].outputs[0].text.strip()
     assert Path(interpreter).parent == Path(sys.executable).parent, interpreter
     big = [(i, n) for i, n in _images(fresh) if n > MAX_IMAGE_BYTES]
@@ -107,13 +101,12 @@ def test_stored_outputs_carry_no_path_of_the_machine_that_ran_them(name: str) ->
     found = sorted({m.group(0) for t in texts for m in MACHINE_PATH.finditer(t)})
     root = str(TUTORIALS.parent)
     assert not found and not any(root in t for t in texts), (
-        f"{name} stores machine paths {found}: rebuild it with tutorials/_build.py, which "
-        "scrubs them"
+        f"{name} stores machine paths {found}: re-run it with tutorials/_run.py, which scrubs them"
     )
 
 
 def test_scrubbing_relativises_the_checkout_and_names_the_rest() -> None:
-    build = _build_module()
+    run = _run_module()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
     home = str(Path.home())
     nb.cells[0].outputs = [
@@ -124,7 +117,7 @@ def test_scrubbing_relativises_the_checkout_and_names_the_rest() -> None:
             f"{TUTORIALS.parent}/README.md {home}/data {sys.prefix}/bin/python",
         )
     ]
-    build.scrub_paths(nb)
+    run.scrub_paths(nb)
     text = nb.cells[0].outputs[0].text
     assert text.startswith("captum_layer_saliency/baselines.py:181: UserWarning\n")
     assert "./README.md" in text and "<venv>/bin/python" in text

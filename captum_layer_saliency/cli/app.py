@@ -31,7 +31,7 @@ from pathlib import Path
 
 from captum_layer_saliency._version import __version__
 from captum_layer_saliency.cli import explain as cli_explain
-from captum_layer_saliency.cli.common import Backends, CLIError, split_list
+from captum_layer_saliency.cli.common import CLIError, split_list
 from captum_layer_saliency.cli.compare import (
     DEMO_LIMIT,
     DEMO_METHODS,
@@ -47,13 +47,14 @@ from captum_layer_saliency.cli.sources import prepare_hub
 from captum_layer_saliency.compare import distributed
 from captum_layer_saliency.compare.batches import ModelOutputError
 from captum_layer_saliency.compare.checks import EmptyDatasetError, InvalidComparisonError
+from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.compare.report import NoResultsError
 from captum_layer_saliency.compare.results import (
     ConfigMismatchError,
     CorruptResultsError,
     OutputDirError,
 )
-from captum_layer_saliency.data._source import DataUnavailableError
+from captum_layer_saliency.data import DataUnavailableError
 from captum_layer_saliency.data.jsonl import DataFileError
 from captum_layer_saliency.data.tasks import TASKS
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TokenizerMismatchError
@@ -82,12 +83,11 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def _list_methods(backends: Backends) -> int:
-    registries = backends.registries
+def _list_methods() -> int:
     aliases: dict[str, list[str]] = {}
-    for alias, name in registries.aliases.items():
+    for alias, name in method_registry.ALIASES.items():
         aliases.setdefault(name, []).append(alias)
-    for name, spec in registries.methods.items():
+    for name, spec in method_registry.METHODS.items():
         also = f" (also: {', '.join(sorted(aliases[name]))})" if name in aliases else ""
         print(f"{name:<28} {spec.kind:<12} {spec.description}{also}")
     return 0
@@ -245,18 +245,16 @@ def _compare_run(args: argparse.Namespace) -> CompareRun:
     )
 
 
-def _dispatch(args: argparse.Namespace, backends: Backends) -> int:
-    registries = backends.registries
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("compare", "demo"):
         return run_compare(
             _compare_run(args),
             device=args.device,
             shard=None if args.command == "demo" else parse_shard(args.shard),
             progress=not args.no_progress,
-            backends=backends,
         )
     if args.command == "report":
-        return run_report(args.out, args.reference, args.examples, registries)
+        return run_report(args.out, args.reference, args.examples)
     if args.command == "summarize":
         return run_summarize(
             args.out,
@@ -265,14 +263,13 @@ def _dispatch(args: argparse.Namespace, backends: Backends) -> int:
             args.methods,
             args.reference,
             args.json,
-            registries,
         )
     if args.command == "merge":
-        return run_merge(args.out, registries)
+        return run_merge(args.out)
     if args.command == "explain":
-        return cli_explain.run(args, backends)
+        return cli_explain.run(args)
     if args.command == "list-methods":
-        return _list_methods(backends)
+        return _list_methods()
     if args.command == "list-tasks":
         return _list_tasks()
     if args.command == "build-defaults":
@@ -280,13 +277,11 @@ def _dispatch(args: argparse.Namespace, backends: Backends) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # argparse restricts the choices
 
 
-def main(argv: Sequence[str] | None = None, *, backends: Backends | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI.
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
-        backends: the registries, task registry and model loader the commands use (default:
-            the real ones; tests pass fakes).
 
     Returns:
         The exit code: 0 on success, 2 on a user error, 130 when interrupted.
@@ -295,7 +290,7 @@ def main(argv: Sequence[str] | None = None, *, backends: Backends | None = None)
     if args.command not in ("report", "summarize", "merge", "list-methods"):
         prepare_hub()  # an unreachable hub: offline at once, not after a minute of retries
     try:
-        return _dispatch(args, backends or Backends())
+        return _dispatch(args)
     except USER_ERRORS as exc:
         # One line, whatever the message: a multi-line one would read like a traceback.
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)

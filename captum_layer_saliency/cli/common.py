@@ -1,13 +1,13 @@
-"""What the CLI's commands share: the user-error type, the backends, and loading a model.
+"""What the CLI's commands share: the user-error type, the task and model loaders, the methods.
 
-:class:`Backends` bundles what the commands draw on (the method and metric registries, the task
-registry, the model loader); ``main(argv, backends=...)`` takes it, so tests pass fakes.
+The commands call :func:`get_task` and :func:`load_model` through this module
+(``common.load_model``), and read the method registry through
+:mod:`captum_layer_saliency.compare.methods.registry`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from captum_layer_saliency.cli.sources import check_source
-from captum_layer_saliency.compare.registries import Registries
+from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.data import tasks
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.heads import load_lm_head
@@ -23,7 +23,6 @@ from captum_layer_saliency.models.surgery import UnsupportedModelError
 from captum_layer_saliency.zoo import load as zoo_load
 
 __all__ = [
-    "Backends",
     "CLIError",
     "attach_lm_head",
     "check_methods",
@@ -92,22 +91,6 @@ def load_model(model: str) -> TextClassifier:
     )
 
 
-@dataclass(frozen=True)
-class Backends:
-    """What the commands draw on; every field defaults to the real one (tests pass fakes).
-
-    Attributes:
-        registries: the method and metric registries.
-        get_task: a task name -> its spec; raises :class:`CLIError` when unknown.
-        load_model: ``--model``/``--default`` -> a :class:`TextClassifier`; raises
-            :class:`CLIError` when it cannot.
-    """
-
-    registries: Registries = field(default_factory=Registries)
-    get_task: Callable[[str], Any] = get_task
-    load_model: Callable[[str], TextClassifier] = load_model
-
-
 def split_list(text: str | None) -> list[str] | None:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``; ``None`` stays ``None``."""
     if text is None:
@@ -115,12 +98,11 @@ def split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def check_methods(names: Sequence[str], registries: Registries) -> list[str]:
+def check_methods(names: Sequence[str]) -> list[str]:
     """The canonical names of ``--methods`` (``all``: every registered method).
 
     Args:
         names: method names or aliases, or ``["all"]``.
-        registries: the method registry.
 
     Returns:
         The canonical names, in order.
@@ -131,9 +113,9 @@ def check_methods(names: Sequence[str], registries: Registries) -> list[str]:
     if not names:
         raise CLIError("no methods given: pass --methods NAME[,NAME...] (see list-methods)")
     if list(names) == ["all"]:
-        return list(registries.methods)
+        return list(method_registry.METHODS)
     try:
-        return [registries.resolve_method(n) for n in names]
+        return [method_registry.resolve_method_name(n) for n in names]
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from captum_layer_saliency import metrics as metric_registry
+from captum_layer_saliency.cli import common
 from captum_layer_saliency.cli.common import (
-    Backends,
     CLIError,
     attach_lm_head,
     check_methods,
@@ -24,10 +25,11 @@ from captum_layer_saliency.cli.common import (
 )
 from captum_layer_saliency.compare import distributed
 from captum_layer_saliency.compare.checks import check_metrics
+from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.compare.report import write_report
 from captum_layer_saliency.compare.results import check_writable, merge_shards
 from captum_layer_saliency.compare.runner import run_comparison
-from captum_layer_saliency.data._source import resolve_data_dir
+from captum_layer_saliency.data import resolve_data_dir
 from captum_layer_saliency.data.table import label_indices, read_table
 
 __all__ = [
@@ -113,7 +115,6 @@ def run_compare(
     device: str,
     shard: tuple[int, int] | None,
     progress: bool,
-    backends: Backends,
 ) -> int:
     """Run ``compare``/``demo``: one process, one manual shard, or one rank of a torchrun job.
 
@@ -122,7 +123,6 @@ def run_compare(
         device: ``auto``, ``cpu`` or ``cuda``.
         shard: ``(rank, world)`` of a manual shard, or ``None``.
         progress: show the plan and a progress bar.
-        backends: the registries, tasks and model loader.
 
     Returns:
         The exit code.
@@ -132,7 +132,7 @@ def run_compare(
     """
     rank = distributed.torchrun_rank()
     if rank is None:
-        out = _run_shard(run, pick_device(device), shard, progress, backends)
+        out = _run_shard(run, pick_device(device), shard, progress)
         if shard is None:
             print_summary(out)
         else:
@@ -144,7 +144,7 @@ def run_compare(
     with distributed.process_group(rank, rank_device) as group:
         failure: Exception | None = None
         try:
-            out = _run_shard(run, str(rank_device), rank.shard, progress and rank.is_main, backends)
+            out = _run_shard(run, str(rank_device), rank.shard, progress and rank.is_main)
         except Exception as exc:  # every rank must reach all_ok, or the others wait forever
             failure = exc
         everyone_ok = group.all_ok(failure is None)
@@ -161,8 +161,7 @@ def run_compare(
         return 0  # rank 0 merges and reports; the others finish quietly
     distributed.check_shards_visible(out, rank.world_size)
     merge_shards(out)
-    registries = backends.registries
-    write_report(out, metrics=registries.metrics, method_order=list(registries.methods))
+    write_report(out, metrics=metric_registry.METRICS, method_order=list(method_registry.METHODS))
     print_summary(out)
     return 0
 
@@ -196,15 +195,13 @@ def _run_shard(
     device: str,
     shard: tuple[int, int] | None,
     progress: bool,
-    backends: Backends,
 ) -> Path:
     """Validate everything cheap first, then load the model and data and run (a shard)."""
-    registries = backends.registries
-    task = None if run.data_file is not None else backends.get_task(run.task_name or "")
-    names = check_methods(run.methods, registries)
+    task = None if run.data_file is not None else common.get_task(run.task_name or "")
+    names = check_methods(run.methods)
     metric_names = run.metrics
     if task is not None and run.metrics is not None:
-        metric_names = check_metrics(run.metrics, task.has_rationales, registries=registries)
+        metric_names = check_metrics(run.metrics, task.has_rationales)
     _check_numbers(run)
     out = check_writable(run.out_dir)
     dataset, task_label = _load_data(run, task)
@@ -217,7 +214,7 @@ def _run_shard(
             model = task.default_model()
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-    clf = backends.load_model(model)
+    clf = common.load_model(model)
     if run.data_file is not None:  # labels may be names or digits (CSV/TSV)
         dataset = label_indices(dataset, clf.labels)
     if run.lm_head is not None:
@@ -241,5 +238,4 @@ def _run_shard(
         shard=shard,
         max_length=run.max_length,
         truncation=run.truncation,
-        registries=registries,
     )

@@ -26,14 +26,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from captum_layer_saliency._version import __version__
+from captum_layer_saliency.cli import common
 from captum_layer_saliency.cli.common import (
-    Backends,
     CLIError,
     attach_lm_head,
     pick_device,
     to_device,
 )
-from captum_layer_saliency.data._source import DataUnavailableError
+from captum_layer_saliency.compare.methods import registry as method_registry
+from captum_layer_saliency.data import DataUnavailableError
 from captum_layer_saliency.data.table import read_table, text_column
 from captum_layer_saliency.explaining import (
     explain_batch,
@@ -165,8 +166,8 @@ def _fingerprint(inputs: _Inputs) -> str:
     return digest.hexdigest()[:16]
 
 
-def _load_classifier(args: argparse.Namespace, backends: Backends) -> TextClassifier:
-    clf = backends.load_model(args.model or args.default or "sst2")
+def _load_classifier(args: argparse.Namespace) -> TextClassifier:
+    clf = common.load_model(args.model or args.default or "sst2")
     if args.lm_head:
         clf = attach_lm_head(clf, args.lm_head)
     return to_device(clf, pick_device(args.device))
@@ -223,12 +224,11 @@ def _resume(out: Path, config: dict[str, Any]) -> list[Explanation]:
     return done
 
 
-def run(args: argparse.Namespace, backends: Backends | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``explain`` (the CLI's ``main`` reports user errors).
 
     Args:
         args: the parsed command line.
-        backends: the registries and model loader (default: the real ones).
 
     Returns:
         The exit code.
@@ -236,18 +236,17 @@ def run(args: argparse.Namespace, backends: Backends | None = None) -> int:
     Raises:
         CLIError: a user mistake.
     """
-    backends = backends or Backends()
     inputs = _read_inputs(args)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.top < 0:
         raise CLIError(f"--top must be non-negative, got {args.top}")
     try:
-        method = backends.registries.resolve_method(args.method)
+        method = method_registry.resolve_method_name(args.method)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     out = Path(args.out).expanduser() if args.out else None
-    clf = _load_classifier(args, backends)
+    clf = _load_classifier(args)
     try:
         target = resolve_target(args.target, clf.labels, len(clf.labels) or 2)
     except ValueError as exc:

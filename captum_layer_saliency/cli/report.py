@@ -6,8 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency.cli.common import CLIError, check_methods, print_summary, split_list
-from captum_layer_saliency.compare.registries import Registries
+from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.compare.report import (
     NoResultsError,
     combine_runs,
@@ -20,18 +21,17 @@ from captum_layer_saliency.compare.results import merge_shards
 __all__ = ["run_merge", "run_report", "run_summarize"]
 
 
-def _reference(reference: str | None, registries: Registries) -> str | None:
-    return None if reference is None else check_methods([reference], registries)[0]
+def _reference(reference: str | None) -> str | None:
+    return None if reference is None else check_methods([reference])[0]
 
 
-def run_report(out_dir: str, reference: str | None, examples: int, registries: Registries) -> int:
+def run_report(out_dir: str, reference: str | None, examples: int) -> int:
     """Rebuild the report of a comparison directory from its rows, and print its summary.
 
     Args:
         out_dir: the comparison directory.
         reference: the method for the paired differences (default: ``dls``).
         examples: how many examples the HTML gallery shows.
-        registries: the method registry (to resolve ``reference``).
 
     Returns:
         The exit code.
@@ -44,16 +44,16 @@ def run_report(out_dir: str, reference: str | None, examples: int, registries: R
         raise CLIError(f"{str(out)!r} is not a directory; run `compare --out {out_dir}` first")
     write_report(
         out,
-        reference=_reference(reference, registries),
+        reference=_reference(reference),
         max_examples=examples,
-        metrics=registries.metrics,
-        method_order=list(registries.methods),
+        metrics=metric_registry.METRICS,
+        method_order=list(method_registry.METHODS),
     )
     print_summary(out)
     return 0
 
 
-def run_merge(out_dir: str, registries: Registries) -> int:
+def run_merge(out_dir: str) -> int:
     """Merge the row files of a sharded run, then write its report.
 
     Raises:
@@ -63,7 +63,7 @@ def run_merge(out_dir: str, registries: Registries) -> int:
     if not out.is_dir():
         raise CLIError(f"{str(out)!r} is not a directory")
     merge_shards(out)
-    return run_report(out_dir, None, 20, registries)
+    return run_report(out_dir, None, 20)
 
 
 def run_summarize(
@@ -73,7 +73,6 @@ def run_summarize(
     methods: str | None,
     reference: str | None,
     json_path: str | None,
-    registries: Registries,
 ) -> int:
     """Print one summary table over the rows of one or more comparison runs.
 
@@ -84,7 +83,6 @@ def run_summarize(
         methods: comma-separated methods to keep (default: all).
         reference: the method for the paired differences.
         json_path: also write the summary and the combined configuration here.
-        registries: the method registry.
 
     Returns:
         The exit code.
@@ -93,14 +91,14 @@ def run_summarize(
         CLIError: unknown methods, or runs that cannot be summarised together.
         NoResultsError: no rows in the range.
     """
-    names = check_methods(split_list(methods) or [], registries) if methods else None
-    reference = _reference(reference, registries)
+    names = check_methods(split_list(methods) or []) if methods else None
+    reference = _reference(reference)
     try:
         rows, config = combine_runs(
             out_dirs, index_from=index_from, index_to=index_to, methods=names
         )
         seed = int(config.get("seed", 0))
-        summary = summarize(rows, reference=reference, seed=seed, metrics=registries.metrics)
+        summary = summarize(rows, reference=reference, seed=seed, metrics=metric_registry.METRICS)
     except NoResultsError:
         raise
     except ValueError as exc:  # runs that cannot be summarised together

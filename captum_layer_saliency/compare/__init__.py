@@ -2,14 +2,14 @@
 
 ``runner`` runs a comparison (resume, sharding) on top of ``checks`` (every input checked before
 any work), ``batches`` (the batch plan, seeds, encoded batches) and ``execute`` (one method on one
-batch, scored); ``registries`` bundles the methods and metrics it draws from; ``results`` owns the
-files on disk (JSONL rows, ``run.json``), ``report`` turns rows into tables, plots and HTML, and
-``distributed`` runs the shards under ``torchrun``.
+batch, scored), drawing on the method registry (``methods``) and the metric registry
+(:data:`captum_layer_saliency.metrics.METRICS`); ``results`` owns the files on disk (JSONL rows,
+``run.json``), ``report`` turns rows into tables, plots and HTML, and ``distributed`` runs the
+shards under ``torchrun``.
 """
 
 from captum_layer_saliency.compare.batches import ModelOutputError, word_rationale_to_tokens
 from captum_layer_saliency.compare.checks import EmptyDatasetError, InvalidComparisonError
-from captum_layer_saliency.compare.registries import Registries
 from captum_layer_saliency.compare.report import (
     NoResultsError,
     bootstrap_ci,
@@ -37,7 +37,6 @@ __all__ = [
     "ModelOutputError",
     "NoResultsError",
     "OutputDirError",
-    "Registries",
     "bootstrap_ci",
     "combine_runs",
     "format_markdown",

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_layer_saliency.compare.checks import InvalidComparisonError, text_pairs
-from captum_layer_saliency.compare.registries import WORD_SENTIMENT
+from captum_layer_saliency.compare.checks import WORD_SENTIMENT, InvalidComparisonError, text_pairs
 from captum_layer_saliency.metrics.sentiment_correlation import token_word_ids
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.targets import predicted_target

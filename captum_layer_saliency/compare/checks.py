@@ -13,23 +13,22 @@ from typing import Any
 
 import numpy as np
 
+from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency._utils import warn_user
-from captum_layer_saliency.compare.registries import (
-    WORD_SENTIMENT,
-    Registries,
-    needs_word_sentiment,
-)
 from captum_layer_saliency.data.tasks import EmptyDatasetError
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
 
 __all__ = [
     "RATIONALE_COLUMNS",
     "REQUIRED_COLUMNS",
+    "WORD_SENTIMENT",
     "EmptyDatasetError",
     "InvalidComparisonError",
     "check_labels",
     "check_metrics",
     "check_shard",
+    "default_metrics",
+    "needs_word_sentiment",
     "read_examples",
     "text_pairs",
     "token_budget",
@@ -39,18 +38,50 @@ __all__ = [
 #: Columns every dataset row must have, and the two that carry word-level human rationales.
 REQUIRED_COLUMNS = ("text", "label")
 RATIONALE_COLUMNS = ("words", "rationale")
+#: The column of per-word SST sentiments (``|label - 2|``) that ``word_sentiment_r`` needs.
+WORD_SENTIMENT = "word_sentiment"
 
 
 class InvalidComparisonError(ValueError):
     """A comparison's arguments or data cannot work (caught before any work starts)."""
 
 
+def needs_word_sentiment(metric: Any) -> bool:
+    """Whether a metric compares with SST word sentiments (rather than word rationales).
+
+    Args:
+        metric: a metric's metadata (a :class:`~captum_layer_saliency.metrics.Metric`).
+
+    Returns:
+        ``True`` for metrics whose ``inputs`` is ``"word_sentiment"``.
+    """
+    return getattr(metric, "inputs", "rationale") == WORD_SENTIMENT
+
+
+def default_metrics(has_rationales: bool, has_word_sentiment: bool = False) -> list[str]:
+    """Every faithfulness metric, plus the plausibility ones the data supports.
+
+    Args:
+        has_rationales: the data has word-level human rationales.
+        has_word_sentiment: the rows have SST word sentiments (for ``word_sentiment_r``).
+
+    Returns:
+        Metric names, in registry order.
+    """
+    return [
+        name
+        for name, metric in metric_registry.METRICS.items()
+        if metric.kind == "faithfulness"
+        or (
+            has_rationales
+            and metric.kind == "plausibility"
+            and (has_word_sentiment or not needs_word_sentiment(metric))
+        )
+    ]
+
+
 def check_metrics(
-    names: Sequence[str],
-    has_rationales: bool,
-    has_word_sentiment: bool | None = None,
-    *,
-    registries: Registries | None = None,
+    names: Sequence[str], has_rationales: bool, has_word_sentiment: bool | None = None
 ) -> list[str]:
     """Validate metric names against the registry and the data, dropping repeats.
 
@@ -59,7 +90,6 @@ def check_metrics(
         has_rationales: whether the data has human rationales (needed by plausibility metrics).
         has_word_sentiment: whether the rows have SST word sentiments (needed by
             ``word_sentiment_r``); ``None``: not known yet, not checked.
-        registries: the metric registry to check against (default: the real one).
 
     Returns:
         The names, in order, without repeats.
@@ -68,7 +98,7 @@ def check_metrics(
         InvalidComparisonError: an unknown name, no names, or a plausibility metric without
             rationales.
     """
-    registry = (registries or Registries()).metrics
+    registry = metric_registry.METRICS
     if not names:
         raise InvalidComparisonError(f"no metrics given; known metrics: {', '.join(registry)}")
     out = []

@@ -11,10 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.batches import EncodedBatch
-from captum_layer_saliency.compare.registries import Registries, needs_word_sentiment
+from captum_layer_saliency.compare.checks import needs_word_sentiment
 from captum_layer_saliency.metrics.normalised import aopc_bounds, normalise_aopc
+from captum_layer_saliency.models import passes
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
 from captum_layer_saliency.models.label_sets import attribute_targets
 from captum_layer_saliency.models.targets import target_list
@@ -56,7 +58,6 @@ def _finite_list(values: Tensor) -> list[float | None]:
 
 
 def score_batch(
-    registries: Registries,
     metric_names: Sequence[str],
     clf: TextClassifier,
     batch: EncodedBatch,
@@ -71,8 +72,7 @@ def score_batch(
     per batch, for every method.
 
     Args:
-        registries: the metric registry.
-        metric_names: the metrics to compute.
+        metric_names: the metrics to compute (from :data:`captum_layer_saliency.metrics.METRICS`).
         clf: the classifier.
         batch: the encoded batch.
         scores: ``(batch, seq)`` token scores, zero at pads and specials.
@@ -94,17 +94,20 @@ def score_batch(
 
     def leave_one_out() -> Tensor:
         if batch.leave_one_out is None:
-            batch.leave_one_out = registries.leave_one_out(
+            batch.leave_one_out = metric_registry.leave_one_out(
                 *inputs, batch.target, batch.special, **common
             )
         return batch.leave_one_out
 
     curves = None
     if set(AOPC_METRICS + tuple(NORMALISED_AOPC)) & set(metric_names):
-        curves = registries.aopc_curves(*args, **common)
+        curves = metric_registry.aopc_curves(*args, **common)
     values: dict[str, Tensor] = {}
     for name in metric_names:
-        metric, fn = registries.metrics[name], registries.metric_fn(name)
+        metric = metric_registry.METRICS[name]
+        fn = metric.fn
+        if fn is None:
+            raise ValueError(f"metric {name!r} has no function")
         if curves is not None and name in AOPC_METRICS:
             values[name] = curves[name].mean(-1)
         elif curves is not None and name in NORMALISED_AOPC:
@@ -130,7 +133,6 @@ def score_batch(
 
 
 def explain_batch(
-    registries: Registries,
     clf: TextClassifier,
     attributor: TokenAttributor,
     method: str,
@@ -148,7 +150,6 @@ def explain_batch(
     device.
 
     Args:
-        registries: the registries (the pass counter and the metrics).
         clf: the classifier.
         attributor: the method.
         method: its name, for the rows.
@@ -164,7 +165,7 @@ def explain_batch(
     """
     n = len(examples)
     start = time.perf_counter()
-    with registries.pass_counter(clf.model) as counter:
+    with passes.PassCounter(clf.model) as counter:
         scores = attribute_targets(
             attributor.attribute,
             clf.model,
@@ -178,9 +179,7 @@ def explain_batch(
     # on a metric through positions that no metric should read.
     scores = scores.detach().float().masked_fill(~batch.valid, 0.0)
     with torch.no_grad():
-        values, curves = score_batch(
-            registries, metric_names, clf, batch, scores, metric_batch_size
-        )
+        values, curves = score_batch(metric_names, clf, batch, scores, metric_batch_size)
     keep = batch.keep
     scores_host = scores.cpu()
     metric_values = {name: _finite_list(v.reshape(-1)) for name, v in values.items()}

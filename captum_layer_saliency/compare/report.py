@@ -49,8 +49,8 @@ from captum_layer_saliency.compare.report_tables import (
     format_markdown,
     format_table,
     html_table,
-    paired_rows,
-    table_rows,
+    paired_frame,
+    summary_frame,
     write_csv,
 )
 from captum_layer_saliency.compare.selection_notes import selection_notes_html
@@ -254,13 +254,13 @@ def write_report(
         f"<p>Task <code>{html.escape(str(config.get('task', '?')))}</code>, model "
         f"<code>{html.escape(str(config.get('model', '?')))}</code>. The explained class is the "
         "prediction; cells are means with bootstrap 95 % CIs.</p>",
-        html_table(*table_rows(summary)),
+        html_table(summary_frame(summary)),
         selection_notes_html(config, summary),
     ]
     if summary["paired"]:
         body += [
             f"<h2>Paired differences against {html.escape(summary['reference'])}</h2>",
-            html_table(*paired_rows(summary)),
+            html_table(paired_frame(summary)),
         ]
     body += images
     body += ["<h2>Explanations</h2>", _gallery(rows, labels, summary["order"], max_examples)]

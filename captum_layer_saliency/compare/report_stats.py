@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.metrics import METRICS
@@ -51,12 +52,14 @@ def bootstrap_ci(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float, float]:
-    """Mean and percentile bootstrap confidence interval of the mean.
+    """Mean and percentile bootstrap confidence interval of the mean (``scipy.stats.bootstrap``).
+
+    A paired comparison passes the per-example differences.
 
     Args:
         values: the per-example values; non-finite ones are ignored.
         n_boot: the number of resamples.
-        seed: seeds the resampling (a numpy ``default_rng``).
+        seed: seeds the resampling (a numpy ``default_rng``), so a CI is reproducible.
         confidence: the interval's coverage.
 
     Returns:
@@ -70,16 +73,17 @@ def bootstrap_ci(
     mean = float(x.mean())
     if x.size == 1:
         return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    # Resample in chunks: n_boot x n indices at once would be large for big datasets.
-    chunk = max(1, 2_000_000 // x.size)
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return mean, float(low), float(high)
+    interval = scipy_stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=n_boot,
+        # Resample in batches: n_boot x n values at once would be large for big datasets.
+        batch=max(1, 2_000_000 // x.size),
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return mean, float(interval.low), float(interval.high)
 
 
 def _seed_for(seed: int, *names: str) -> int:

@@ -1,20 +1,21 @@
 """The summary as tables: markdown (``summary.md``, the CLI), CSV (``summary.csv``) and HTML.
 
-:func:`table_rows` and :func:`paired_rows` turn a summary from
-:func:`~captum_layer_saliency.compare.report_stats.summarize` into display strings once; the
-markdown, and the HTML tables of the report, are two renderings of the same rows. HTML cells
-are escaped.
+:func:`summary_frame` and :func:`paired_frame` turn a summary from
+:func:`~captum_layer_saliency.compare.report_stats.summarize` into a pandas ``DataFrame`` of
+display strings once; the markdown (``DataFrame.to_markdown``) and the HTML tables of the report
+(``DataFrame.to_html``) are two renderings of the same frame. HTML cells are escaped.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from captum_layer_saliency.compare.selection_notes import selection_notes
 
@@ -23,8 +24,8 @@ __all__ = [
     "format_markdown",
     "format_table",
     "html_table",
-    "paired_rows",
-    "table_rows",
+    "paired_frame",
+    "summary_frame",
     "write_csv",
 ]
 
@@ -58,15 +59,14 @@ def _md_cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def table_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The main table as a header and rows of display strings (markdown and HTML share it).
+def summary_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """The main table as display strings (markdown and HTML render it).
 
     Args:
         summary: what :func:`~captum_layer_saliency.compare.report_stats.summarize` returns.
 
     Returns:
-        ``(header, rows)``: one row per method, in ranking order; a metric's cell is
-        ``mean [low, high]``.
+        One row per method, in ranking order; a metric's cell is ``mean [low, high]``.
     """
     metrics = summary["metrics"]
     header = ["method", "n"]
@@ -84,17 +84,17 @@ def table_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             ratio = s["cost_ratio"]
             line.append("–" if ratio is None else f"{ratio:.1f}×")
         body.append(line)
-    return header, body
+    return pd.DataFrame(body, columns=header, dtype=object)
 
 
-def paired_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The paired differences against the reference, as a header and rows of display strings.
+def paired_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """The paired differences against the reference, as display strings.
 
     Args:
         summary: what :func:`~captum_layer_saliency.compare.report_stats.summarize` returns.
 
     Returns:
-        ``(header, rows)``: one row per method but the reference, in ranking order.
+        One row per method but the reference, in ranking order.
     """
     header = [f"method − {summary['reference']}"] + list(summary["metrics"])
     body = [
@@ -102,14 +102,13 @@ def paired_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
         for method in summary["order"]
         if method in summary["paired"]
     ]
-    return header, body
+    return pd.DataFrame(body, columns=header, dtype=object)
 
 
-def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
-    lines.append("|" + "---|" * len(header))
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
+def _markdown(frame: pd.DataFrame) -> str:
+    """A pipe table of display strings (kept as written: no number parsing), ``|`` escaped."""
+    escaped = frame.map(_md_cell).rename(columns=_md_cell)
+    return str(escaped.to_markdown(index=False, disable_numparse=True))
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
@@ -121,7 +120,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
     Returns:
         A markdown table, ``|`` in cells escaped.
     """
-    return _markdown(*table_rows(summary))
+    return _markdown(summary_frame(summary))
 
 
 def format_markdown(summary: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> str:
@@ -184,7 +183,7 @@ def format_markdown(summary: Mapping[str, Any], config: Mapping[str, Any] | None
             "",
             "Per example, method minus reference, on the examples both explained.",
             "",
-            _markdown(*paired_rows(summary)),
+            _markdown(paired_frame(summary)),
             "",
         ]
     return "\n".join(parts)
@@ -198,27 +197,26 @@ def write_csv(summary: Mapping[str, Any], path: Path) -> None:
         path: the file to write.
     """
     metrics = summary["metrics"]
-    header = ["method", "n"]
-    for m in metrics:
-        header += [f"{m}_mean", f"{m}_low", f"{m}_high", f"{m}_n"]
-    header += ["seconds_per_example", "forwards_per_example", "backwards_per_example"]
-    header += ["cost_ratio"]
-    for m in metrics:
-        header += [f"{m}_diff_vs_reference_mean", f"{m}_diff_low", f"{m}_diff_high"]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for method in summary["order"]:
-            s = summary["methods"][method]
-            line: list[Any] = [method, s["n"]]
-            for m in metrics:
-                st = s["metrics"][m]
-                line += [st["mean"], st["low"], st["high"], st["n"]]
-            line += [s["seconds"]["mean"], s["forwards"], s["backwards"], s["cost_ratio"]]
-            for m in metrics:
-                d = summary["paired"].get(method, {}).get(m)
-                line += [d["mean"], d["low"], d["high"]] if d else ["", "", ""]
-            writer.writerow(["" if v is None else v for v in line])
+    rows = []
+    for method in summary["order"]:
+        s = summary["methods"][method]
+        row: dict[str, Any] = {"method": method, "n": s["n"]}
+        for m in metrics:
+            st = s["metrics"][m]
+            row |= {f"{m}_mean": st["mean"], f"{m}_low": st["low"], f"{m}_high": st["high"]}
+            row[f"{m}_n"] = st["n"]
+        row |= {
+            "seconds_per_example": s["seconds"]["mean"],
+            "forwards_per_example": s["forwards"],
+            "backwards_per_example": s["backwards"],
+            "cost_ratio": s["cost_ratio"],
+        }
+        for m in metrics:
+            d = summary["paired"].get(method, {}).get(m) or {}
+            row[f"{m}_diff_vs_reference_mean"] = d.get("mean")
+            row[f"{m}_diff_low"], row[f"{m}_diff_high"] = d.get("low"), d.get("high")
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False, lineterminator="\r\n")
 
 
 _WITH_CI = re.compile(r"^(\S+) (\[[^\]]*\])$")
@@ -236,17 +234,18 @@ def _html_cell(text: str) -> str:
     return f'{mean}<br><span class="ci">{ci}</span>'
 
 
-def html_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+def html_table(frame: pd.DataFrame) -> str:
     """An HTML table of display strings, every cell escaped, in a horizontally scrolling box.
 
     Args:
-        header: the column names.
-        body: the rows; a ``mean [low, high]`` cell shows its interval on a second, small line.
+        frame: display strings (:func:`summary_frame`, :func:`paired_frame`); a
+            ``mean [low, high]`` cell shows its interval on a second, small line.
 
     Returns:
         The HTML fragment.
     """
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in r) + "</tr>" for r in body)
+    # Escaped here, cell by cell, so that the interval's markup survives ``escape=False``.
+    escaped = frame.map(_html_cell).rename(columns=lambda name: html.escape(str(name)))
+    table = escaped.to_html(index=False, escape=False, border=0)
     # The wrapper keeps a wide table inside the page (it scrolls rather than being cut off).
-    return f'<div class="table-wrap"><table><tr>{head}</tr>{rows}</table></div>'
+    return f'<div class="table-wrap">{table}</div>'

@@ -37,6 +37,7 @@ and ``n_tokens_original``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -50,23 +51,27 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
+from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency._utils import seed_everything
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.batches import EncodedBatch, batch_plan, derive_seed
 from captum_layer_saliency.compare.checks import (
     RATIONALE_COLUMNS,
+    WORD_SENTIMENT,
     InvalidComparisonError,
     check_labels,
     check_metrics,
     check_shard,
+    default_metrics,
+    needs_word_sentiment,
     read_examples,
     text_pairs,
     token_budget,
     truncation_plan,
 )
 from captum_layer_saliency.compare.execute import explain_batch, prepare_method
+from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.compare.plan import dls_layers, format_plan, plan_comparison
-from captum_layer_saliency.compare.registries import WORD_SENTIMENT, Registries
 from captum_layer_saliency.compare.report import write_report
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
 
@@ -91,7 +96,6 @@ def run_comparison(
     report: bool = True,
     max_length: int | None = None,
     truncation: str = "truncate",
-    registries: Registries | None = None,
 ) -> Path:
     """Explain every example with every method, score the explanations, write rows and a report.
 
@@ -122,8 +126,6 @@ def run_comparison(
         truncation: what to do with texts over the budget: ``"truncate"`` (cut them, warn once,
             and record ``truncated`` and ``n_tokens_original`` in their rows) or ``"error"``
             (refuse to start).
-        registries: the methods and metrics to draw from (default: the real registries; tests
-            pass small fakes).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -144,19 +146,19 @@ def run_comparison(
     Every error but the last is raised before any row is computed, so a mistake never costs
     work, and nothing already in ``out_dir`` is touched.
     """
-    registries = registries or Registries()
-    names = list(dict.fromkeys(registries.resolve_method(m) for m in methods))  # keep order
+    resolve = method_registry.resolve_method_name
+    names = list(dict.fromkeys(resolve(m) for m in methods))  # keep order
     if not names:
         raise InvalidComparisonError("no methods to run")
-    options = {registries.resolve_method(k): dict(v) for k, v in (method_options or {}).items()}
+    options = {resolve(k): dict(v) for k, v in (method_options or {}).items()}
 
     # 1. Every check, before any work and before touching out_dir.
     examples = read_examples(dataset, limit)
     has_rationales = all(c in examples[0] for c in RATIONALE_COLUMNS)
     has_sentiment = has_rationales and WORD_SENTIMENT in examples[0]
     if metrics is None:
-        metrics = registries.default_metrics(has_rationales, has_sentiment)
-    metric_names = check_metrics(metrics, has_rationales, has_sentiment, registries=registries)
+        metrics = default_metrics(has_rationales, has_sentiment)
+    metric_names = check_metrics(metrics, has_rationales, has_sentiment)
     rank, world = check_shard(shard)
     clf.check_tokenizer()
     check_labels(examples, clf)
@@ -177,9 +179,7 @@ def run_comparison(
         _print_plan(clf, names, metric_names, options, n_tokens, budget, mine, task)
 
     # 3. The methods, and the configuration a resumed run must match.
-    attributors = {
-        name: registries.build_method(name, clf, seed, options.get(name, {})) for name in names
-    }
+    attributors = {name: _build_method(name, clf, seed, options.get(name, {})) for name in names}
     config = {
         "task": task or "custom",
         "model": clf.name,
@@ -202,7 +202,6 @@ def run_comparison(
     # 4. Explain and score every (batch, method) with a row still missing; append the rows.
     own_file = results.rows_path(out, None if shard is None else rank)
     run = _Run(
-        registries=registries,
         clf=clf,
         attributors=attributors,
         examples=examples,
@@ -213,7 +212,9 @@ def run_comparison(
         metric_names=metric_names,
         metric_batch_size=metric_batch_size,
         with_rationales=has_rationales,
-        with_sentiment=registries.needs_word_sentiment(metric_names),
+        with_sentiment=any(
+            needs_word_sentiment(metric_registry.METRICS[name]) for name in metric_names
+        ),
         out=out,
     )
     done = _rows_done(out, own_file)
@@ -232,8 +233,22 @@ def run_comparison(
 
     # 5. The report (a sharded run is merged first, then reported).
     if report and shard is None:
-        write_report(out, metrics=registries.metrics, method_order=list(registries.methods))
+        write_report(
+            out, metrics=metric_registry.METRICS, method_order=list(method_registry.METHODS)
+        )
     return out
+
+
+def _build_method(
+    name: str, clf: TextClassifier, seed: int, options: Mapping[str, Any]
+) -> TokenAttributor:
+    """``get_method``, with the run's seed passed to methods that take one (unless set)."""
+    factory = getattr(method_registry.METHODS.get(name), "factory", None)
+    if factory is not None and "seed" in inspect.signature(factory).parameters:
+        # The registry's stochastic methods seed their own draws; without this, --seed would
+        # not reach them.
+        options = {"seed": seed, **options}
+    return method_registry.get_method(name, clf, **options)
 
 
 def _print_plan(
@@ -272,7 +287,6 @@ def _rows_done(out: Path, own_file: Path) -> set[results.RowKey]:
 class _Run:
     """What every batch of one run shares: the model, the methods, the data and the metrics."""
 
-    registries: Registries
     clf: TextClassifier
     attributors: Mapping[str, TokenAttributor]
     examples: Sequence[dict[str, Any]]
@@ -315,7 +329,6 @@ class _Run:
                 prepare_method(self.attributors[method], method, texts, self.out)
             seed_everything(derive_seed(self.seed, batch_no, method))
             rows = explain_batch(
-                self.registries,
                 self.clf,
                 self.attributors[method],
                 method,

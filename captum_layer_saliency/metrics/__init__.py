@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from captum_layer_saliency.metrics._perturb import (
+from captum_layer_saliency.metrics.curves import deletion_auc, insertion_auc
+from captum_layer_saliency.metrics.deletion import (
     tokens_for_fraction,
     top_k_mask,
     valid_token_mask,
 )
-from captum_layer_saliency.metrics.curves import deletion_auc, insertion_auc
 from captum_layer_saliency.metrics.faithfulness import (
     ERASER_BINS,
     aopc_curves,

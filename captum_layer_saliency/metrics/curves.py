@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_layer_saliency.metrics._perturb import (
+from captum_layer_saliency.metrics.deletion import (
     DELETE,
     ForwardFunc,
     Replacement,

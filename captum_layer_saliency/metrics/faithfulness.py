@@ -17,10 +17,10 @@ pure and batched, and takes the same arguments:
 * ``special_mask``: ``(batch, seq)`` bool, True on special tokens, which are never removed;
 * ``**model_inputs``: the model's other inputs by their Hugging Face names, each ``(batch, seq,
   ...)`` (``token_type_ids=``, a custom keyword...), as DLS's ``attribute`` takes them. They
-  follow their tokens through every deletion (see :mod:`._perturb`); without them a
+  follow their tokens through every deletion (see :mod:`.deletion`); without them a
   ``ClassifierForward`` derives segment and position ids from each perturbed copy.
 
-Rules shared by all (see :mod:`captum_layer_saliency.metrics._perturb`): only valid tokens (real,
+Rules shared by all (see :mod:`captum_layer_saliency.metrics.deletion`): only valid tokens (real,
 non-special) are ranked and removed; **ties are broken by position, earlier first**; tokens are
 **deleted** (taken out, the sequence re-packed, the specials kept) unless a replacement token id is
 given. Note that the perturbation baselines *replace* tokens by ``[PAD]`` while these metrics
@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_layer_saliency.metrics._perturb import (
+from captum_layer_saliency.metrics.deletion import (
     DELETE,
     ForwardFunc,
     Perturbations,

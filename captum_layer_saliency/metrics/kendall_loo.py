@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from scipy.stats import kendalltau
 from torch import Tensor
 
-from captum_layer_saliency.metrics._perturb import (
+from captum_layer_saliency.metrics.deletion import (
     DELETE,
     ForwardFunc,
     Replacement,
@@ -24,7 +25,7 @@ __all__ = ["kendall_tau_b", "kendall_tau_loo", "leave_one_out"]
 
 
 def kendall_tau_b(x: Tensor, y: Tensor) -> float:
-    """Kendall's τ-b between two 1-D vectors (ties handled as in ``scipy.stats.kendalltau``).
+    """Kendall's τ-b between two 1-D vectors (``scipy.stats.kendalltau``).
 
     Args:
         x: ``(n,)`` values.
@@ -33,17 +34,11 @@ def kendall_tau_b(x: Tensor, y: Tensor) -> float:
     Returns:
         τ-b in ``[-1, 1]``; NaN when ``n < 2`` or either vector is constant.
     """
-    x, y = x.to(torch.float64).reshape(-1), y.to(torch.float64).reshape(-1)
-    if x.numel() < 2:
+    x = x.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+    y = y.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+    if x.numel() < 2 or bool((x == x[0]).all()) or bool((y == y[0]).all()):
         return float("nan")
-    sx = torch.sign(x[:, None] - x[None, :]).triu(diagonal=1)
-    sy = torch.sign(y[:, None] - y[None, :]).triu(diagonal=1)
-    # Pairs tied in x (or y) count in neither the concordant-minus-discordant sum nor that side
-    # of the denominator: tau_b = (C - D) / sqrt((n0 - ties_x) * (n0 - ties_y)).
-    untied_x, untied_y = sx.abs().sum(), sy.abs().sum()
-    if untied_x == 0 or untied_y == 0:
-        return float("nan")
-    return float((sx * sy).sum() / torch.sqrt(untied_x * untied_y))
+    return float(kendalltau(x.numpy(), y.numpy(), variant="b").statistic)
 
 
 def leave_one_out(

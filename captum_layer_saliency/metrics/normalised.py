@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_layer_saliency.metrics._perturb import DELETE, ForwardFunc, Replacement
+from captum_layer_saliency.metrics.deletion import DELETE, ForwardFunc, Replacement
 from captum_layer_saliency.metrics.faithfulness import ERASER_BINS, aopc_curves
 from captum_layer_saliency.metrics.kendall_loo import leave_one_out
 

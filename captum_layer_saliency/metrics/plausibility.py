@@ -17,9 +17,10 @@ way, with k from the dataset's average rationale length; pass ``k`` to do that).
 from __future__ import annotations
 
 import torch
+from sklearn.metrics import average_precision_score
 from torch import Tensor
 
-from captum_layer_saliency.metrics._perturb import top_k_mask
+from captum_layer_saliency.metrics.deletion import top_k_mask
 
 
 def _prepare(scores: Tensor, rationale: Tensor, valid_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -135,7 +136,7 @@ def iou_f1(
 def average_precision(scores: Tensor, labels: Tensor) -> float:
     """Average precision (area under the precision-recall curve, step-wise) of one example.
 
-    Tied scores form one threshold, as in ``sklearn.metrics.average_precision_score``:
+    ``sklearn.metrics.average_precision_score``: tied scores form one threshold,
     ``AP = sum_t (R_t - R_{t-1}) * P_t`` over the distinct score thresholds ``t``, descending.
 
     Args:
@@ -145,18 +146,11 @@ def average_precision(scores: Tensor, labels: Tensor) -> float:
     Returns:
         AP in ``[0, 1]``; NaN without a positive label.
     """
-    labels = labels.to(torch.float64).reshape(-1)
-    positives = labels.sum()
-    if positives == 0:
+    labels = labels.detach().to(device="cpu", dtype=torch.bool).reshape(-1)
+    if not bool(labels.any()):
         return float("nan")
-    scores = scores.detach().to(torch.float64).reshape(-1)
-    # Each distinct score is one threshold; count the positives and items at or above it.
-    thresholds, inverse = torch.unique(scores, sorted=True, return_inverse=True)
-    pos_at = torch.zeros_like(thresholds).index_add_(0, inverse, labels).flip(0)
-    all_at = torch.zeros_like(thresholds).index_add_(0, inverse, torch.ones_like(labels)).flip(0)
-    tp, predicted = pos_at.cumsum(0), all_at.cumsum(0)
-    precision, recall_gain = tp / predicted, pos_at / positives
-    return float((recall_gain * precision).sum())
+    scores = scores.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+    return float(average_precision_score(labels.numpy(), scores.numpy()))
 
 
 def auprc(scores: Tensor, rationale: Tensor, valid_mask: Tensor) -> Tensor:

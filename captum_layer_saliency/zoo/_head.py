@@ -94,7 +94,7 @@ def _encode_masked(
     """
     special = tokenizer.all_special_ids
     states, targets, kinds = [], [], []
-    for _, ids, mask in tqdm(padded_batches(token_rows, tokenizer.pad_token_id, 64), desc=desc):
+    for _, ids, mask in tqdm(padded_batches(token_rows, tokenizer, 64), desc=desc):
         candidates = _candidates(ids, mask, special)
         corrupted, kind = _bert_mask(ids, candidates, tokenizer, generator)
         extra = candidates & (kind < 0) & (torch.rand(ids.shape, generator=generator) < 0.15)
@@ -142,7 +142,7 @@ def evaluate_head(
     rows = tokenizer(list(texts), truncation=True, max_length=MAX_LENGTH)["input_ids"]
     masked_hits = kept_hits = n_masked = n_kept = 0
     masked_targets = []
-    for _, ids, mask in padded_batches(rows, tokenizer.pad_token_id, 64):
+    for _, ids, mask in padded_batches(rows, tokenizer, 64):
         cand = _candidates(ids, mask, tokenizer.all_special_ids)
         selected = cand & (torch.rand(ids.shape, generator=generator) < 0.15)
         masked = ids.masked_fill(selected, tokenizer.mask_token_id)

@@ -134,14 +134,15 @@ def load_head(tensors: dict[str, Tensor], word_embeddings: Tensor) -> BertOnlyML
 
 
 def apply_classifier(
-    model: BertForSequenceClassification, tensors: dict[str, Tensor], scaling: float
+    model: BertForSequenceClassification, tensors: dict[str, Tensor], rank: int, alpha: float
 ) -> BertForSequenceClassification:
     """Merge a classifier artifact into a fresh ``BertForSequenceClassification``.
 
     Args:
         model: built by :func:`classifier_model` with the task's labels.
         tensors: the artifact's tensors (``lora_A.*``, ``lora_B.*``, ``full.*``).
-        scaling: LoRA ``alpha / rank``.
+        rank: LoRA rank.
+        alpha: LoRA ``alpha`` (the update is scaled by ``alpha / rank``).
 
     Returns:
         ``model``, updated in place, in eval mode.
@@ -151,9 +152,9 @@ def apply_classifier(
     """
     full = {k[len("full.") :]: v for k, v in tensors.items() if k.startswith("full.")}
     try:
-        merged = merge_lora(model, tensors, scaling)
+        merged = merge_lora(model, tensors, rank, alpha)
         _, unexpected = model.load_state_dict(full, strict=False)
-    except (KeyError, RuntimeError, AttributeError) as exc:
+    except (KeyError, ValueError, RuntimeError, AttributeError) as exc:
         raise ArtifactError(f"classifier artifact does not fit the model: {exc}") from exc
     if unexpected or merged == 0:
         raise ArtifactError(

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding
 
 from captum_layer_saliency._utils import seed_everything
 from captum_layer_saliency.data import (
@@ -115,33 +116,28 @@ def length_batches(
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-pad token id lists into ``(input_ids, attention_mask)``.
+def pad(rows: Sequence[Sequence[int]], tokenizer: Any) -> tuple[Tensor, Tensor]:
+    """Right-pad token id lists into ``(input_ids, attention_mask)`` (``DataCollatorWithPadding``).
 
     Args:
         rows: token id lists.
-        pad_id: the padding token id.
+        tokenizer: the tokenizer (its padding token and side).
 
     Returns:
         ``(input_ids, attention_mask)``, both ``(len(rows), longest)`` long tensors.
     """
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
+    batch = DataCollatorWithPadding(tokenizer)([{"input_ids": list(r)} for r in rows])
+    return batch["input_ids"], batch["attention_mask"]
 
 
 def padded_batches(
-    rows: Sequence[Sequence[int]], pad_id: int, batch_size: int
+    rows: Sequence[Sequence[int]], tokenizer: Any, batch_size: int
 ) -> list[tuple[list[int], Tensor, Tensor]]:
     """Length-sorted evaluation batches: ``(row numbers, input_ids, attention_mask)``.
 
     Args:
         rows: token id lists.
-        pad_id: the padding token id.
+        tokenizer: the tokenizer (its padding token and side).
         batch_size: rows per batch.
 
     Returns:
@@ -149,7 +145,7 @@ def padded_batches(
     """
     out = []
     for batch in length_batches([len(r) for r in rows], batch_size, None):
-        out.append((batch, *pad([rows[i] for i in batch], pad_id)))
+        out.append((batch, *pad([rows[i] for i in batch], tokenizer)))
     return out
 
 
@@ -232,7 +228,7 @@ def evaluate_classifier(
     model.eval()
     rows = tokenizer(list(texts), truncation=True, max_length=MAX_LENGTH)["input_ids"]
     correct = 0
-    for batch, ids, mask in padded_batches(rows, tokenizer.pad_token_id, 64):
+    for batch, ids, mask in padded_batches(rows, tokenizer, 64):
         pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
         correct += int((pred == torch.tensor([labels[i] for i in batch])).sum())
     return correct / len(rows)
@@ -267,7 +263,7 @@ def train_classifier(task: str, config: BuildConfig) -> tuple[dict[str, Tensor],
     gold = torch.tensor([labels[i] for i in chosen])
 
     def loss_of(batch: list[int]) -> Tensor:
-        ids, mask = pad([ids_rows[i] for i in batch], tokenizer.pad_token_id)
+        ids, mask = pad([ids_rows[i] for i in batch], tokenizer)
         logits = model(input_ids=ids, attention_mask=mask).logits
         return nn.functional.cross_entropy(logits, gold[batch])
 

@@ -127,7 +127,7 @@ def layer_coherence(
     """
     layers = find_model_parts(model).layers
     rows = tokenizer(list(texts), truncation=True, max_length=MAX_LENGTH)["input_ids"]
-    batches = [(ids, mask) for _, ids, mask in padded_batches(rows, tokenizer.pad_token_id, 32)]
+    batches = [(ids, mask) for _, ids, mask in padded_batches(rows, tokenizer, 32)]
 
     def forward(ids: Tensor, mask: Tensor) -> Any:
         return model(input_ids=ids, attention_mask=mask)

@@ -38,7 +38,7 @@ from captum_layer_saliency._utils import (  # noqa: F401  (re-exported: the cach
     resolve_cache_dir,
     sha256_file,
 )
-from captum_layer_saliency.attr._calibration import CONFIG_KEY
+from captum_layer_saliency.attr import CONFIG_KEY
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.zoo._manifest import (
     HEAD,
@@ -181,7 +181,7 @@ def _classifier(artifacts: _Artifacts, task: str) -> BertForSequenceClassificati
     model = classifier_model(json.loads(artifacts.metadata[task]["labels"]))
     try:
         return apply_classifier(
-            model, artifacts.tensors[task], config["lora_alpha"] / config["lora_rank"]
+            model, artifacts.tensors[task], int(config["lora_rank"]), config["lora_alpha"]
         )
     except ArtifactError as exc:
         path = artifacts.path(task)

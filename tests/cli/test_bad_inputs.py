@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from compare_fakes import FAKE_METHODS, FAKES, fake_backends, stable, toy_dataset
+from compare_fakes import FAKE_METHODS, patch_fakes, stable, toy_dataset, use_fakes
 from conftest import VOCAB, tiny_bert_config
 from torch import Tensor, nn
 from transformers import BertForMaskedLM, BertTokenizer
@@ -127,10 +127,10 @@ def done_run(tiny_classifier: TextClassifier, tmp_path: Path) -> Path:
 
 def _api(clf: TextClassifier, data: Any, out: Path, **kwargs: Any) -> Path:
     kwargs.setdefault("methods", list(FAKE_METHODS))
-    kwargs.setdefault("registries", FAKES)
-    return run_comparison(
-        clf, data, out_dir=out, batch_size=3, progress=False, report=False, task="toy", **kwargs
-    )
+    with use_fakes():
+        return run_comparison(
+            clf, data, out_dir=out, batch_size=3, progress=False, report=False, task="toy", **kwargs
+        )
 
 
 def _rows_with(**change: Any) -> Callable[[], list[dict[str, Any]]]:
@@ -272,20 +272,23 @@ def finished_cli_run(
     """One good CLI run (report included), made once and copied by :func:`cli_env`."""
     root = tmp_path_factory.mktemp("finished")
     env = {"data": _write_jsonl(root / "data.jsonl", _good_rows()), "out": root / "out"}
-    backends = fake_backends(load_model=lambda name: tiny_classifier)
-    assert cli.main(_cli_args(env), backends=backends) == 0
+    with use_fakes(load_model=lambda name: tiny_classifier):
+        assert cli.main(_cli_args(env)) == 0
     return root
 
 
 @pytest.fixture
 def cli_env(
-    tiny_classifier: TextClassifier, tmp_path: Path, finished_cli_run: Path
+    tiny_classifier: TextClassifier,
+    tmp_path: Path,
+    finished_cli_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, Any]:
     """Fakes, the tiny model behind ``--model tiny``, a good data file and a finished run."""
     models = {"tiny": tiny_classifier}
     shutil.copytree(finished_cli_run, tmp_path, dirs_exist_ok=True)
+    patch_fakes(monkeypatch, load_model=lambda name: models.get(name) or load_model(name))
     return {
-        "backends": fake_backends(load_model=lambda name: models.get(name) or load_model(name)),
         "models": models,
         "data": tmp_path / "data.jsonl",
         "out": tmp_path / "out",
@@ -399,7 +402,7 @@ def test_cli_bad_input_is_one_line_and_loses_nothing(
         args += ["--truncation", "error"]
     before = _snapshot(cli_env["out"])
     capsys.readouterr()
-    assert cli.main(args, backends=cli_env["backends"]) == 2
+    assert cli.main(args) == 2
     assert message in _one_error_line(capsys)
     assert _snapshot(cli_env["out"]) == before
 
@@ -411,7 +414,7 @@ def test_cli_unwritable_output_directory(
     blocker.write_text("in the way")
     cli_env["out"] = blocker / "out"
     capsys.readouterr()
-    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 2
+    assert cli.main(_cli_args(cli_env)) == 2
     assert "cannot write to output directory" in _one_error_line(capsys)
 
 
@@ -421,7 +424,7 @@ def test_cli_corrupt_rows_file(cli_env: dict[str, Any], capsys: pytest.CaptureFi
     path.write_text("\n".join(lines[:2] + ["{broken"] + lines[2:]) + "\n", encoding="utf-8")
     before = _snapshot(cli_env["out"])
     capsys.readouterr()
-    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 2
+    assert cli.main(_cli_args(cli_env)) == 2
     assert "line 3 is not a valid result row" in _one_error_line(capsys)
     assert _snapshot(cli_env["out"]) == before
 
@@ -439,7 +442,7 @@ def test_cli_corrupt_default_model_cache(
     args[args.index("tiny")] = "sst2"
     before = _snapshot(cli_env["out"])
     capsys.readouterr()
-    assert cli.main(args, backends=cli_env["backends"]) == 2
+    assert cli.main(args) == 2
     assert "default model 'sst2' unusable" in _one_error_line(capsys)
     assert _snapshot(cli_env["out"]) == before
 
@@ -450,7 +453,7 @@ def test_cli_nan_logits_keep_the_rows_before(
     cli_env["out"] = cli_env["tmp"] / "nan"
     args = _model("nan", _nan_classifier)(cli_env)
     capsys.readouterr()
-    assert cli.main(args, backends=cli_env["backends"]) == 2
+    assert cli.main(args) == 2
     assert "NaN or inf" in _one_error_line(capsys)
     assert len(load_rows(cli_env["out"])) == 6 * 3
 
@@ -469,11 +472,11 @@ def test_cli_interrupted_mid_run_keeps_its_rows_and_resumes(
         original(self, row)
 
     monkeypatch.setattr(results_mod.RowWriter, "write", write)
-    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 130
+    assert cli.main(_cli_args(cli_env)) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
     assert len(load_rows(cli_env["out"])) == 4
     monkeypatch.setattr(results_mod.RowWriter, "write", original)
-    assert cli.main(_cli_args(cli_env), backends=cli_env["backends"]) == 0
+    assert cli.main(_cli_args(cli_env)) == 0
     assert [stable(r) for r in load_rows(cli_env["out"])] == reference
 
 

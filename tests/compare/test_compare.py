@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from compare_fakes import FAKE_METHODS, FAKES, METRICS, stable, toy_dataset
+from compare_fakes import FAKE_METHODS, METRICS, stable, toy_dataset, use_fakes
 from transformers import BertTokenizer
 
 from captum_layer_saliency import metrics
@@ -30,18 +30,17 @@ from captum_layer_saliency.compare import (
 from captum_layer_saliency.compare import results as results_mod
 from captum_layer_saliency.compare.batches import batch_plan
 from captum_layer_saliency.compare.methods import METHODS
-from captum_layer_saliency.compare.registries import Registries
 from captum_layer_saliency.models.classifier import TextClassifier
 
 HOSTILE = "<script>alert(1)</script>"
 
 
 def _run(clf: TextClassifier, out: Path, **kwargs: Any) -> Path:
-    kwargs.setdefault("registries", FAKES)
     kwargs.setdefault("batch_size", 3)
     kwargs.setdefault("progress", False)
     kwargs.setdefault("report", False)  # drawing the plots is slow; test_report_files covers it
-    return run_comparison(clf, toy_dataset(), list(FAKE_METHODS), out, task="toy", **kwargs)
+    with use_fakes():
+        return run_comparison(clf, toy_dataset(), list(FAKE_METHODS), out, task="toy", **kwargs)
 
 
 def _lines(out: Path) -> list[str]:
@@ -213,6 +212,22 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean() -> None:
     assert all(np.isnan(bootstrap_ci([float("nan")])))
 
 
+def test_bootstrap_ci_by_hand() -> None:
+    # Resampled means of [0, 1] are 0, 1/2 or 1 (with chances 1/4, 1/2, 1/4): the 95 % percentile
+    # interval is [0, 1]; a constant sample has a zero-width one; non-finite values are dropped.
+    assert bootstrap_ci([0.0, 1.0], n_boot=4000, seed=0) == (0.5, 0.0, 1.0)
+    assert bootstrap_ci([3.0, 3.0, 3.0, float("inf")]) == (3.0, 3.0, 3.0)
+
+
+def test_bootstrap_ci_keeps_the_numbers_of_the_hand_written_resampler() -> None:
+    """scipy's percentile bootstrap, seeded alike, draws what the package's own loop drew."""
+    values = np.random.default_rng(5).normal(size=1821)
+    rng = np.random.default_rng(3)
+    means = values[rng.integers(0, values.size, size=(2000, values.size))].mean(axis=1)
+    want = (values.mean(), *np.quantile(means, [0.025, 0.975]))
+    assert bootstrap_ci(values, n_boot=2000, seed=3) == pytest.approx(want, rel=1e-12)
+
+
 def test_summary_ignores_row_order(reference_run: Path) -> None:
     rows = load_rows(reference_run)
     shuffled = rows[:]
@@ -246,16 +261,10 @@ def test_the_report_escapes_hostile_text_and_labels(
 ) -> None:
     clf = dataclasses.replace(tiny_classifier, labels=[HOSTILE, 'pos" onmouseover="x'])
     texts = [f"the movie {HOSTILE} was good", "boring ."]
-    run_comparison(
-        clf,
-        toy_dataset(texts),
-        ["dls"],
-        tmp_path,
-        batch_size=2,
-        progress=False,
-        task=HOSTILE,
-        registries=FAKES,
-    )
+    with use_fakes():
+        run_comparison(
+            clf, toy_dataset(texts), ["dls"], tmp_path, batch_size=2, progress=False, task=HOSTILE
+        )
     page = (tmp_path / "report.html").read_text("utf-8")
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -299,7 +308,7 @@ def test_aopc_metrics_are_the_mean_of_the_curves(
 
 
 def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
-    tiny_classifier: TextClassifier, tmp_path: Path
+    tiny_classifier: TextClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Kendall τ's leave-one-out does not depend on the method: one pass per batch, same τ."""
     calls = []
@@ -309,6 +318,7 @@ def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
         calls.append(args[1].shape[0])
         return original(*args, **kwargs)
 
+    monkeypatch.setattr(metrics, "leave_one_out", counting)
     data = toy_dataset(["the movie was very good", "boring .", "a great film"])
     methods = ["input_x_gradient", "saliency", "random"]
     run_comparison(
@@ -320,7 +330,6 @@ def test_leave_one_out_is_computed_once_per_batch_and_shared_by_the_methods(
         batch_size=2,
         progress=False,
         report=False,
-        registries=Registries(leave_one_out=counting),
     )
     assert sorted(calls) == [1, 2]  # two batches, whatever the number of methods
     rows = load_rows(tmp_path)

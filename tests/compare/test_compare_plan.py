@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from compare_fakes import fake_backends
+from compare_fakes import patch_fakes
 from conftest import SENTENCES
 
 from captum_layer_saliency.cli import app as cli
@@ -112,8 +112,9 @@ def test_compare_takes_a_csv_with_label_names_and_prints_its_plan(
     tiny_classifier: TextClassifier,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    backends = fake_backends(load_model=lambda name: tiny_classifier)
+    patch_fakes(monkeypatch, load_model=lambda name: tiny_classifier)
     data = tmp_path / "mine.csv"
     data.write_text(
         "text,label\nthe movie was very good,positive\nboring .,NEGATIVE\nfun !,1\n",
@@ -121,7 +122,7 @@ def test_compare_takes_a_csv_with_label_names_and_prints_its_plan(
     )
     out = tmp_path / "out"
     args = ["compare", "--data-file", str(data), "--model", "tiny", "--methods", "ixg"]
-    assert cli.main([*args, "--out", str(out), "--device", "cpu"], backends=backends) == 0
+    assert cli.main([*args, "--out", str(out), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "plan: 3 examples of file:mine.csv" in err
     config = json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -129,5 +130,5 @@ def test_compare_takes_a_csv_with_label_names_and_prints_its_plan(
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(r["label"] for r in rows) == [0, 1, 1]
     data.write_text("text,label\ngood,neutral\n", encoding="utf-8")
-    assert cli.main([*args, "--out", str(tmp_path / "o2"), "--no-progress"], backends=backends) == 2
+    assert cli.main([*args, "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "'neutral' is neither a class index" in capsys.readouterr().err

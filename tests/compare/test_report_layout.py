@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
@@ -9,7 +10,13 @@ from captum_layer_saliency import viz
 from captum_layer_saliency.compare.methods import available_methods
 from captum_layer_saliency.compare.report import summarize
 from captum_layer_saliency.compare.report_figures import coherence_plot, colour_order
-from captum_layer_saliency.compare.report_tables import html_table
+from captum_layer_saliency.compare.report_tables import (
+    format_table,
+    html_table,
+    paired_frame,
+    summary_frame,
+    write_csv,
+)
 
 
 def test_a_method_has_one_colour_in_every_figure() -> None:
@@ -42,12 +49,45 @@ def test_a_method_has_one_colour_in_every_figure() -> None:
 
 
 def test_tables_put_the_interval_under_the_mean_and_scroll_rather_than_cut() -> None:
-    table = html_table(["method", "comp"], [["<dls>", "0.119 [0.014, 0.185]"], ["x", "3.5×"]])
+    frame = pd.DataFrame(
+        [["<dls>", "0.119 [0.014, 0.185]"], ["x", "3.5×"]], columns=["method", "comp"]
+    )
+    table = html_table(frame)
     assert table.startswith('<div class="table-wrap">')
     assert '0.119<br><span class="ci">[0.014, 0.185]</span>' in table
     assert "&lt;dls&gt;" in table and "<dls>" not in table
     page = viz.html_page(table)
     assert "img { max-width: 100%" in page and "overflow-x: auto" in page
+
+
+SCRIPT = "<script>alert(1)</script>|x"
+
+
+def _hostile_summary() -> dict:
+    rows = [
+        {"index": i, "method": method, "seconds": 0.5, "metrics": {"comprehensiveness": value}}
+        for i, (a, b) in enumerate([(0.25, 0.5), (0.75, 0.5)])
+        for method, value in ((SCRIPT, a), ("dls", b))
+    ]
+    return summarize(rows, reference="dls")
+
+
+def test_the_tables_escape_a_hostile_method_name(tmp_path) -> None:
+    summary = _hostile_summary()
+    page = html_table(summary_frame(summary)) + html_table(paired_frame(summary))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;|x" in page
+    assert '0.500<br><span class="ci">[0.500, 0.500]</span>' in page
+    markdown = format_table(summary).splitlines()
+    # six columns, seven unescaped pipes on every line
+    assert len(markdown) == 4, markdown
+    assert all(line.count("|") - line.count("\\|") == 7 for line in markdown), markdown
+    assert "<script>alert(1)</script>\\|x" in markdown[2] + markdown[3]
+    write_csv(summary, tmp_path / "summary.csv")
+    table = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert table.loc[SCRIPT, "comprehensiveness_mean"] == 0.5
+    assert table.loc[SCRIPT, "n"] == 2 and table.loc[SCRIPT, "comprehensiveness_n"] == 2
+    assert table.loc[SCRIPT, "comprehensiveness_diff_vs_reference_mean"] == 0.0
+    assert pd.isna(table.loc["dls", "comprehensiveness_diff_low"])  # the reference: no difference
 
 
 def test_the_report_draws_the_dls_coherence_curve_in_the_methods_colour(tmp_path) -> None:

@@ -16,8 +16,7 @@ import datasets
 import pytest
 from datasets import Dataset
 
-from captum_layer_saliency.data._schema import mean_rationale_fraction
-from captum_layer_saliency.data._source import DATA_DIR_ENV, DataUnavailableError
+from captum_layer_saliency.data import DATA_DIR_ENV, DataUnavailableError, mean_rationale_fraction
 from captum_layer_saliency.data.eraser_movies import load_eraser_movies
 from captum_layer_saliency.data.hatexplain import (
     combine_rationales,

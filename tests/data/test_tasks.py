@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 
-from captum_layer_saliency.data._source import DATA_DIR_ENV
+from captum_layer_saliency.data import DATA_DIR_ENV
 from captum_layer_saliency.data.sst2 import load_sst2
 from captum_layer_saliency.data.tasks import (
     ERASER_MAX_WORDS,

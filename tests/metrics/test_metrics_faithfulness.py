@@ -31,7 +31,7 @@ from captum_layer_saliency.metrics import (
     sufficiency,
     tokens_for_fraction,
 )
-from captum_layer_saliency.metrics._perturb import perturb, token_ranks
+from captum_layer_saliency.metrics.deletion import perturb, token_ranks
 
 PAD, CLS, SEP, REPL = 0, 1, 2, 7
 #: Token weights: ids 3..6 and 8 carry content; 7 is a replacement token worth 0.25.
@@ -274,7 +274,15 @@ def test_kendall_tau_loo_by_hand(abcd: dict[str, Tensor]) -> None:
     assert call(kendall_tau_loo, tied).item() == pytest.approx(4 / math.sqrt(24))
 
 
-def test_kendall_tau_b_matches_scipy() -> None:
+def test_kendall_tau_b_by_hand() -> None:
+    # (1,2) and (1,3) concordant, (2,3) discordant: (2 - 1) / 3.
+    assert kendall_tau_b(torch.tensor([1.0, 2, 3]), torch.tensor([1.0, 3, 2])) == pytest.approx(
+        1 / 3
+    )
+    # x ties the first pair: C - D = 2 over sqrt((3 - 1) * 3).
+    assert kendall_tau_b(torch.tensor([1.0, 1, 2]), torch.tensor([1.0, 2, 3])) == pytest.approx(
+        2 / math.sqrt(6)
+    )
     stats = pytest.importorskip("scipy.stats")
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):

@@ -24,7 +24,7 @@ from captum_layer_saliency.metrics import (
     leave_one_out,
     metrics_of_kind,
 )
-from captum_layer_saliency.metrics._perturb import full_log_probs, perturb_with_inputs
+from captum_layer_saliency.metrics.deletion import full_log_probs, perturb_with_inputs
 from captum_layer_saliency.models.inputs import ClassifierForward
 
 

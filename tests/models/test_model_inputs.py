@@ -21,7 +21,7 @@ from captum_layer_saliency.attr.lafa import LAFA
 from captum_layer_saliency.attr.neighbours import NeighbourIndex
 from captum_layer_saliency.compare.methods.registry import get_method
 from captum_layer_saliency.metrics import comprehensiveness
-from captum_layer_saliency.metrics._perturb import full_log_probs
+from captum_layer_saliency.metrics.deletion import full_log_probs
 from captum_layer_saliency.models.classifier import TextClassifier, classifier_forward
 from captum_layer_saliency.models.inputs import position_ids_from_mask, segment_ids
 

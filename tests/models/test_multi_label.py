@@ -261,17 +261,15 @@ def test_cli_explain_prints_and_saves_the_set(
     clf, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from captum_layer_saliency.cli import app as cli
-    from captum_layer_saliency.cli.common import Backends
+    from captum_layer_saliency.cli import common
     from captum_layer_saliency.viz.explanation import load_explanations
 
-    backends = Backends(load_model=lambda name: clf)
+    monkeypatch.setattr(common, "load_model", lambda name: clf)
     sets = _expected_sets(clf)
     names = ["+".join("xyz"[j] for j in s) for s in sets]
     p = torch.sigmoid(_logits(clf).double())
     out = tmp_path / "run"
-    assert (
-        cli.main(["explain", *TEXTS, "--method", "ixg", "--out", str(out)], backends=backends) == 0
-    )
+    assert cli.main(["explain", *TEXTS, "--method", "ixg", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for i, name in enumerate(names):
         assert f"[{i}] {name} (p={float(p[i, sets[i]].prod()):.2f})" in printed
@@ -280,7 +278,7 @@ def test_cli_explain_prints_and_saves_the_set(
     two = next(i for i, s in enumerate(sets) if len(s) == 2)
     label = "xyz"[sets[two][0]]
     argv = ["explain", TEXTS[two], "--method", "ixg", "--target", label]
-    assert cli.main(argv, backends=backends) == 0
+    assert cli.main(argv) == 0
     assert f"predicted {names[two]}" in capsys.readouterr().out
 
 
