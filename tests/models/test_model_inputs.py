@@ -265,7 +265,8 @@ def test_multi_label_metrics_use_the_sigmoid(multi_label) -> None:
 
     # softmax([z, 0])[0] = sigmoid(z): per example, a two-class softmax of the target's logit.
     want = _reference_comprehensiveness(forward, ids, mask, scores, target, special)
-    assert torch.allclose(got, want, atol=1e-9)
+    # float32 forwards batched differently: equal to float32 precision.
+    assert torch.allclose(got, want, atol=1e-6)
     softmax_value = comprehensiveness(_plain(forward), ids, mask, scores, target, special)
     assert not torch.allclose(got, softmax_value, atol=1e-4)
 
