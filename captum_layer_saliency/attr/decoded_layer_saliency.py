@@ -76,8 +76,9 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     ``selection="example"`` each example's own coherence curve picks its layer (less faithful,
     and costlier than the per-model layer: BENCHMARKS.md section 6). Under a layer method
     other than the gradient, those choices are made from the layers' states first, and the
-    method then runs at the chosen layers only. A layer whose gradient does not reach the input tokens (the last block
-    under a [CLS]-only pooler) is detected from the gradients and never selected.
+    method then runs at the chosen layers only. A layer whose gradient does not reach the input
+    tokens (the last block under a [CLS]-only pooler) is detected from the gradients and never
+    selected.
 
     Layers are named one way everywhere: index 0 is the embeddings, ``l`` is block ``l``
     (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths),
