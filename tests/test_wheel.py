@@ -21,10 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"
 
 
-def _run(args: list[str | Path], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _env() -> dict[str, str]:
+    """This environment without PYTHONPATH (through it, pip would see this checkout as
+    installed, and Python would import it instead of the wheel), with the hub offline."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def _run(args: list[str | Path], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, check=False, **kwargs
-    )  # type: ignore[call-overload]
+        [str(a) for a in args], capture_output=True, text=True, check=False, cwd=cwd, env=_env()
+    )
     assert done.returncode == 0, f"{' '.join(map(str, args))}\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -45,15 +52,13 @@ def test_the_wheel_runs_the_readme_in_a_fresh_venv(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     _run([python, "-m", "pip", "install", "-q", TORCH])
     _run([python, "-m", "pip", "install", "-q", f"{wheel}[defaults]"])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
     code = _ten_lines()
-    done = _run([python, "-c", code], cwd=work, env=env)
+    done = _run([python, "-c", code], cwd=work)
     expected = [line[2:].split("   (")[0] for line in code.splitlines() if line.startswith("# ")]
     assert done.stdout.strip() == expected[-1]
     where = _run([python, "-c", "import captum_layer_saliency as c; print(c.__file__)"], cwd=work)
     assert str(venv) in where.stdout
-    lean = _run([python, "-c", "import importlib.util as u; print(u.find_spec('datasets'))"])
+    lean = _run([python, "-c", "import importlib.util as u; print(u.find_spec('datasets'))"], work)
     assert lean.stdout.strip() == "None"
     # the console script answers without the heavy libraries
-    _run([venv / "bin" / "captum-layer-saliency", "--help"], cwd=work, env=env)
+    _run([venv / "bin" / "captum-layer-saliency", "--help"], cwd=work)
