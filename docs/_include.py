@@ -52,3 +52,18 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
         return _rewrite(markdown, ROOT / "docs" / page.file.src_uri, page_dir)
     source = ROOT / match.group(1)
     return _rewrite(source.read_text(encoding="utf-8"), source, page_dir)
+
+
+#: A Sphinx cross-reference role, as the docstrings write them (Captum's convention), once
+#: rendered: ``:class:`~a.b.C``` -> ``:class:<code>~a.b.C</code>``.
+ROLE = re.compile(r":(?:class|meth|func|mod|attr|data|exc|obj):<code>(~?)([\w.]+)</code>")
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """Show the API reference's Sphinx roles as code (``~a.b.C`` as ``C``), not as markup."""
+
+    def code(match: re.Match[str]) -> str:
+        name = match.group(2).rsplit(".", 1)[-1] if match.group(1) else match.group(2)
+        return f"<code>{name}</code>"
+
+    return ROLE.sub(code, html)
