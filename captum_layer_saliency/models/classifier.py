@@ -245,7 +245,7 @@ class TextClassifier:
             raise ValueError(
                 f"max_length={budget} is longer than the model's {limit} positions "
                 f"(max_position_embeddings): pass max_length <= {limit}, with "
-                "truncation='truncate' to cut longer texts"
+                "truncation='truncate' to cut longer texts (CLI: --max-length, --truncation)"
             )
         lengths = self.token_lengths(batch, pairs)
         too_long = [(i, n) for i, n in enumerate(lengths) if n > budget]
@@ -255,7 +255,7 @@ class TextClassifier:
                 raise ValueError(
                     f"text {i} has {n} tokens, more than max_length={budget} "
                     f"({len(too_long)} text(s) too long); pass truncation='truncate' to cut "
-                    "them, or a larger max_length"
+                    "them, or a larger max_length (CLI: --truncation truncate, --max-length)"
                 )
             warn_user(
                 f"{len(too_long)} text(s) longer than {budget} tokens were truncated "

@@ -144,6 +144,10 @@ def test_explain_takes_an_ordinary_long_review_by_default(
     assert e.truncated
     with pytest.raises(ValueError, match="more than max_length=32"):
         explain(tiny_classifier, review, method="ixg", truncation="error")
+    # refused on the command line, the error names the command line's option
+    argv = ["explain", review, "--method", "ixg", "--truncation", "error"]
+    assert cli.main(argv, backends=backends) == 2
+    assert "--truncation truncate" in capsys.readouterr().err
 
 
 def _model(id2label: dict[int, str]) -> BertForSequenceClassification:
