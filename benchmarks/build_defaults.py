@@ -1,4 +1,4 @@
-"""Regenerate the packaged default-model artifacts and the figures of docs/default_models.md.
+"""Regenerate the default-model artifacts, the figure of docs/default_models.md, BENCHMARKS.md § 5.
 
 Usage (from the repository root; about 20 minutes on 2 busy CPU cores)::
 

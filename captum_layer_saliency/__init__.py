@@ -1,28 +1,23 @@
 """captum-layer-saliency: Decoded Layer Saliency (Hou & Castanon, ICML 2023) for Captum.
 
-The public API is re-exported here (plain imports, nothing lazy); everything else is an
-implementation detail. The package's layout is described in the README's Architecture section.
+The public API is importable from here (``from captum_layer_saliency import
+DecodedLayerSaliency``); everything else is an implementation detail. The names are loaded on
+first use from :mod:`captum_layer_saliency._public` (plain imports there), so that importing the
+package, and the command line's ``--help``, stays fast: torch, transformers and Captum are
+imported only when a public name, or a module that needs them, is used. The package's layout is
+described on the documentation's Architecture page.
 """
 
 from __future__ import annotations
 
-from captum_layer_saliency._version import __version__
-from captum_layer_saliency.attr.coherence import (
-    COHERENCE_SCORES,
-    SELECTION_RULES,
-    LayerCoherenceSelector,
-)
-from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
-from captum_layer_saliency.attr.lafa import LAFA
-from captum_layer_saliency.explaining import explain
-from captum_layer_saliency.models.classifier import TextClassifier
-from captum_layer_saliency.models.heads import HeadMismatchError, LMHead, load_lm_head
-from captum_layer_saliency.models.surgery import UnsupportedModelError, find_model_parts
-from captum_layer_saliency.models.words import aggregate_to_words
-from captum_layer_saliency.viz.explanation import Explanation, load_explanations, save_explanations
-from captum_layer_saliency.zoo.load import load_default
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
+from captum_layer_saliency._version import __version__
+
+if TYPE_CHECKING:  # the names, for type checkers and editors
+    from captum_layer_saliency._public import *  # noqa: F403
+
+__all__ = [  # the names of _public, and __version__ (a test checks they agree)
     "COHERENCE_SCORES",
     "SELECTION_RULES",
     "DecodedLayerSaliency",
@@ -42,3 +37,18 @@ __all__ = [
     "load_lm_head",
     "save_explanations",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from :mod:`captum_layer_saliency._public` on its first use."""
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from captum_layer_saliency import _public
+
+    value = getattr(_public, name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -24,6 +24,9 @@ import captum
 import numpy as np
 import torch
 
+from captum_layer_saliency._options import CACHE_ENV
+from captum_layer_saliency._options import DEFAULT_CACHE_DIR as _DEFAULT_CACHE_DIR
+
 __all__ = [
     "CACHE_ENV",
     "DEFAULT_CACHE_DIR",
@@ -38,8 +41,7 @@ __all__ = [
     "warn_user",
 ]
 
-CACHE_ENV = "CAPTUM_LAYER_SALIENCY_CACHE"
-DEFAULT_CACHE_DIR = Path("~/.cache/captum_layer_saliency")
+DEFAULT_CACHE_DIR = Path(_DEFAULT_CACHE_DIR)
 
 
 def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captum_layer_saliency._options import DEFAULT_TRUNCATION
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.label_sets import attribute_targets
 from captum_layer_saliency.models.targets import (
@@ -166,7 +167,7 @@ def explain_batch(
     target: TargetSpec | Sequence[TargetSpec] = None,
     words: str | None = None,
     max_length: int | None = None,
-    truncation: str = "error",
+    truncation: str = DEFAULT_TRUNCATION,
     ids: Sequence[str | int | None] | None = None,
 ) -> list[Explanation]:
     """Explain one batch of texts (see :func:`explain` for the arguments).
@@ -303,7 +304,7 @@ def explain(
     words: bool | str = False,
     batch_size: int = 8,
     max_length: int | None = None,
-    truncation: str = "error",
+    truncation: str = DEFAULT_TRUNCATION,
     progress: bool = False,
 ) -> list[Explanation]:
     """Explain texts with one method: token scores, optionally word scores, and the prediction.
@@ -331,8 +332,8 @@ def explain(
             (``"sum"``, ``"mean"``, ``"max"``).
         batch_size: texts per forward/backward batch; the results do not depend on it.
         max_length: the token budget (default: the classifier's).
-        truncation: ``"error"`` (default) refuses a longer text; ``"truncate"`` cuts it (and
-            the explanation records ``truncated=True``).
+        truncation: ``"truncate"`` (default, as in ``compare``) cuts a text over the budget,
+            warns, and the explanation records ``truncated=True``; ``"error"`` refuses it.
         progress: show a progress bar.
 
     Returns:

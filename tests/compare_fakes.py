@@ -129,7 +129,7 @@ def get_method(name: str, clf: Any, **options: Any) -> FakeMethod:
 
 
 # The demo's other methods exist too (deterministic, like dls) so that `demo` runs on fakes.
-DEMO_EXTRA = ("integrated_gradients", "gradient_shap")
+DEMO_EXTRA = ("saliency",)
 METHODS = {n: FakeSpec(n, f"fake {n}", "fake") for n in FAKE_METHODS + DEMO_EXTRA}
 ALIASES = {"ixg": "input_x_gradient"}
 

@@ -74,11 +74,11 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     :meth:`calibrate` / :meth:`fit_selector`, or else on the first :meth:`attribute` calls until
     ``calibration_tokens`` real tokens were scored, after which it is frozen. With
     ``selection="example"`` each example's own coherence curve picks its layer (less faithful,
-    and under the default layer method 1.7x Input x Gradient's seconds, about 2.3x the
-    per-model layer's: BENCHMARKS.md section 6). Under a layer method other than the gradient,
-    those choices are made from the layers' states first, and the method then runs at the
-    chosen layers only. A layer whose gradient does not reach the input tokens (the last block
-    under a [CLS]-only pooler) is detected from the gradients and never selected.
+    and costlier than the per-model layer: BENCHMARKS.md section 6). Under a layer method
+    other than the gradient, those choices are made from the layers' states first, and the
+    method then runs at the chosen layers only. A layer whose gradient does not reach the input
+    tokens (the last block under a [CLS]-only pooler) is detected from the gradients and never
+    selected.
 
     Layers are named one way everywhere: index 0 is the embeddings, ``l`` is block ``l``
     (``layer_names``: ``"embeddings"``, ``"block 1"``...; ``layer_paths``: module paths),
@@ -103,7 +103,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     AG News held-out rows 0-199 +0.065 [+0.051, +0.080]. Confirmation, against Integrated
     Gradients with 25 steps at the embeddings: -0.007 [-0.012, -0.003] on the 1,821 SST-2 test
     sentences and +0.035 [+0.028, +0.041] on 1,000 AG News held-out texts, at 1.01-1.04x the
-    seconds of Input x Gradient and 1/26-1/36 of IG-25's. ``layer_method="gradient"`` is the
+    seconds of Input x Gradient and a small fraction of IG-25's. ``layer_method="gradient"`` is the
     paper's.
 
     **Cost** per explained example, in full-pass equivalents (``last_cost_``;
@@ -166,7 +166,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
                 ``"identity"``, chosen by the ablation in BENCHMARKS.md: on both default models
                 the decoded mapping (as specified) loses to it at every layer, and its best
                 repair (``special_rows="exclude"``, ``normalize=True``, ``prior="example"``)
-                ties or beats it by a little at about 2.4x the cost.
+                ties or beats it by a little at 2.1-2.7x the cost (BENCHMARKS.md section 1).
             top_k (int, optional): ``tau``, the entries kept per row of ``A`` (all when None).
             normalize (bool, optional): rescale each row of ``A`` to sum to 1.
             special_rows (str, optional): ``"include"`` or ``"exclude"`` the special tokens'
@@ -196,8 +196,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
                 :mod:`~captum_layer_saliency.attr._layer_methods`; the last call's passes are in
                 ``last_cost_``. Default: ``"integrated_gradients"`` (see above)
             n_steps (int, optional): steps or samples. Default: 1 for integrated gradients
-                (1, 2, 4 and 8 steps score within 0.005 of each other on tuning data, 0.002
-                on the confirmation sets), 4 for the noise methods.
+                (more steps add little: BENCHMARKS.md section 7), 4 for the noise methods.
             layer_baseline (str, optional): ``"pad"`` (the layer's states for the input with
                 real non-special tokens replaced by padding; needs the padding id and the ids
                 as the input) or ``"zeros"``. Default: ``"pad"`` where possible, else

@@ -84,11 +84,8 @@ def load_model(model: str) -> TextClassifier:
         hf_model = AutoModelForSequenceClassification.from_pretrained(model).eval()
     except (OSError, ValueError) as exc:
         raise CLIError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
-    id2label = getattr(hf_model.config, "id2label", {}) or {}
-    labels = [str(id2label[i]) for i in sorted(id2label)]
-    return TextClassifier(
-        model=hf_model, tokenizer=tokenizer, labels=labels, name=Path(model).name or model
-    )
+    # the label names come from the config's id2label
+    return TextClassifier(model=hf_model, tokenizer=tokenizer, name=Path(model).name or model)
 
 
 def split_list(text: str | None) -> list[str] | None:

@@ -23,6 +23,13 @@ from captum_layer_saliency.cli.common import (
     print_summary,
     to_device,
 )
+from captum_layer_saliency.cli.parser import (
+    DEMO_LIMIT,
+    DEMO_METHODS,
+    DEMO_METRICS,
+    DEMO_OUT,
+    EXIT_USAGE,
+)
 from captum_layer_saliency.compare import distributed
 from captum_layer_saliency.compare.checks import check_metrics
 from captum_layer_saliency.compare.methods import registry as method_registry
@@ -42,17 +49,6 @@ __all__ = [
     "parse_shard",
     "run_compare",
 ]
-
-#: The quick, cheap methods of ``demo`` (and ``make demo``).
-DEMO_METHODS = ("dls", "input_x_gradient", "integrated_gradients", "gradient_shap")
-#: The demo's metrics: the headline faithfulness ones and the (cheap) plausibility ones. The
-#: others (deletion/insertion AUC, Kendall tau against leave-one-out) cost a forward pass per
-#: token and would dominate the demo's run time; `compare` computes them by default.
-DEMO_METRICS = ("comprehensiveness", "sufficiency", "log_odds", "token_f1", "iou_f1", "auprc")
-DEMO_LIMIT = 40
-DEMO_OUT = "runs/demo"
-#: The exit code of a user error.
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)

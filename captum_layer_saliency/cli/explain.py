@@ -42,81 +42,21 @@ from captum_layer_saliency.explaining import (
     prepare,
     resolve_target,
 )
-from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
-from captum_layer_saliency.models.words import REDUCTIONS
+from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.viz.explanation import (
     Explanation,
     explanations_html,
     load_explanations,
     save_explanations,
 )
-from captum_layer_saliency.zoo import load as zoo_load
 
-__all__ = ["add_parser", "run"]
+__all__ = ["run"]
 
-DEFAULT_TOP = 5
 #: Texts whose top words are printed; the rest are in the files.
 PRINT_LIMIT = 20
 RUN_FILE = "explain.json"
 ROWS_FILE = "explanations.jsonl"
 HTML_FILE = "explanations.html"
-
-
-def add_parser(sub: Any) -> None:
-    """Add the ``explain`` command to the CLI's sub-parsers.
-
-    Args:
-        sub: the parser's sub-parsers (``add_subparsers()``).
-    """
-    p = sub.add_parser(
-        "explain",
-        help="explain your own texts (arguments or a CSV/TSV/JSONL file) with any method",
-        description="Explain texts with a default model or your own, print the top words and "
-        "optionally write explanations.jsonl, explanations.html and PNGs (resumable).",
-    )
-    p.add_argument("texts", nargs="*", help="texts to explain (or use --input)")
-    p.add_argument("--input", help="a CSV, TSV, JSON Lines or .txt file of texts")
-    p.add_argument("--text-column", default="text", help="the column of texts (default text)")
-    p.add_argument("--text-pair-column", help="the column of second texts, for pair models")
-    p.add_argument("--id-column", help="a column identifying each text (default: row number)")
-    p.add_argument("--limit", type=int, help="explain only the first N texts of --input")
-    model = p.add_mutually_exclusive_group()
-    model.add_argument("--default", choices=zoo_load.TASKS, help="a default model (default sst2)")
-    model.add_argument(
-        "--model",
-        help="a sequence classifier and its tokenizer: a local directory (save_pretrained) or a "
-        "Hugging Face id",
-    )
-    p.add_argument(
-        "--lm-head",
-        help="the masked/causal LM (directory or id) of the classifier's pre-trained backbone, "
-        "whose head DLS decodes with (needed by DLS with --model)",
-    )
-    p.add_argument("--method", default="dls", help="attribution method (default dls; list-methods)")
-    p.add_argument(
-        "--target",
-        help="the class to explain: an index or a label name (default: each text's prediction)",
-    )
-    p.add_argument(
-        "--words",
-        nargs="?",
-        const="sum",
-        choices=REDUCTIONS,
-        help="merge sub-word scores into the tokenizer's words: sum (default), mean or max",
-    )
-    p.add_argument("--out", help="write explanations.jsonl and explanations.html here (resumable)")
-    p.add_argument("--png", action="store_true", help="also write one PNG heatmap per text")
-    p.add_argument("--top", type=int, default=DEFAULT_TOP, help="words printed per text")
-    p.add_argument("--batch-size", type=int, default=8, help="texts per batch (default 8)")
-    p.add_argument("--max-length", type=int, help="token budget per text (default the model's)")
-    p.add_argument(
-        "--truncation",
-        choices=TRUNCATION_MODES,
-        default="error",
-        help="texts over the budget: refuse (error, default) or cut them (truncate; recorded)",
-    )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
 """Where datasets come from: the Hugging Face hub first, then a local directory.
 
-The local directory is, in order: the ``data_dir`` argument, the environment variable
-``CAPTUM_LAYER_SALIENCY_DATA``, then ``../shared/data`` beside the current directory (the layout
-of this project's CI). Loaders raise :class:`DataUnavailableError` with what to do when neither
-source works.
+The local directory is the ``data_dir`` argument, else the folder named by the environment
+variable ``CAPTUM_LAYER_SALIENCY_DATA`` (a folder with the datasets). Loaders raise
+:class:`DataUnavailableError` with what to do when neither source works.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import TypeVar
 
 DATA_DIR_ENV = "CAPTUM_LAYER_SALIENCY_DATA"
-_FALLBACK_DIRS = (Path("../shared/data"), Path("shared/data"))
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,9 +40,6 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | N
         if not path.is_dir():
             raise DataUnavailableError(f"${DATA_DIR_ENV}={env!r} is not a directory")
         return path
-    for candidate in _FALLBACK_DIRS:
-        if candidate.is_dir():
-            return candidate.resolve()
     return None
 
 

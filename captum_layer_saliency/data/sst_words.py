@@ -9,7 +9,7 @@ sentences.
 
 Each SST-2 sentence is matched to the tree whose normalised text (leaves joined by spaces, PTB
 escapes undone, lowercased; see :func:`~captum_layer_saliency.data.sst_phrases.parse_tree`)
-equals the sentence with its whitespace collapsed. On the shared data, dev matches 872 of 872
+equals the sentence with its whitespace collapsed. On the data folder's copy, dev matches 872 of 872
 and test 1,815 of 1,821; the 6 unmatched test sentences differ from their trees in tokenisation
 and are left out (:func:`load_sst_word_sentiment` reports the counts). Test labels come from the
 tree roots (GLUE's test split has none).

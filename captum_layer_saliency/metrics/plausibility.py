@@ -17,7 +17,6 @@ way, with k from the dataset's average rationale length; pass ``k`` to do that).
 from __future__ import annotations
 
 import torch
-from sklearn.metrics import average_precision_score
 from torch import Tensor
 
 from captum_layer_saliency.metrics.deletion import top_k_mask
@@ -150,6 +149,12 @@ def average_precision(scores: Tensor, labels: Tensor) -> float:
     if not bool(labels.any()):
         return float("nan")
     scores = scores.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+    try:  # scikit-learn comes with the `compare` extra (the plausibility metrics' usual home)
+        from sklearn.metrics import average_precision_score
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "average precision needs scikit-learn: pip install 'captum-layer-saliency[compare]'"
+        ) from exc
     return float(average_precision_score(labels.numpy(), scores.numpy()))
 
 

@@ -14,13 +14,12 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from captum_layer_saliency._options import TRUNCATION_MODES
 from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.models.inputs import ClassifierForward, segment_ids
 from captum_layer_saliency.models.targets import log_probabilities, output_activation
 
 ForwardFunc = Callable[..., Tensor]
-
-TRUNCATION_MODES = ("error", "truncate")
 
 
 class TokenizerMismatchError(ValueError):
@@ -82,6 +81,25 @@ def model_device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def config_labels(model: nn.Module) -> list[str]:
+    """The class names of the model's config (``id2label``, in index order), or ``[]``.
+
+    Args:
+        model: a Hugging Face classifier (any module: one without a config has no names).
+
+    Returns:
+        ``[id2label[0], id2label[1], ...]`` when the config names every index from 0, else ``[]``.
+    """
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    try:
+        names = {int(k): str(v) for k, v in dict(id2label).items()}
+    except (TypeError, ValueError):
+        return []
+    if sorted(names) != list(range(len(names))):
+        return []
+    return [names[i] for i in range(len(names))]
+
+
 @dataclass
 class TextClassifier:
     """A Hugging Face sequence classifier with what explaining it needs.
@@ -91,7 +109,8 @@ class TextClassifier:
         tokenizer: its tokenizer.
         lm_head: a module mapping hidden states ``(..., K)`` to vocabulary logits ``(..., V)``
             (the pre-trained backbone's language-model head), or ``None``.
-        labels: the class names, indexed like the logits.
+        labels: the class names, indexed like the logits (default: the model config's
+            ``id2label``, so a classifier built from a model has its label names).
         name: a short name used in reports.
         max_length: the longest token sequence :meth:`encode` accepts.
     """
@@ -102,6 +121,10 @@ class TextClassifier:
     labels: list[str] = field(default_factory=list)
     name: str = "model"
     max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            self.labels = config_labels(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -222,7 +245,7 @@ class TextClassifier:
             raise ValueError(
                 f"max_length={budget} is longer than the model's {limit} positions "
                 f"(max_position_embeddings): pass max_length <= {limit}, with "
-                "truncation='truncate' to cut longer texts"
+                "truncation='truncate' to cut longer texts (CLI: --max-length, --truncation)"
             )
         lengths = self.token_lengths(batch, pairs)
         too_long = [(i, n) for i, n in enumerate(lengths) if n > budget]
@@ -232,7 +255,7 @@ class TextClassifier:
                 raise ValueError(
                     f"text {i} has {n} tokens, more than max_length={budget} "
                     f"({len(too_long)} text(s) too long); pass truncation='truncate' to cut "
-                    "them, or a larger max_length"
+                    "them, or a larger max_length (CLI: --truncation truncate, --max-length)"
                 )
             warn_user(
                 f"{len(too_long)} text(s) longer than {budget} tokens were truncated "

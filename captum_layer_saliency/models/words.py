@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captum_layer_saliency._options import REDUCTIONS
 from captum_layer_saliency.models.classifier import special_token_ids
 
 __all__ = [
@@ -35,10 +36,6 @@ __all__ = [
     "reduce_to_words",
 ]
 
-#: How the scores of a word's tokens combine: ``"sum"`` (the default: a word's score is the
-#: total attribution of its pieces, so word scores add up to the token scores), ``"mean"``
-#: or ``"max"`` (the largest *signed* score of the pieces).
-REDUCTIONS = ("sum", "mean", "max")
 
 _FAST_COPIES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 

@@ -19,6 +19,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from captum_layer_saliency._options import DEFAULT_MODELS
 from captum_layer_saliency._utils import atomic_write, resolve_cache_dir, sha256_file
 from captum_layer_saliency.models.pretrained import encoder_path
 
@@ -28,7 +29,7 @@ PACKAGED_DIR = Path(__file__).parent / "artifacts"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 HEAD = "mlm_head"
-TASKS = ("sst2", "ag_news", "hatexplain")
+TASKS = DEFAULT_MODELS
 #: The token budget of the default classifiers (and of their evaluation).
 MAX_LENGTH = 128
 BUILD_COMMAND = "captum-layer-saliency build-defaults"

@@ -43,8 +43,6 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from captum_layer_saliency._utils import (
-    CACHE_ENV,
-    DEFAULT_CACHE_DIR,
     atomic_write,
     resolve_cache_dir,
     sha256_file,
@@ -73,6 +71,7 @@ from captum_layer_saliency.zoo._train import (
     task_data,
     train_classifier,
 )
+from captum_layer_saliency.zoo.arguments import add_build_arguments, build_options
 from captum_layer_saliency.zoo.load import classifier_from_artifacts, encoder_from_artifacts
 
 __all__ = [
@@ -341,43 +340,6 @@ def build_defaults(
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def add_build_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the build options (the same for every build command) to ``parser``.
-
-    Args:
-        parser: the ``build-defaults`` sub-command, or this module's own parser.
-    """
-    parser.add_argument("--fast", action="store_true", help="tiny build for tests (useless models)")
-    parser.add_argument("--force", action="store_true", help="rebuild even valid artifacts")
-    parser.add_argument(
-        "--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="the classifiers to build"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help=f"output directory (default ${CACHE_ENV} or {DEFAULT_CACHE_DIR})",
-    )
-
-
-def build_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :func:`build_defaults` from parsed build options.
-
-    Args:
-        args: parsed by a parser given :func:`add_build_arguments`.
-
-    Returns:
-        ``tasks``, ``force``, ``fast``, ``cache_dir`` and ``num_threads``.
-    """
-    return {
-        "tasks": list(args.tasks),
-        "force": args.force,
-        "fast": args.fast,
-        "cache_dir": args.cache_dir,
-        "num_threads": args.threads,
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

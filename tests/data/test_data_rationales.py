@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ from captum_layer_saliency.data.sst_phrases import (
     tokenize_tree,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+#: $CAPTUM_LAYER_SALIENCY_DATA, else the data folder beside the clone (as CI lays it out)
+SHARED_DATA = Path(
+    os.environ.get("CAPTUM_LAYER_SALIENCY_DATA")
+    or Path(__file__).resolve().parents[3] / "shared" / "data"
+)
 
 
 @pytest.fixture

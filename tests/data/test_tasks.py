@@ -6,6 +6,7 @@ Runs offline against the project's shared data directory (``../shared/data``); s
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,11 @@ from captum_layer_saliency.data.tasks import (
     get_task,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+#: $CAPTUM_LAYER_SALIENCY_DATA, else the data folder beside the clone (as CI lays it out)
+SHARED_DATA = Path(
+    os.environ.get("CAPTUM_LAYER_SALIENCY_DATA")
+    or Path(__file__).resolve().parents[3] / "shared" / "data"
+)
 
 
 @pytest.fixture
