@@ -18,13 +18,14 @@ PACKAGE = "captum_layer_saliency"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 #: What each part of the package may import (besides itself). The floors, bottom up:
-#: 0 ``_utils``; 1 ``models``; 2 ``attr``, ``data``, ``metrics``, ``viz``; 3 ``zoo``, ``compare``,
+#: 0 ``_utils`` and ``errors``; 1 ``models``; 2 ``attr``, ``data``, ``metrics``, ``viz``; 3 ``zoo``, ``compare``,
 #: ``explaining``; 4 ``cli``, ``__main__`` and the public API in ``__init__``.
-_BASE = {"_version", "_utils"}
+_BASE = {"_version", "_utils", "errors"}
 _FLOOR2 = _BASE | {"models", "attr", "data", "metrics", "viz"}
 ALLOWED: dict[str, set[str]] = {
     "_version": set(),
-    "_utils": set(),
+    "errors": set(),
+    "_utils": {"errors"},
     "models": _BASE,
     "attr": _BASE | {"models"},
     "data": _BASE | {"models"},

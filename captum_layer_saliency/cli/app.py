@@ -56,6 +56,7 @@ from captum_layer_saliency.compare.results import (
 from captum_layer_saliency.data._source import DataUnavailableError
 from captum_layer_saliency.data.jsonl import DataFileError
 from captum_layer_saliency.data.tasks import TASKS
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TokenizerMismatchError
 from captum_layer_saliency.models.heads import HeadMismatchError
 from captum_layer_saliency.viz.explanation import ExplanationFileError
@@ -64,7 +65,10 @@ from captum_layer_saliency.zoo import build as zoo_build
 __all__ = ["DEMO_METHODS", "DEMO_METRICS", "USER_ERRORS", "build_parser", "main"]
 
 #: The errors a user's input can cause, reported as one ``error:`` line with exit code 2.
+#: Every one derives from :class:`~captum_layer_saliency.errors.CaptumLayerSaliencyError`, which
+#: is caught too.
 USER_ERRORS: tuple[type[Exception], ...] = (
+    CaptumLayerSaliencyError,
     CLIError,
     ConfigMismatchError,
     CorruptResultsError,

@@ -17,6 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from captum_layer_saliency.cli.sources import check_source
 from captum_layer_saliency.compare.registries import Registries
 from captum_layer_saliency.data import tasks
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.heads import load_lm_head
 from captum_layer_saliency.models.surgery import UnsupportedModelError
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class CLIError(Exception):
+class CLIError(CaptumLayerSaliencyError):
     """A user mistake: reported as one line, exit code 2."""
 
 

@@ -20,6 +20,7 @@ from captum_layer_saliency.compare.registries import (
     needs_word_sentiment,
 )
 from captum_layer_saliency.data.tasks import EmptyDatasetError
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
 
 __all__ = [
@@ -41,7 +42,7 @@ REQUIRED_COLUMNS = ("text", "label")
 RATIONALE_COLUMNS = ("words", "rationale")
 
 
-class InvalidComparisonError(ValueError):
+class InvalidComparisonError(CaptumLayerSaliencyError, ValueError):
     """A comparison's arguments or data cannot work (caught before any work starts)."""
 
 

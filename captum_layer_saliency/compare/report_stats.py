@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from captum_layer_saliency.compare import results
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.metrics import METRICS
 
 __all__ = [
@@ -40,7 +41,7 @@ DEFAULT_BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
 PRIMARY_METRIC = "comprehensiveness"
 
 
-class NoResultsError(ValueError):
+class NoResultsError(CaptumLayerSaliencyError, ValueError):
     """A directory holds no result rows to report on."""
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from captum_layer_saliency._utils import atomic_write
 from captum_layer_saliency.compare.selection_notes import selection_notes
 
 __all__ = [
@@ -205,6 +206,11 @@ def write_csv(summary: Mapping[str, Any], path: Path) -> None:
     header += ["cost_ratio"]
     for m in metrics:
         header += [f"{m}_diff_vs_reference_mean", f"{m}_diff_low", f"{m}_diff_high"]
+    atomic_write(path, lambda tmp: _write_rows(tmp, header, summary))
+
+
+def _write_rows(path: Path, header: list[str], summary: Mapping[str, Any]) -> None:
+    metrics = summary["metrics"]
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)

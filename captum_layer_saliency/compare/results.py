@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from captum_layer_saliency._utils import atomic_write, warn_user
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 
 ROWS_FILE = "rows.jsonl"
 CONFIG_FILE = "run.json"
@@ -51,15 +52,15 @@ Row = dict[str, Any]
 RowKey = tuple[int, str]
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(CaptumLayerSaliencyError, ValueError):
     """A rerun's configuration differs from the one recorded in the output directory."""
 
 
-class CorruptResultsError(ValueError):
+class CorruptResultsError(CaptumLayerSaliencyError, ValueError):
     """A results file is damaged somewhere other than its last line."""
 
 
-class OutputDirError(ValueError):
+class OutputDirError(CaptumLayerSaliencyError, ValueError):
     """The output directory cannot be created or written to."""
 
 

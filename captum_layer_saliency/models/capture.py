@@ -17,6 +17,8 @@ from captum._utils.common import _run_forward, _select_targets
 from captum._utils.typing import TargetType
 from torch import Tensor, nn
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
+
 __all__ = [
     "LayerNotRunError",
     "capture_layers",
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 
-class LayerNotRunError(ValueError):
+class LayerNotRunError(CaptumLayerSaliencyError, ValueError):
     """A hooked layer was never run by the forward function."""
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_layer_saliency._utils import warn_user
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.inputs import ClassifierForward, segment_ids
 from captum_layer_saliency.models.targets import log_probabilities, output_activation
 
@@ -23,7 +24,7 @@ ForwardFunc = Callable[..., Tensor]
 TRUNCATION_MODES = ("error", "truncate")
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(CaptumLayerSaliencyError, ValueError):
     """A tokenizer whose ids do not fit the model's embedding (it belongs to another model)."""
 
 

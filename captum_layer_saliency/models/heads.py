@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.surgery import (
     UnsupportedModelError,
     family_spec,
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class HeadMismatchError(ValueError):
+class HeadMismatchError(CaptumLayerSaliencyError, ValueError):
     """An LM head that cannot decode the classifier's hidden states or token ids."""
 
 

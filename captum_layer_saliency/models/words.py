@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.classifier import special_token_ids
 
 __all__ = [
@@ -43,7 +44,7 @@ REDUCTIONS = ("sum", "mean", "max")
 _FAST_COPIES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-class WordAlignmentError(ValueError):
+class WordAlignmentError(CaptumLayerSaliencyError, ValueError):
     """Tokens that cannot be matched to words (a tokenizer without word ids, or other ids)."""
 
 
