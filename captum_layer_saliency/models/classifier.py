@@ -44,6 +44,12 @@ def classifier_forward(model: nn.Module, tokenizer: Any = None) -> ClassifierFor
     return ClassifierForward(model, _segment_separator(tokenizer))
 
 
+#: How the package tokenises a user's text: ``[SEP]``, ``[PAD]``, ``<s>``... written in the text
+#: are split like any other characters (``split_special_tokens`` in transformers), never turned
+#: into the model's special tokens; only the tokenizer adds those.
+USER_TEXT: dict[str, Any] = {"split_special_tokens": True}
+
+
 def _segment_separator(tokenizer: Any) -> int | None:
     """The separator id when the tokenizer's encodings carry ``token_type_ids``, else ``None``."""
     if tokenizer is None or "token_type_ids" not in getattr(tokenizer, "model_input_names", ()):
@@ -176,7 +182,8 @@ class TextClassifier:
         if not texts:
             return []
         pairs = list(text_pairs) if text_pairs is not None else None
-        ids = self.tokenizer(list(texts), pairs, truncation=False, verbose=False)["input_ids"]
+        ids = self.tokenizer(list(texts), pairs, truncation=False, verbose=False, **USER_TEXT)
+        ids = ids["input_ids"]
         return [len(x) for x in ids]
 
     def encode(
@@ -250,7 +257,9 @@ class TextClassifier:
             truncation="longest_first",
             max_length=budget,
             return_tensors="pt",
+            **USER_TEXT,
         )
+        _check_real_tokens(enc["input_ids"], enc["attention_mask"], self.special_token_ids)
         device = self.device
         out = {
             "input_ids": enc["input_ids"].to(device),
@@ -304,6 +313,17 @@ def _text_list(texts: str | Sequence[str], what: str) -> list[str]:
         if not text.strip():
             raise ValueError(f"{what} {i} is empty or only whitespace; there is nothing to explain")
     return batch
+
+
+def _check_real_tokens(input_ids: Tensor, mask: Tensor, special_ids: Sequence[int]) -> None:
+    """Refuse a row with no token but the special ones: a text that tokenises to nothing."""
+    real = mask.bool() & ~special_mask(input_ids, special_ids)
+    empty = (~real.any(dim=-1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"text {empty[0]} has no token the tokenizer keeps (only invisible or special "
+            "characters); there is nothing to explain"
+        )
 
 
 @runtime_checkable
