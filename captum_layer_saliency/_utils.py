@@ -31,7 +31,7 @@ import captum
 import numpy as np
 import torch
 
-from captum_layer_saliency.errors import OutputLockedError
+from captum_layer_saliency.errors import OutputDirError, OutputLockedError
 
 __all__ = [
     "CACHE_ENV",
@@ -49,6 +49,7 @@ __all__ = [
     "truncate_torn_tail",
     "user_stacklevel",
     "warn_user",
+    "writable_directory",
 ]
 
 CACHE_ENV = "CAPTUM_LAYER_SALIENCY_CACHE"
@@ -165,6 +166,30 @@ def truncate_torn_tail(path: Path) -> bool:
         f.flush()
         os.fsync(f.fileno())
     return True
+
+
+def writable_directory(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and prove that files can be created in it, before any work.
+
+    Args:
+        path: the directory (``~`` expanded).
+        what: what it is, for the message (``"output directory"``, ``"--cache-dir"``).
+
+    Returns:
+        The directory.
+
+    Raises:
+        OutputDirError: it cannot be created (a file is in the way, no permission) or written.
+    """
+    directory = Path(path).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputDirError(f"cannot write to {what} {str(directory)!r}: {reason}") from None
+    return directory
 
 
 #: The lock file :func:`lock_directory` holds in an output directory.

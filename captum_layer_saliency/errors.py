@@ -16,7 +16,7 @@ Examples::
 
 from __future__ import annotations
 
-__all__ = ["CaptumLayerSaliencyError", "ModelOutputError", "OutputLockedError"]
+__all__ = ["CaptumLayerSaliencyError", "ModelOutputError", "OutputDirError", "OutputLockedError"]
 
 
 class CaptumLayerSaliencyError(Exception):
@@ -25,6 +25,10 @@ class CaptumLayerSaliencyError(Exception):
 
 class ModelOutputError(CaptumLayerSaliencyError, ValueError):
     """The model (or its LM head) gave NaN/inf values, or an output that holds no logits."""
+
+
+class OutputDirError(CaptumLayerSaliencyError, ValueError):
+    """An output directory that cannot be created or written to."""
 
 
 class OutputLockedError(CaptumLayerSaliencyError, RuntimeError):

@@ -106,6 +106,8 @@ def _list_tasks() -> int:
 
 
 def _build_defaults(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be at least 1, got {args.threads}")
     info = zoo_build.build_defaults(**zoo_build.build_options(args))
     built = ", ".join(info.get("built", [])) or "nothing (all artifacts were valid)"
     print(f"default models in {info.get('dir')}; built: {built}")

@@ -22,13 +22,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from captum_layer_saliency._utils import atomic_write, warn_user
+from captum_layer_saliency._utils import atomic_write, warn_user, writable_directory
 from captum_layer_saliency.errors import CaptumLayerSaliencyError
+from captum_layer_saliency.errors import OutputDirError as OutputDirError  # re-exported
 
 ROWS_FILE = "rows.jsonl"
 CONFIG_FILE = "run.json"
@@ -60,10 +60,6 @@ class CorruptResultsError(CaptumLayerSaliencyError, ValueError):
     """A results file is damaged somewhere other than its last line."""
 
 
-class OutputDirError(CaptumLayerSaliencyError, ValueError):
-    """The output directory cannot be created or written to."""
-
-
 def check_writable(out_dir: str | os.PathLike[str]) -> Path:
     """Create ``out_dir`` if needed and prove that files can be created in it.
 
@@ -78,15 +74,7 @@ def check_writable(out_dir: str | os.PathLike[str]) -> Path:
     Raises:
         OutputDirError: it cannot be created (a file is in the way, no permission) or written.
     """
-    out = Path(out_dir).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise OutputDirError(f"cannot write to output directory {str(out)!r}: {reason}") from None
-    return out
+    return writable_directory(Path(out_dir), "output directory")
 
 
 def row_key(row: Mapping[str, Any]) -> RowKey:

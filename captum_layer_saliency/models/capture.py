@@ -105,7 +105,9 @@ def _ordered(saved: dict[int, Tensor], count: int) -> list[Tensor]:
     if missing:
         raise LayerNotRunError(
             f"candidate layer(s) {missing} were never run by the forward function: they are "
-            "not part of the model being explained"
+            "not part of the model being explained (a torch.compile'd model runs its layers in "
+            "compiled code: explain the model before compiling, model._orig_mod, which has the "
+            "same weights)"
         )
     return [saved[i] for i in range(count)]
 
