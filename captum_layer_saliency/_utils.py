@@ -202,6 +202,8 @@ def lock_directory(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
 
     The lock is on the file ``directory/name``, which records the holder's pid; the kernel drops
     it when the process ends, however it ends (a SIGKILL included), so no stale lock is left.
+    Once held, the temporary files a killed holder left behind (:func:`atomic_write`'s
+    ``.NAME.*.tmp*``, in the directory and below) are removed: no one else can be writing them.
 
     Args:
         directory: the output directory (created if missing).
@@ -224,6 +226,9 @@ def lock_directory(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        if name == LOCK_FILE:  # the whole directory's holder (a shard's holds only its own)
+            for stale in directory.rglob(".*.tmp*"):
+                stale.unlink(missing_ok=True)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -18,8 +18,8 @@ PACKAGE = "captum_layer_saliency"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 #: What each part of the package may import (besides itself). The floors, bottom up:
-#: 0 ``_utils`` and ``errors``; 1 ``models``; 2 ``attr``, ``data``, ``metrics``, ``viz``; 3 ``zoo``, ``compare``,
-#: ``explaining``; 4 ``cli``, ``__main__`` and the public API in ``__init__``.
+#: 0 ``_utils`` and ``errors``; 1 ``models``; 2 ``attr``, ``data``, ``metrics``, ``viz``;
+#: 3 ``zoo``, ``compare``, ``explaining``; 4 ``cli``, ``__main__`` and the public API.
 _BASE = {"_version", "_utils", "errors"}
 _FLOOR2 = _BASE | {"models", "attr", "data", "metrics", "viz"}
 ALLOWED: dict[str, set[str]] = {

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import nan_output_copy
 from torch import Tensor, nn
 
 from captum_layer_saliency import DecodedLayerSaliency, explain
@@ -179,17 +180,7 @@ def test_dls_on_a_compiled_model(tiny_classifier: TextClassifier) -> None:
 
 @pytest.fixture
 def nan_classifier(tiny_classifier: TextClassifier) -> TextClassifier:
-    model = copy.deepcopy(tiny_classifier.model)
-    with torch.no_grad():
-        model.classifier.bias.fill_(float("nan"))
-    return TextClassifier(
-        model=model,
-        tokenizer=tiny_classifier.tokenizer,
-        lm_head=tiny_classifier.lm_head,
-        labels=["negative", "positive"],
-        name="nan",
-        max_length=32,
-    )
+    return nan_output_copy(tiny_classifier)
 
 
 @pytest.mark.parametrize("method", ["ixg", "gradient", "dls"])

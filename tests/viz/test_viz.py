@@ -138,7 +138,7 @@ def test_escape_record_keeps_numbers_and_does_not_mutate() -> None:
 
 
 def test_viz_imports_only_the_floors_below_it() -> None:
-    """viz is floor 2: it may import ``_utils``, ``errors``, ``models`` and itself, never compare."""
+    """viz is floor 2: it imports ``_utils``, ``errors``, ``models`` and itself, never compare."""
     import ast
 
     allowed = (
