@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from compare_fakes import toy_dataset
 from test_cli_explain import _error_line, _loading
 from tiny_models import nan_output_copy
 
@@ -28,6 +29,7 @@ from captum_layer_saliency._utils import (
     truncate_torn_tail,
 )
 from captum_layer_saliency.cli import app as cli
+from captum_layer_saliency.compare import run_comparison
 from captum_layer_saliency.data.table import read_table
 from captum_layer_saliency.errors import OutputLockedError
 from captum_layer_saliency.models.classifier import TextClassifier
@@ -81,6 +83,16 @@ def test_explain_and_compare_refuse_a_locked_out(
         assert cli.main(args, backends=_loading(tiny_classifier)) == 2
         assert f"in use by another process (pid {os.getpid()})" in _error_line(capsys)
     assert not (out / "explanations.jsonl").exists()
+    with lock_directory(out), pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+        run_comparison(
+            tiny_classifier,
+            toy_dataset(rationales=False),
+            ["ixg"],
+            out,
+            metrics=["comprehensiveness"],
+            progress=False,
+        )
+    assert not (out / "rows.jsonl").exists()
 
 
 # ----------------------------------------------------------------------------- explain's files
