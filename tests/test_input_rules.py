@@ -247,3 +247,16 @@ def test_every_error_derives_from_the_one_base() -> None:
     for kind in (CLIError, InvalidComparisonError, OutputDirError, DataFileError):
         assert issubclass(kind, CaptumLayerSaliencyError)
     assert issubclass(ModelOutputError, ValueError)  # ``except ValueError`` keeps working
+
+
+def test_compare_refuses_a_text_with_no_real_token(
+    tiny_classifier: TextClassifier, tmp_path: Path
+) -> None:
+    from compare_fakes import toy_dataset
+
+    from captum_layer_saliency.compare import InvalidComparisonError, run_comparison
+
+    data = toy_dataset([TEXT, "\u200b\u200b"], rationales=False)
+    with pytest.raises(InvalidComparisonError, match=r"example 1 \(idx 101\).*no token"):
+        run_comparison(tiny_classifier, data, ["ixg"], tmp_path / "c", progress=False)
+    assert not (tmp_path / "c" / "rows.jsonl").exists()

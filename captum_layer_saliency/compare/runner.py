@@ -58,6 +58,7 @@ from captum_layer_saliency.compare.checks import (
     InvalidComparisonError,
     check_labels,
     check_metrics,
+    check_real_tokens,
     check_shard,
     read_examples,
     text_pairs,
@@ -160,6 +161,7 @@ def run_comparison(
     rank, world = check_shard(shard)
     clf.check_tokenizer()
     check_labels(examples, clf)
+    check_real_tokens(examples, clf)
     budget = token_budget(clf, max_length)
     texts = [str(e["text"]) for e in examples]
     n_tokens = clf.token_lengths(texts, text_pairs(examples))
