@@ -10,6 +10,7 @@ model's output or in the LM head is an error naming the example or the parameter
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import warnings
@@ -162,8 +163,8 @@ def test_for_model_without_a_head_is_a_clear_error(tiny_classifier: TextClassifi
 
 
 def test_dls_on_a_compiled_model(tiny_classifier: TextClassifier) -> None:
-    """No truth test on the module (``len()`` of a compiled model raises): DLS at a fixed layer
-    gives the uncompiled model's scores."""
+    """No truth test on the module (``len()`` of a compiled model raises), and the model runs
+    through its own modules: DLS gives the uncompiled model's scores."""
     compiled = torch.compile(tiny_classifier.model)
     enc = tiny_classifier.encode([TEXT])
     args = (tiny_classifier.lm_head, tiny_classifier.tokenizer)
@@ -173,6 +174,14 @@ def test_dls_on_a_compiled_model(tiny_classifier: TextClassifier) -> None:
     torch.testing.assert_close(
         fast.attribute(enc["input_ids"], **kw), plain.attribute(enc["input_ids"], **kw)
     )
+    # explain, DLS's automatic layer choice included: the compiled model's explanations
+    compiled_clf = dataclasses.replace(tiny_classifier, model=compiled)
+    texts = [TEXT, "boring ."]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny random head's calibration warnings
+        got = explain(compiled_clf, texts, method="dls")
+        want = explain(tiny_classifier, texts, method="dls")
+    assert [e.scores for e in got] == [e.scores for e in want]
 
 
 # ----------------------------------------------------------------------------- outputs

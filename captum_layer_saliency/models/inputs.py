@@ -207,7 +207,9 @@ class ClassifierForward:
 
     def __init__(self, model: nn.Module, sep_token_id: int | None = None) -> None:
         """Read what the model's forward takes and how it positions its tokens."""
-        self.model = model
+        # A torch.compile'd model runs eagerly through its own modules (the same weights): the
+        # layer hooks every layer method needs do not all fire inside compiled code.
+        self.model = _uncompiled(model)
         self.input_names, self.takes_kwargs = _accepted(model)
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         self.derives_positions = (
@@ -313,6 +315,12 @@ class ClassifierForward:
                 "logits first"
             )
         return logits
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (``_orig_mod``), else ``model`` itself."""
+    inner = model._modules.get("_orig_mod") if isinstance(model, nn.Module) else None
+    return inner if inner is not None else model
 
 
 def _vocab_size(model: nn.Module) -> int | None:
