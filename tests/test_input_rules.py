@@ -58,6 +58,24 @@ def test_numpy_integers_and_integer_arrays_are_targets(tiny_classifier: TextClas
     assert one.target == 1
 
 
+def test_numpy_targets_in_dls_and_the_registry(tiny_classifier: TextClassifier) -> None:
+    """One target rule everywhere: DLS and the registry's methods take NumPy integers too."""
+    from captum_layer_saliency.compare.methods.registry import get_method
+
+    enc = tiny_classifier.encode([TEXT, "boring ."])
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    dls = DecodedLayerSaliency.for_model(
+        tiny_classifier.model, tiny_classifier.lm_head, tiny_classifier.tokenizer, layers=1
+    )
+    want = dls.attribute(ids, target=[0, 1], attention_mask=mask)
+    for target in (np.array([0, 1]), [np.int64(0), np.int64(1)]):
+        assert torch.equal(dls.attribute(ids, target=target, attention_mask=mask), want)
+    ixg = get_method("ixg", tiny_classifier)
+    assert torch.equal(ixg.attribute(ids, mask, np.int64(1)), ixg.attribute(ids, mask, 1))
+    with pytest.raises(ValueError, match="float"):
+        dls.attribute(ids, target=1.7, attention_mask=mask)
+
+
 @pytest.mark.parametrize(
     ("target", "match"),
     [
