@@ -373,3 +373,27 @@ def test_sigkill_during_compare_and_its_resume_loses_nothing(
     subprocess.run(cmd(out), env=_env(), check=True, capture_output=True)
     assert key_values(out) == key_values(whole)
     assert (out / "report.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sigkill_during_build_defaults_loses_nothing(tmp_path: Path) -> None:
+    """Killed after its first artifact, ``build-defaults`` keeps it, and the rerun's artifacts
+    are byte for byte those of an uninterrupted build."""
+    from captum_layer_saliency._utils import sha256_file
+
+    def cmd(cache: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "captum_layer_saliency", "build-defaults", "--fast",
+            "--cache-dir", str(cache),
+        ]  # fmt: skip
+
+    def artifacts(cache: Path) -> dict[str, str]:
+        return {p.name: sha256_file(p) for p in cache.glob("*.safetensors")}
+
+    whole = tmp_path / "whole"
+    subprocess.run(cmd(whole), env=_env(), check=True, capture_output=True)
+    cache = tmp_path / "killed"
+    _killed_when(cmd(cache), lambda: (cache / "mlm_head.safetensors").exists())
+    subprocess.run(cmd(cache), env=_env(), check=True, capture_output=True)
+    assert not list(cache.glob(".*.tmp*"))  # a killed write's temporary file is removed
+    assert artifacts(cache) == artifacts(whole)
