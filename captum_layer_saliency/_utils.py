@@ -2,12 +2,19 @@
 
 The warnings (:func:`warn_user`) point at the user's code, not at this package's.
 
-Nothing here imports the rest of the package.
+The one writing rule of every file the package writes: an append is one ``write`` per batch,
+flushed and fsync-ed (:func:`append_durably`); every rewrite goes to a temporary file in the same
+directory, fsync-ed, then renamed over the old one (:func:`atomic_write`); a resume cuts only a
+torn last line (:func:`truncate_torn_tail`); and an output directory is written by one process
+at a time (:func:`lock_directory`).
+
+Nothing here imports the rest of the package but :mod:`captum_layer_saliency.errors`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import os
@@ -26,19 +33,25 @@ import torch
 
 from captum_layer_saliency._options import CACHE_ENV
 from captum_layer_saliency._options import DEFAULT_CACHE_DIR as _DEFAULT_CACHE_DIR
+from captum_layer_saliency.errors import OutputDirError, OutputLockedError
 
 __all__ = [
     "CACHE_ENV",
     "DEFAULT_CACHE_DIR",
+    "LOCK_FILE",
+    "append_durably",
     "atomic_write",
+    "lock_directory",
     "resolve_cache_dir",
     "seed_everything",
     "seeded",
     "sha256_file",
     "sha256_texts",
     "text_key",
+    "truncate_torn_tail",
     "user_stacklevel",
     "warn_user",
+    "writable_directory",
 ]
 
 DEFAULT_CACHE_DIR = Path(_DEFAULT_CACHE_DIR)
@@ -78,7 +91,10 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         write: called with the temporary path; must write the whole content there.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The temporary file keeps the suffix, so writers that read it (matplotlib) pick the format.
+    fd, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -93,6 +109,130 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def append_durably(path: Path, lines: Sequence[str]) -> None:
+    """Append ``lines`` (each without its newline) to ``path`` in one write, then fsync.
+
+    After a crash the file ends either with all of ``lines`` or with a torn last line, which
+    :func:`truncate_torn_tail` cuts on resume; the lines before are on disk.
+
+    Args:
+        path: the file (created, with its directory, if missing).
+        lines: the lines to add.
+    """
+    if not lines:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def truncate_torn_tail(path: Path) -> bool:
+    """Cut a last line without its newline (a write cut short) off ``path``, in place.
+
+    Only the torn bytes go (an ``os.truncate`` at the last newline, then fsync): the complete lines
+    are never rewritten, so an interruption here loses nothing.
+
+    Args:
+        path: a line-oriented file (missing: nothing to do).
+
+    Returns:
+        Whether a torn tail was cut.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size == 0:
+        return False
+    with open(path, "r+b") as f:
+        keep = size
+        block = 1 << 16
+        while keep > 0:
+            start = max(0, keep - block)
+            f.seek(start)
+            chunk = f.read(keep - start)
+            if keep == size and chunk.endswith(b"\n"):
+                return False
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def writable_directory(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and prove that files can be created in it, before any work.
+
+    Args:
+        path: the directory (``~`` expanded).
+        what: what it is, for the message (``"output directory"``, ``"--cache-dir"``).
+
+    Returns:
+        The directory.
+
+    Raises:
+        OutputDirError: it cannot be created (a file is in the way, no permission) or written.
+    """
+    directory = Path(path).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputDirError(f"cannot write to {what} {str(directory)!r}: {reason}") from None
+    return directory
+
+
+#: The lock file :func:`lock_directory` holds in an output directory.
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def lock_directory(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` for the ``with`` block (``fcntl.flock``).
+
+    The lock is on the file ``directory/name``, which records the holder's pid; the kernel drops
+    it when the process ends, however it ends (a SIGKILL included), so no stale lock is left.
+    Once held, the temporary files a killed holder left behind (:func:`atomic_write`'s
+    ``.NAME.*.tmp*``, in the directory and below) are removed: no one else can be writing them.
+
+    Args:
+        directory: the output directory (created if missing).
+        name: the lock file's name (sharded runs take one per rank).
+
+    Raises:
+        OutputLockedError: another process holds it (the message names its pid).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise OutputLockedError(
+                f"{str(directory)!r} is in use by another process (pid {holder}): wait for it to "
+                "finish, or choose another output directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        if name == LOCK_FILE:  # the whole directory's holder (a shard's holds only its own)
+            for stale in directory.rglob(".*.tmp*"):
+                stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -19,9 +19,11 @@ import torch
 from torch import Tensor
 
 from captum_layer_saliency._options import DEFAULT_TRUNCATION
-from captum_layer_saliency.models.classifier import TextClassifier
+from captum_layer_saliency.errors import ModelOutputError
+from captum_layer_saliency.models.classifier import USER_TEXT, TextClassifier
 from captum_layer_saliency.models.label_sets import attribute_targets
 from captum_layer_saliency.models.targets import (
+    class_index,
     explained_log_probability,
     log_probabilities,
     predicted_target,
@@ -37,6 +39,7 @@ __all__ = [
     "make_attributor",
     "prepare",
     "resolve_target",
+    "target_specs",
 ]
 
 TargetSpec = int | str | None
@@ -73,9 +76,48 @@ def resolve_target(target: TargetSpec, labels: Sequence[str], n_classes: int) ->
                 f"unknown target {text!r}: give a class index 0..{n_classes - 1} or a label "
                 f"name: {names}"
             ) from None
-    if not 0 <= int(target) < n_classes:
-        raise ValueError(f"target {target} is out of range: the model has {n_classes} classes")
-    return int(target)
+    index = class_index(target)
+    if index is None:
+        raise ValueError(
+            f"target must be a class index (an int) or a label name, got {target!r} "
+            f"({type(target).__name__}); floats are refused rather than truncated"
+        )
+    if not 0 <= index < n_classes:
+        raise ValueError(f"target {index} is out of range: the model has {n_classes} classes")
+    return index
+
+
+def target_specs(target: Any, n: int) -> list[Any]:
+    """One target per text: ``target`` repeated, or its items (a list, tuple, tensor or array).
+
+    Args:
+        target: ``None``, an int or a label name for every text; or a list/tuple, or a 1-D
+            integer tensor/array, with one such per text.
+        n: the number of texts.
+
+    Returns:
+        ``n`` targets, each checked later by :func:`resolve_target`.
+
+    Raises:
+        ValueError: a sequence of another length than the texts, or a tensor/array that is
+            not 0-D or 1-D.
+    """
+    if hasattr(target, "shape") and hasattr(target, "tolist"):  # a tensor or a NumPy array
+        if len(target.shape) == 0:
+            return [target] * n
+        if len(target.shape) != 1:
+            raise ValueError(
+                f"target has shape {tuple(target.shape)}: give one class index per text, "
+                f"shape ({n},)"
+            )
+        if "float" in str(target.dtype) or "bool" in str(target.dtype):
+            raise ValueError(f"target holds {target.dtype} values, not integer class indices")
+        target = target.tolist()
+    if isinstance(target, (list, tuple)):
+        if len(target) != n:
+            raise ValueError(f"{len(target)} targets for {n} texts: give one per text")
+        return list(target)
+    return [target] * n
 
 
 def _n_classes(clf: TextClassifier) -> int:
@@ -192,18 +234,25 @@ def explain_batch(
     from captum_layer_saliency._version import __version__
 
     n = len(texts)
+    text_pairs = _pair_list(text_pairs, n)
     enc = _encode(clf, texts, text_pairs, max_length, truncation)
     input_ids, mask = enc["input_ids"], enc["attention_mask"]
     # The tokenizer's other inputs that the forward cannot derive reach the method by keyword.
     others = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
     extra = clf.forward_func.underivable(input_ids, mask, others)
     n_classes = _n_classes(clf)
-    specs: list[Any] = list(target) if isinstance(target, (list, tuple)) else [target] * n
-    if len(specs) != n:
-        raise ValueError(f"{len(specs)} targets for {n} texts")
+    specs = target_specs(target, n)
     wanted = [resolve_target(t, clf.labels, n_classes) for t in specs]
     with torch.no_grad():
         logits = clf.forward_func(input_ids, mask, **extra)
+    bad = (~torch.isfinite(logits.reshape(n, -1)).all(dim=-1)).nonzero().flatten().tolist()
+    if bad:
+        which = [ids[i] if ids is not None else i for i in bad]
+        raise ModelOutputError(
+            f"the model's output holds NaN or inf for text(s) {which} (of this batch: "
+            f"{texts[bad[0]][:40]!r}...): nothing is explained from it; check the model's weights "
+            "and inputs"
+        )
     prediction = predicted_target(logits, clf.activation)  # the package's one rule
     explained = _with_requested(prediction, wanted)
     scores = attribute_targets(attributor.attribute, clf.model, input_ids, mask, explained, extra)
@@ -219,7 +268,9 @@ def explain_batch(
     pairs = list(text_pairs) if text_pairs is not None else None
     lengths = [
         len(x)
-        for x in clf.tokenizer(list(texts), pairs, truncation=False, verbose=False)["input_ids"]
+        for x in clf.tokenizer(list(texts), pairs, truncation=False, verbose=False, **USER_TEXT)[
+            "input_ids"
+        ]
     ]
     word_scores = (
         aggregate_to_words(
@@ -351,11 +402,10 @@ def explain(
     reduce = _word_reduction(words)
     name = resolve_method_name(method)
     built = attributor if attributor is not None else make_attributor(clf, name)
-    targets = list(target) if isinstance(target, (list, tuple)) else None
-    if targets is not None and len(targets) != len(batch):
-        raise ValueError(f"{len(targets)} targets for {len(batch)} texts")
-    if text_pairs is not None and len(text_pairs) != len(batch):
-        raise ValueError(f"{len(text_pairs)} text pairs for {len(batch)} texts")
+    targets = target_specs(target, len(batch))
+    for spec in targets:  # every target checked before any work
+        resolve_target(spec, clf.labels, _n_classes(clf))
+    text_pairs = _pair_list(text_pairs, len(batch))
     from tqdm.auto import tqdm
 
     prepare(built, batch)
@@ -368,13 +418,27 @@ def explain(
                 [batch[i] for i in rows],
                 method=name,
                 text_pairs=[text_pairs[i] for i in rows] if text_pairs is not None else None,
-                target=[targets[i] for i in rows] if targets is not None else target,
+                target=[targets[i] for i in rows],
                 words=reduce,
                 max_length=max_length,
                 truncation=truncation,
             )
             bar.update(len(rows))
     return out
+
+
+def _pair_list(text_pairs: Any, n: int) -> list[str | None] | None:
+    """The second texts of pairs as a list of ``n`` (a lone string is refused, not spelt out)."""
+    if text_pairs is None:
+        return None
+    if isinstance(text_pairs, (str, bytes)) or not isinstance(text_pairs, Sequence):
+        raise ValueError(
+            f"text_pairs must be a list with one second text per text, got a "
+            f"{type(text_pairs).__name__}: wrap a single pair's text in a list"
+        )
+    if len(text_pairs) != n:
+        raise ValueError(f"{len(text_pairs)} text pairs for {n} texts: give one per text")
+    return list(text_pairs)
 
 
 def _word_reduction(words: bool | str | None) -> str | None:

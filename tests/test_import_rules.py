@@ -56,6 +56,7 @@ def test_the_contracts_catch_each_kind_of_broken_rule(
         "__main__",
         "_public",
         "_options",
+        "errors",
         "_utils",
         "_version",
         "zoo.build",

@@ -3,11 +3,15 @@ and tiny random Hugging Face models of each family."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import torch
 import transformers as T
 from torch import Tensor, nn
+
+from captum_layer_saliency.models.classifier import TextClassifier
 
 TINY = dict(
     vocab_size=60,
@@ -96,3 +100,11 @@ def family_configs() -> dict[str, T.PretrainedConfig]:
 
 
 CAUSAL = {"gpt2", "llama"}
+
+
+def nan_output_copy(clf: TextClassifier) -> TextClassifier:
+    """A copy of a BERT ``clf`` whose logits are NaN (its classifier's bias is NaN)."""
+    model = copy.deepcopy(clf.model)
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("nan"))
+    return dataclasses.replace(clf, model=model, name="nan")

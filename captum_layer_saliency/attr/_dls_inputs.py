@@ -13,6 +13,7 @@ import torch
 from captum._utils.common import _format_additional_forward_args
 from torch import Tensor, nn
 
+from captum_layer_saliency.errors import ModelOutputError
 from captum_layer_saliency.models.inputs import check_model_inputs, forward_args, logits_of
 from captum_layer_saliency.models.targets import check_target_range, prediction_weights
 
@@ -164,7 +165,11 @@ def checked_forward(
     def forward(*args: Any) -> Tensor:
         out = logits_of(user_forward(*args))
         if not torch.isfinite(out).all():
-            raise ValueError("the model's output holds NaN or inf; cannot attribute it")
+            rows = (~torch.isfinite(out.reshape(len(out), -1)).all(-1)).nonzero().flatten()
+            raise ModelOutputError(
+                f"the model's output holds NaN or inf for example(s) {rows.tolist()} of the "
+                "batch; cannot attribute it"
+            )
         if out.dim() == 2:
             if label_sets:
                 assert targets is not None

@@ -384,7 +384,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             TypeError: the forward returns a tuple or another non-tensor.
             RuntimeError: called under ``torch.inference_mode()``.
         """
-        check_explainable(self.model or self._module, "the model")
+        check_explainable(self.model if self.model is not None else self._module, "the model")
         ids = token_ids_of(inputs, token_ids)
         mask = attention_mask_of(ids, attention_mask, self._pad_token_id)
         additional_forward_args = forward_arguments(

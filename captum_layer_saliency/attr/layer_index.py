@@ -380,7 +380,12 @@ def cached_layer_index(
         for b in range(0, len(order), batch_size):
             rows = [texts[i] for i in order[b : b + batch_size]]
             enc = tokenizer(
-                rows, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+                rows,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+                split_special_tokens=True,  # user text never becomes special tokens
             )
             v, y = layer_vectors(
                 model, enc["input_ids"].to(device), enc["attention_mask"].to(device), None, pooling

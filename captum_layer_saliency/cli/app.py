@@ -65,11 +65,14 @@ def user_errors() -> tuple[type[Exception], ...]:
     )
     from captum_layer_saliency.data import DataUnavailableError
     from captum_layer_saliency.data.jsonl import DataFileError
+    from captum_layer_saliency.errors import CaptumLayerSaliencyError
     from captum_layer_saliency.models.classifier import TokenizerMismatchError
     from captum_layer_saliency.models.heads import HeadMismatchError
     from captum_layer_saliency.viz.explanation import ExplanationFileError
 
+    # Every one derives from CaptumLayerSaliencyError, which is caught too.
     return (
+        CaptumLayerSaliencyError,
         CLIError,
         ConfigMismatchError,
         CorruptResultsError,
@@ -127,6 +130,10 @@ def _list_tasks() -> int:
 
 
 def _build_defaults(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        from captum_layer_saliency.cli.common import CLIError
+
+        raise CLIError(f"--threads must be at least 1, got {args.threads}")
     from captum_layer_saliency.zoo import build as zoo_build
 
     info = zoo_build.build_defaults(**zoo_build.build_options(args))

@@ -7,6 +7,8 @@ The commands call :func:`get_task` and :func:`load_model` through this module
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from captum_layer_saliency.cli.sources import check_source
 from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.data import tasks
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.heads import load_lm_head
 from captum_layer_saliency.models.surgery import UnsupportedModelError
@@ -35,8 +38,28 @@ __all__ = [
 ]
 
 
-class CLIError(Exception):
+class CLIError(CaptumLayerSaliencyError):
     """A user mistake: reported as one line, exit code 2."""
+
+
+#: What transformers and torch raise for a model folder they refuse to load: a missing or
+#: damaged file, a pickle that ``torch.load(weights_only=True)`` will not run, shapes that do
+#: not fit the config, a config naming an unknown class.
+LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    ImportError,
+    pickle.UnpicklingError,
+)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an error's message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def get_task(name: str) -> Any:
@@ -82,8 +105,8 @@ def load_model(model: str) -> TextClassifier:
         check_source(model, "model")
         tokenizer = AutoTokenizer.from_pretrained(model)
         hf_model = AutoModelForSequenceClassification.from_pretrained(model).eval()
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+    except LOAD_ERRORS as exc:
+        raise CLIError(f"cannot load model {model!r}: {first_line(exc)}") from None
     # the label names come from the config's id2label
     return TextClassifier(model=hf_model, tokenizer=tokenizer, name=Path(model).name or model)
 
@@ -133,8 +156,8 @@ def attach_lm_head(clf: TextClassifier, source: str) -> TextClassifier:
     try:
         check_source(source, "LM head")
         clf.lm_head = load_lm_head(source, model=clf.model)
-    except (OSError, ValueError, UnsupportedModelError) as exc:
-        raise CLIError(f"cannot load LM head {source!r}: {str(exc).splitlines()[0]}") from None
+    except LOAD_ERRORS + (UnsupportedModelError,) as exc:
+        raise CLIError(f"cannot load LM head {source!r}: {first_line(exc)}") from None
     return clf
 
 

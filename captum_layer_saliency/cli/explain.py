@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from captum_layer_saliency._utils import atomic_write, lock_directory, truncate_torn_tail
 from captum_layer_saliency._version import __version__
 from captum_layer_saliency.cli import common
 from captum_layer_saliency.cli.common import (
@@ -34,6 +35,7 @@ from captum_layer_saliency.cli.common import (
     to_device,
 )
 from captum_layer_saliency.compare.methods import registry as method_registry
+from captum_layer_saliency.compare.results import check_writable
 from captum_layer_saliency.data import DataUnavailableError
 from captum_layer_saliency.data.table import read_table, text_column
 from captum_layer_saliency.explaining import (
@@ -142,10 +144,14 @@ def _print_top(explanation: Explanation, k: int) -> None:
             print(f"    {name + ':':<9}" + "  ".join(f"{u} {s:+.3f}" for u, s in pieces))
 
 
-def _resume(out: Path, config: dict[str, Any]) -> list[Explanation]:
+def _resume(out: Path, config: dict[str, Any], inputs: _Inputs) -> list[Explanation]:
     run_file, rows_file = out / RUN_FILE, out / ROWS_FILE
     if run_file.exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            reason = f"{str(run_file)!r} is unreadable"
+            raise CLIError(f"{reason} ({exc}); choose another --out") from None
         if previous != config:
             changed = sorted(k for k in config if previous.get(k) != config[k])
             raise CLIError(
@@ -154,14 +160,30 @@ def _resume(out: Path, config: dict[str, Any]) -> list[Explanation]:
             )
     elif rows_file.exists():
         raise CLIError(f"{str(rows_file)!r} exists but has no {RUN_FILE}: choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    text = json.dumps(config, indent=2)
+    atomic_write(run_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if not rows_file.exists():
         return []
-    done = load_explanations(rows_file, skip_partial_last=True)
-    # Rewrite without a partial last line, so the appended rows stay parseable.
-    save_explanations(rows_file, done)
+    # Only a torn last line (a write cut short) is cut; the complete rows are never rewritten.
+    truncate_torn_tail(rows_file)
+    done = load_explanations(rows_file)
+    _check_done(rows_file, done, inputs)
     return done
+
+
+def _check_done(rows_file: Path, done: Sequence[Explanation], inputs: _Inputs) -> None:
+    """Refuse kept rows that are not the first explanations of these inputs (id and text)."""
+    if len(done) > len(inputs.texts):
+        raise CLIError(
+            f"{str(rows_file)!r} holds {len(done)} explanations for {len(inputs.texts)} texts: "
+            "it was not written by this command alone; choose another --out"
+        )
+    for i, explanation in enumerate(done):
+        if explanation.id != inputs.ids[i] or explanation.text != inputs.texts[i]:
+            raise CLIError(
+                f"{str(rows_file)!r}: row {i + 1} (id {explanation.id!r}) does not match text "
+                f"{i + 1} of the input (id {inputs.ids[i]!r}); choose another --out"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,7 +207,19 @@ def run(args: argparse.Namespace) -> int:
         method = method_registry.resolve_method_name(args.method)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    out = Path(args.out).expanduser() if args.out else None
+    out = check_writable(args.out) if args.out else None
+    if out is None:
+        return _run(args, inputs, method, None)
+    with lock_directory(out):  # a second process on the same --out stops here, naming this one
+        return _run(args, inputs, method, out)
+
+
+def _run(
+    args: argparse.Namespace,
+    inputs: _Inputs,
+    method: str,
+    out: Path | None,
+) -> int:
     clf = _load_classifier(args)
     try:
         target = resolve_target(args.target, clf.labels, len(clf.labels) or 2)
@@ -202,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         "fingerprint": _fingerprint(inputs),
         "version": __version__,
     }
-    done = _resume(out, config) if out is not None else []
+    done = _resume(out, config, inputs) if out is not None else []
     if done:
         print(f"resuming: {len(done)} of {len(inputs.texts)} texts already explained in {out}")
     attributor = _attributor(clf, method)
@@ -210,7 +244,10 @@ def run(args: argparse.Namespace) -> int:
     start = len(done)
     todo = range(start, len(inputs.texts))
     if len(todo):
-        prepare(attributor, inputs.texts)  # e.g. DLS's layer, once, only when work remains
+        try:
+            prepare(attributor, inputs.texts)  # e.g. DLS's layer, once, only when work remains
+        except ValueError as exc:  # e.g. NaN in the model's output met by DLS's calibration
+            raise CLIError(str(exc)) from None
     with tqdm(
         total=len(inputs.texts),
         initial=start,
@@ -259,12 +296,11 @@ def _write_pages(
         ):
             name = f"png/{i + 1:04d}.png"
             images[i] = name
-            if not (out / name).exists():  # resumable
+            if not (out / name).exists():  # resumable: PNGs are written whole or not at all
                 explanation.plot(save=out / name)
     title = f"Explanations: {explanations[0].method} on {explanations[0].model}"
-    (out / HTML_FILE).write_text(
-        explanations_html(explanations, title=title, images=images), encoding="utf-8"
-    )
+    page = explanations_html(explanations, title=title, images=images)
+    atomic_write(out / HTML_FILE, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     print(f"wrote {out / ROWS_FILE} ({len(explanations)} explanations), {out / HTML_FILE}")
     if png:
         print(f"      {out / 'png'} ({len(explanations)} PNGs)")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from captum_layer_saliency import metrics as metric_registry
+from captum_layer_saliency._utils import atomic_write
 from captum_layer_saliency.cli.common import CLIError, check_methods, print_summary, split_list
 from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.compare.report import (
@@ -104,11 +105,7 @@ def run_summarize(
     except ValueError as exc:  # runs that cannot be summarised together
         raise CLIError(str(exc)) from None
     if json_path is not None:
-        target = Path(json_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(
-            json.dumps({"config": config, "summary": summary}, indent=2, allow_nan=False),
-            encoding="utf-8",
-        )
+        text = json.dumps({"config": config, "summary": summary}, indent=2, allow_nan=False)
+        atomic_write(Path(json_path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     print(format_markdown(summary, config))
     return 0

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from captum_layer_saliency.compare.checks import WORD_SENTIMENT, InvalidComparisonError, text_pairs
+from captum_layer_saliency.errors import ModelOutputError
 from captum_layer_saliency.metrics.sentiment_correlation import token_word_ids
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.targets import predicted_target
@@ -27,10 +28,6 @@ __all__ = [
     "derive_seed",
     "word_rationale_to_tokens",
 ]
-
-
-class ModelOutputError(ValueError):
-    """The model produced NaN or infinite logits for some examples (rows so far are kept)."""
 
 
 def derive_seed(seed: int, batch_no: int, method: str) -> int:

@@ -16,7 +16,8 @@ import numpy as np
 from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.data.tasks import EmptyDatasetError
-from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
+from captum_layer_saliency.models.classifier import TRUNCATION_MODES, USER_TEXT, TextClassifier
 
 __all__ = [
     "RATIONALE_COLUMNS",
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidComparisonError",
     "check_labels",
     "check_metrics",
+    "check_real_tokens",
     "check_shard",
     "default_metrics",
     "needs_word_sentiment",
@@ -42,7 +44,7 @@ RATIONALE_COLUMNS = ("words", "rationale")
 WORD_SENTIMENT = "word_sentiment"
 
 
-class InvalidComparisonError(ValueError):
+class InvalidComparisonError(CaptumLayerSaliencyError, ValueError):
     """A comparison's arguments or data cannot work (caught before any work starts)."""
 
 
@@ -176,6 +178,19 @@ def check_labels(examples: Sequence[Mapping[str, Any]], clf: TextClassifier) -> 
                 f"example {i} (idx {row.get('idx', i)}) has label {int(row['label'])}, but the "
                 f"model has {n_classes} classes {list(clf.labels) or ''}: the data and the model "
                 "belong to different tasks"
+            )
+
+
+def check_real_tokens(examples: Sequence[Mapping[str, Any]], clf: TextClassifier) -> None:
+    """Refuse a text that tokenises to nothing (only invisible characters), like an empty one."""
+    texts = [str(row["text"]) for row in examples]
+    ids = clf.tokenizer(texts, add_special_tokens=False, verbose=False, **USER_TEXT)["input_ids"]
+    for i, row_ids in enumerate(ids):
+        if not row_ids:
+            raise InvalidComparisonError(
+                f"example {i} (idx {examples[i].get('idx', i)}): the text has no token the "
+                "tokenizer keeps (only invisible characters); there is nothing to explain "
+                "(drop such rows)"
             )
 
 

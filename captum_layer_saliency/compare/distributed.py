@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from captum_layer_saliency.compare import results
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 
 #: The environment torchrun (``torch.distributed.run``) sets for every worker.
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -41,7 +42,7 @@ ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 DEFAULT_TIMEOUT = timedelta(hours=24)
 
 
-class DistributedSetupError(RuntimeError):
+class DistributedSetupError(CaptumLayerSaliencyError, RuntimeError):
     """The torchrun environment is inconsistent, or the ranks cannot see each other's files."""
 
 

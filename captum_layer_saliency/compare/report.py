@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from captum_layer_saliency import viz
+from captum_layer_saliency._utils import atomic_write
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.methods.registry import available_methods
 from captum_layer_saliency.compare.report_figures import coherence_plot, colour_order, draw_plots
@@ -237,11 +238,10 @@ def write_report(
         "summary_json": out / "summary.json",
         "report_html": out / "report.html",
     }
-    paths["summary_md"].write_text(format_markdown(summary, config), encoding="utf-8")
+    _write_text(paths["summary_md"], format_markdown(summary, config))
     write_csv(summary, paths["summary_csv"])
-    with paths["summary_json"].open("w", encoding="utf-8") as fh:
-        json.dump(results._json_safe({"config": config, **summary}), fh, indent=2)
-        fh.write("\n")
+    text = json.dumps(results._json_safe({"config": config, **summary}), indent=2) + "\n"
+    _write_text(paths["summary_json"], text)
 
     images = []
     if plots:
@@ -265,5 +265,10 @@ def write_report(
     body += images
     body += ["<h2>Explanations</h2>", _gallery(rows, labels, summary["order"], max_examples)]
     title = f"Comparison: {config.get('task', 'custom')} / {config.get('model', 'model')}"
-    paths["report_html"].write_text(viz.html_page(body, title=title), encoding="utf-8")
+    _write_text(paths["report_html"], viz.html_page(body, title=title))
     return paths
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` whole (temporary file, fsync, rename): never a half-written report."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

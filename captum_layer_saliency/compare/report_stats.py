@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from captum_layer_saliency.compare import results
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.metrics import METRICS
 
 __all__ = [
@@ -41,7 +42,7 @@ DEFAULT_BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
 PRIMARY_METRIC = "comprehensiveness"
 
 
-class NoResultsError(ValueError):
+class NoResultsError(CaptumLayerSaliencyError, ValueError):
     """A directory holds no result rows to report on."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from captum_layer_saliency._utils import atomic_write
 from captum_layer_saliency.compare.selection_notes import selection_notes
 
 __all__ = [
@@ -216,7 +217,8 @@ def write_csv(summary: Mapping[str, Any], path: Path) -> None:
             row[f"{m}_diff_vs_reference_mean"] = d.get("mean")
             row[f"{m}_diff_low"], row[f"{m}_diff_high"] = d.get("low"), d.get("high")
         rows.append(row)
-    pd.DataFrame(rows).to_csv(path, index=False, lineterminator="\r\n")
+    frame = pd.DataFrame(rows)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\r\n"))
 
 
 _WITH_CI = re.compile(r"^(\S+) (\[[^\]]*\])$")

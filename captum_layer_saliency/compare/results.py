@@ -22,12 +22,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from captum_layer_saliency._utils import atomic_write, warn_user
+from captum_layer_saliency._utils import atomic_write, warn_user, writable_directory
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
+from captum_layer_saliency.errors import OutputDirError as OutputDirError  # re-exported
 
 ROWS_FILE = "rows.jsonl"
 CONFIG_FILE = "run.json"
@@ -51,16 +52,12 @@ Row = dict[str, Any]
 RowKey = tuple[int, str]
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(CaptumLayerSaliencyError, ValueError):
     """A rerun's configuration differs from the one recorded in the output directory."""
 
 
-class CorruptResultsError(ValueError):
+class CorruptResultsError(CaptumLayerSaliencyError, ValueError):
     """A results file is damaged somewhere other than its last line."""
-
-
-class OutputDirError(ValueError):
-    """The output directory cannot be created or written to."""
 
 
 def check_writable(out_dir: str | os.PathLike[str]) -> Path:
@@ -77,15 +74,7 @@ def check_writable(out_dir: str | os.PathLike[str]) -> Path:
     Raises:
         OutputDirError: it cannot be created (a file is in the way, no permission) or written.
     """
-    out = Path(out_dir).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise OutputDirError(f"cannot write to output directory {str(out)!r}: {reason}") from None
-    return out
+    return writable_directory(Path(out_dir), "output directory")
 
 
 def row_key(row: Mapping[str, Any]) -> RowKey:

@@ -52,7 +52,7 @@ import transformers
 from tqdm.auto import tqdm
 
 from captum_layer_saliency import metrics as metric_registry
-from captum_layer_saliency._utils import seed_everything
+from captum_layer_saliency._utils import LOCK_FILE, lock_directory, seed_everything
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.batches import EncodedBatch, batch_plan, derive_seed
 from captum_layer_saliency.compare.checks import (
@@ -61,6 +61,7 @@ from captum_layer_saliency.compare.checks import (
     InvalidComparisonError,
     check_labels,
     check_metrics,
+    check_real_tokens,
     check_shard,
     default_metrics,
     needs_word_sentiment,
@@ -162,6 +163,7 @@ def run_comparison(
     rank, world = check_shard(shard)
     clf.check_tokenizer()
     check_labels(examples, clf)
+    check_real_tokens(examples, clf)
     budget = token_budget(clf, max_length)
     texts = [str(e["text"]) for e in examples]
     n_tokens = clf.token_lengths(texts, text_pairs(examples))
@@ -197,8 +199,6 @@ def run_comparison(
         "n_truncated": sum(truncated),
         "versions": _versions(),
     }
-    results.check_or_write_config(out, config)
-
     # 4. Explain and score every (batch, method) with a row still missing; append the rows.
     own_file = results.rows_path(out, None if shard is None else rank)
     run = _Run(
@@ -217,10 +217,33 @@ def run_comparison(
         ),
         out=out,
     )
-    done = _rows_done(out, own_file)
+    # One process per output directory (per shard): a second one stops here, naming the first.
+    with lock_directory(out, LOCK_FILE if shard is None else f"{LOCK_FILE}.rank{rank}"):
+        results.check_or_write_config(out, config)
+        _write_rows(
+            run, mine, names, own_file, f"{config['task']}: {len(names)} method(s)", progress
+        )
+        # 5. The report (a sharded run is merged first, then reported).
+        if report and shard is None:
+            write_report(
+                out, metrics=metric_registry.METRICS, method_order=list(method_registry.METHODS)
+            )
+    return out
+
+
+def _write_rows(
+    run: _Run,
+    mine: Sequence[tuple[int, list[int]]],
+    names: Sequence[str],
+    own_file: Path,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Explain and score every (batch, method) of ``mine`` without a row on disk; append it."""
+    indices = run.indices
+    done = _rows_done(run.out, own_file)
     total = sum(len(b) for _, b in mine) * len(names)
     already = sum((indices[i], m) in done for _, b in mine for i in b for m in names)
-    desc = f"{config['task']}: {len(names)} method(s)"
     with (
         tqdm(total=total, initial=already, unit="row", desc=desc, disable=not progress) as bar,
         results.RowWriter(own_file) as writer,
@@ -230,13 +253,6 @@ def run_comparison(
                 writer.write(row)
                 done.add(results.row_key(row))
                 bar.update(1)
-
-    # 5. The report (a sharded run is merged first, then reported).
-    if report and shard is None:
-        write_report(
-            out, metrics=metric_registry.METRICS, method_order=list(method_registry.METHODS)
-        )
-    return out
 
 
 def _build_method(

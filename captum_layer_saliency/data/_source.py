@@ -13,13 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
+
 DATA_DIR_ENV = "CAPTUM_LAYER_SALIENCY_DATA"
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(CaptumLayerSaliencyError, RuntimeError):
     """Neither the hub nor a local copy could provide a dataset."""
 
 

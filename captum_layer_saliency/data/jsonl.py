@@ -14,8 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 
-class DataFileError(ValueError):
+
+class DataFileError(CaptumLayerSaliencyError, ValueError):
     """A data file that cannot be read or parsed."""
 
 

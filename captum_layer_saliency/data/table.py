@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ def read_table(path: str | os.PathLike[str], limit: int | None = None) -> list[d
 
     Raises:
         DataFileError: an unknown suffix, a missing or unreadable file, a CSV/TSV without a
-            header or with ragged rows, a line that is not a JSON object.
+            header, with a column named twice or with ragged rows, a line that is not a JSON
+            object. A quoted CSV/TSV cell keeps its newlines; cells have no size limit.
     """
     file = Path(path).expanduser()
     kind = TABLE_SUFFIXES.get(file.suffix.lower())
@@ -56,17 +58,33 @@ def read_table(path: str | os.PathLike[str], limit: int | None = None) -> list[d
     if kind == "jsonl":
         return load_jsonl(file, limit=limit)
     try:
-        content = file.read_text(encoding="utf-8-sig")
+        if kind == "txt":
+            content = file.read_text(encoding="utf-8-sig")
+            rows = [{"text": line} for line in content.splitlines() if line.strip()]
+            return rows[:limit] if limit is not None else rows
+        # csv reads the open file itself, so a quoted cell keeps its newlines.
+        with open(file, encoding="utf-8-sig", newline="") as handle:
+            return _read_csv(file, handle, "," if kind == "csv" else "\t", limit)
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise DataFileError(f"cannot read data file {str(file)!r}: {reason}") from None
-    if kind == "txt":
-        rows = [{"text": line} for line in content.splitlines() if line.strip()]
-        return rows[:limit] if limit is not None else rows
-    reader = csv.DictReader(content.splitlines(), delimiter="," if kind == "csv" else "\t")
+    except csv.Error as exc:
+        raise DataFileError(f"{file}: not a valid {kind.upper()} file: {exc}") from None
+
+
+def _read_csv(file: Path, handle: Any, delimiter: str, limit: int | None) -> list[dict[str, Any]]:
+    """The rows of an open CSV/TSV file (see :func:`read_table`)."""
+    # A long text is a long cell: lift csv's 131,072-character default limit.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.DictReader(handle, delimiter=delimiter)
     if not reader.fieldnames:
         raise DataFileError(f"{file}: empty, or no header row naming the columns")
-    rows = []
+    seen: set[str] = set()
+    for name in reader.fieldnames:
+        if name in seen:
+            raise DataFileError(f"{file}: the header names column {name!r} twice")
+        seen.add(name)
+    rows: list[dict[str, Any]] = []
     for row in reader:
         if limit is not None and len(rows) >= limit:
             break

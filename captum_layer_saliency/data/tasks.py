@@ -39,6 +39,7 @@ from captum_layer_saliency.data.imdb import load_imdb
 from captum_layer_saliency.data.rte import RTE_LABELS, load_rte_pairs
 from captum_layer_saliency.data.sst_phrases import load_sst2_phrases
 from captum_layer_saliency.data.sst_words import load_sst_word_sentiment
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 
 ERASER_MAX_WORDS = 400
 """Words kept per ERASER review in the ``eraser_movies`` task. With the default BERT-uncased
@@ -58,7 +59,7 @@ class TaskLoader(Protocol):
         ...
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(CaptumLayerSaliencyError, ValueError):
     """A task's split has no rows (after any filtering)."""
 
 

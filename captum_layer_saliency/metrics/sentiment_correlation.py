@@ -30,6 +30,8 @@ import torch
 from scipy.stats import pearsonr
 from torch import Tensor
 
+from captum_layer_saliency.models.classifier import USER_TEXT
+
 __all__ = ["MERGES", "merge_to_words", "sentiment_correlation", "token_word_ids"]
 
 MERGES = ("sum", "mean", "max", "first")
@@ -68,7 +70,13 @@ def token_word_ids(
         starts.append(at)
         ends.append(at + len(word))
         pos = at + len(word)
-    enc = tokenizer(text, truncation=True, max_length=len(input_ids), return_offsets_mapping=True)
+    enc = tokenizer(
+        text,
+        truncation=True,
+        max_length=len(input_ids),
+        return_offsets_mapping=True,
+        **USER_TEXT,
+    )
     if list(enc["input_ids"]) != list(input_ids):
         raise ValueError("re-encoding the text for its offsets did not reproduce its token ids")
     out = []

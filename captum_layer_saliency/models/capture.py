@@ -17,6 +17,8 @@ from captum._utils.common import _run_forward, _select_targets
 from captum._utils.typing import TargetType
 from torch import Tensor, nn
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
+
 __all__ = [
     "LayerNotRunError",
     "capture_layers",
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 
-class LayerNotRunError(ValueError):
+class LayerNotRunError(CaptumLayerSaliencyError, ValueError):
     """A hooked layer was never run by the forward function."""
 
 
@@ -103,7 +105,9 @@ def _ordered(saved: dict[int, Tensor], count: int) -> list[Tensor]:
     if missing:
         raise LayerNotRunError(
             f"candidate layer(s) {missing} were never run by the forward function: they are "
-            "not part of the model being explained"
+            "not part of the model being explained (a torch.compile'd model runs its layers in "
+            "compiled code: explain the model before compiling, model._orig_mod, which has the "
+            "same weights)"
         )
     return [saved[i] for i in range(count)]
 

@@ -16,13 +16,14 @@ from torch import Tensor, nn
 
 from captum_layer_saliency._options import TRUNCATION_MODES
 from captum_layer_saliency._utils import warn_user
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.inputs import ClassifierForward, segment_ids
 from captum_layer_saliency.models.targets import log_probabilities, output_activation
 
 ForwardFunc = Callable[..., Tensor]
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(CaptumLayerSaliencyError, ValueError):
     """A tokenizer whose ids do not fit the model's embedding (it belongs to another model)."""
 
 
@@ -40,6 +41,12 @@ def classifier_forward(model: nn.Module, tokenizer: Any = None) -> ClassifierFor
         tokenizer: its tokenizer (optional): gives the separator that delimits a pair's segments.
     """
     return ClassifierForward(model, _segment_separator(tokenizer))
+
+
+#: How the package tokenises a user's text: ``[SEP]``, ``[PAD]``, ``<s>``... written in the text
+#: are split like any other characters (``split_special_tokens`` in transformers), never turned
+#: into the model's special tokens; only the tokenizer adds those.
+USER_TEXT: dict[str, Any] = {"split_special_tokens": True}
 
 
 def _segment_separator(tokenizer: Any) -> int | None:
@@ -198,7 +205,8 @@ class TextClassifier:
         if not texts:
             return []
         pairs = list(text_pairs) if text_pairs is not None else None
-        ids = self.tokenizer(list(texts), pairs, truncation=False, verbose=False)["input_ids"]
+        ids = self.tokenizer(list(texts), pairs, truncation=False, verbose=False, **USER_TEXT)
+        ids = ids["input_ids"]
         return [len(x) for x in ids]
 
     def encode(
@@ -272,7 +280,9 @@ class TextClassifier:
             truncation="longest_first",
             max_length=budget,
             return_tensors="pt",
+            **USER_TEXT,
         )
+        _check_real_tokens(enc["input_ids"], enc["attention_mask"], self.special_token_ids)
         device = self.device
         out = {
             "input_ids": enc["input_ids"].to(device),
@@ -326,6 +336,17 @@ def _text_list(texts: str | Sequence[str], what: str) -> list[str]:
         if not text.strip():
             raise ValueError(f"{what} {i} is empty or only whitespace; there is nothing to explain")
     return batch
+
+
+def _check_real_tokens(input_ids: Tensor, mask: Tensor, special_ids: Sequence[int]) -> None:
+    """Refuse a row with no token but the special ones: a text that tokenises to nothing."""
+    real = mask.bool() & ~special_mask(input_ids, special_ids)
+    empty = (~real.any(dim=-1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"text {empty[0]} has no token the tokenizer keeps (only invisible or special "
+            "characters); there is nothing to explain"
+        )
 
 
 @runtime_checkable

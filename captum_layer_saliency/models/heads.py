@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError, ModelOutputError
 from captum_layer_saliency.models.surgery import (
     UnsupportedModelError,
     family_spec,
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class HeadMismatchError(ValueError):
+class HeadMismatchError(CaptumLayerSaliencyError, ValueError):
     """An LM head that cannot decode the classifier's hidden states or token ids."""
 
 
@@ -110,7 +112,18 @@ def check_head_compatible(head: nn.Module, model: nn.Module) -> None:
     ``config.model_type``, the head's hidden size with the model's (``hidden_size``/``dim``/
     ``n_embd``) and the head's vocabulary with the model's ``vocab_size``. A head of unknown
     size passes here and is checked again on the first decoded batch.
+
+    Raises:
+        HeadMismatchError: another family, hidden size or vocabulary.
+        ModelOutputError: a weight of the head is NaN or infinite (it would decode to garbage
+            without a word); the message names the parameter.
     """
+    for name, param in head.named_parameters():
+        if not bool(torch.isfinite(param.detach()).all()):
+            raise ModelOutputError(
+                f"the LM head's parameter {name!r} holds NaN or inf values: it cannot decode "
+                "hidden states; reload the head"
+            )
     config = getattr(model, "config", None)
     if config is None:
         return
@@ -211,8 +224,16 @@ def load_lm_head(
     Raises:
         HeadMismatchError: the checkpoint has no trained head, or the head does not fit
             ``model``.
+        ModelOutputError: a weight of the head is NaN or infinite.
+        TypeError: ``source`` is ``None``.
         UnsupportedModelError: the family is unknown and no explicit module was given.
     """
+    if source is None:
+        raise TypeError(
+            "lm_head is None: give the pre-trained backbone's LM head (a module, or a checkpoint "
+            "name/path for load_lm_head), e.g. DecodedLayerSaliency.for_model(model, "
+            "'bert-base-uncased', tokenizer)"
+        )
     if isinstance(source, LMHead):
         head = source
     elif isinstance(source, nn.Module):

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_layer_saliency._utils import warn_user
+from captum_layer_saliency.errors import ModelOutputError
 from captum_layer_saliency.models.targets import output_activation
 
 __all__ = [
@@ -206,7 +207,9 @@ class ClassifierForward:
 
     def __init__(self, model: nn.Module, sep_token_id: int | None = None) -> None:
         """Read what the model's forward takes and how it positions its tokens."""
-        self.model = model
+        # A torch.compile'd model runs eagerly through its own modules (the same weights): the
+        # layer hooks every layer method needs do not all fire inside compiled code.
+        self.model = _uncompiled(model)
         self.input_names, self.takes_kwargs = _accepted(model)
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         self.derives_positions = (
@@ -217,6 +220,8 @@ class ClassifierForward:
         self.pools_first_token = model_type in FIRST_TOKEN_POOLING
         #: the longest input the position embeddings take (``None``: no fixed table, e.g. rotary).
         self.max_tokens = _max_tokens(getattr(model, "config", None))
+        #: the number of token ids the input embeddings take (``None``: unknown).
+        self.vocab_size = _vocab_size(model)
         #: ``"softmax"``, or ``"sigmoid"`` for a multi-label head: read by the metrics.
         self.activation = output_activation(model)
 
@@ -279,6 +284,8 @@ class ClassifierForward:
             TypeError: a model output without logits.
         """
         check_sequence_length(input_ids.shape[-1], self.max_tokens)
+        check_token_ids(input_ids, self.vocab_size)
+        check_attention_mask(attention_mask)
         if (
             self.pools_first_token
             and attention_mask is not None
@@ -293,8 +300,76 @@ class ClassifierForward:
         inputs = {**self.derived(input_ids, attention_mask), **_explicit(extra), **kw}
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, **inputs)
         if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
-            return out[0]  # a Hugging Face model with return_dict=False: logits come first
-        return logits_of(out)
+            logits = out[0]  # a Hugging Face model with return_dict=False: logits come first
+        else:
+            logits = logits_of(out)
+        if logits.dim() != 2 or logits.shape[0] != input_ids.shape[0]:
+            kinds = ", ".join(
+                f"{type(o).__name__}{tuple(o.shape) if isinstance(o, Tensor) else ''}"
+                for o in (out if isinstance(out, tuple) else (out,))
+            )
+            raise ModelOutputError(
+                f"{type(self.model).__name__} returned {kinds}: its logits must come first, "
+                f"shaped (batch, classes) = ({input_ids.shape[0]}, n), not "
+                f"{tuple(logits.shape)}; return a Hugging Face output with .logits, or the "
+                "logits first"
+            )
+        return logits
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (``_orig_mod``), else ``model`` itself."""
+    inner = model._modules.get("_orig_mod") if isinstance(model, nn.Module) else None
+    return inner if inner is not None else model
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    """The rows of the model's input embedding table, when it has one."""
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        embedding = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        return None
+    rows = getattr(embedding, "num_embeddings", None)
+    return int(rows) if isinstance(rows, int) else None
+
+
+def check_token_ids(input_ids: Tensor, vocab_size: int | None) -> None:
+    """Refuse token ids outside ``[0, vocab_size)``, naming the first one and the size.
+
+    Raises:
+        ValueError: an id below 0 or at/over ``vocab_size``; ids that are not integers.
+    """
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must be integer token ids, got a {input_ids.dtype} tensor")
+    if vocab_size is None or input_ids.numel() == 0:
+        return
+    outside = (input_ids < 0) | (input_ids >= vocab_size)
+    if bool(outside.any()):
+        bad = int(input_ids[outside].flatten()[0])
+        raise ValueError(
+            f"token id {bad} is outside the model's vocabulary of {vocab_size} ids (0.."
+            f"{vocab_size - 1}): were the ids made by another tokenizer?"
+        )
+
+
+def check_attention_mask(attention_mask: Tensor | None) -> None:
+    """Refuse an attention mask with values other than 0 and 1.
+
+    A fractional mask (``mask * 0.5``) would change every score without a word.
+
+    Raises:
+        ValueError: a value other than 0 or 1.
+    """
+    if attention_mask is None or attention_mask.numel() == 0:
+        return
+    if attention_mask.dtype == torch.bool:
+        return
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)].flatten()[0]
+        raise ValueError(
+            f"attention_mask must hold only 0 (padding) and 1 (tokens), found {odd.item()!r}"
+        )
 
 
 def _max_tokens(config: Any) -> int | None:

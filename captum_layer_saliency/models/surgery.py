@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
+
 __all__ = [
     "FAMILIES",
     "FamilySpec",
@@ -24,7 +26,7 @@ __all__ = [
 ]
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(CaptumLayerSaliencyError, ValueError):
     """The model's family is not known to :mod:`captum_layer_saliency.models.surgery`."""
 
 

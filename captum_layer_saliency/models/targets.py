@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "check_target_range",
+    "class_index",
     "explained_log_probability",
     "explained_logit",
     "log_probabilities",
@@ -79,6 +81,8 @@ def normalize_target(
         return None
     if label_sets and isinstance(target, Tensor) and target.dim() == 2 and target.shape[1] > 1:
         return _label_set(target, batch, n_outputs, device)
+    if _is_array(target):  # a NumPy array: the rule of a tensor
+        target = torch.as_tensor(target)
     values = _tensor_values(target) if isinstance(target, Tensor) else _values(target, batch)
     if not values:
         raise ValueError("target is empty: pass an int or one int per example")
@@ -105,13 +109,32 @@ def _tensor_values(target: Tensor) -> list[int]:
     return [int(v) for v in target.reshape(-1).tolist()]
 
 
+def _is_array(value: Any) -> bool:
+    """A NumPy array (or anything array-like with a dtype that is not a tensor or a scalar)."""
+    return hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def class_index(value: Any) -> int | None:
+    """``value`` as a class index if it is an integer (NumPy's, a 0-d tensor's), else ``None``.
+
+    A float (``1.7``, ``1.0``) or a bool is never a class index.
+    """
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _values(target: Any, batch: int) -> list[int]:
     """The class indices of an int, list or tuple target."""
     if isinstance(target, bool):
         raise ValueError(f"target must be an int class index, got the bool {target}")
-    if isinstance(target, int):
-        return [int(target)]
-    if isinstance(target, float):
+    index = class_index(target)
+    if index is not None:
+        return [index]
+    if isinstance(target, float) or "float" in str(getattr(target, "dtype", "")):
         raise ValueError(
             f"target must be an int class index, got the float {target}; floats are refused "
             "rather than truncated"
@@ -123,13 +146,14 @@ def _values(target: Any, batch: int) -> list[int]:
         )
     values = []
     for i, item in enumerate(target):
-        if isinstance(item, bool) or not isinstance(item, int):
+        index = class_index(item)
+        if index is None:
             kind = type(item).__name__
             raise ValueError(
                 f"target[{i}] is a {kind} ({item!r}); a target holds int class indices, one "
                 "per example (floats are refused rather than truncated)"
             )
-        values.append(int(item))
+        values.append(index)
     if isinstance(target, tuple) and len(values) > 1 and batch != len(values):
         raise ValueError(
             f"a tuple target {target!r} indexes a multi-dimensional output, but a classifier's "

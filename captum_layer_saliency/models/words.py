@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from captum_layer_saliency._options import REDUCTIONS
-from captum_layer_saliency.models.classifier import special_token_ids
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
+from captum_layer_saliency.models.classifier import USER_TEXT, special_token_ids
 
 __all__ = [
     "REDUCTIONS",
@@ -40,7 +41,7 @@ __all__ = [
 _FAST_COPIES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-class WordAlignmentError(ValueError):
+class WordAlignmentError(CaptumLayerSaliencyError, ValueError):
     """Tokens that cannot be matched to words (a tokenizer without word ids, or other ids)."""
 
 
@@ -128,7 +129,7 @@ def align_words(
             (the row does not hold this text, or was encoded by another tokenizer).
     """
     fast = _fast_tokenizer(tokenizer)
-    kwargs: dict[str, Any] = {"return_offsets_mapping": True, "verbose": False}
+    kwargs: dict[str, Any] = {"return_offsets_mapping": True, "verbose": False, **USER_TEXT}
     if input_ids is not None:
         kwargs.update(truncation=True, max_length=len(input_ids))
     enc = fast(text, text_pair, **kwargs) if text_pair is not None else fast(text, **kwargs)

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from captum.attr import visualization
 
+from captum_layer_saliency._utils import append_durably, atomic_write
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.viz.html import html_page, render_html
 from captum_layer_saliency.viz.plots import plot_token_heatmap
 
@@ -52,7 +54,7 @@ PathLike = str | os.PathLike[str]
 _GLUE = "\u2063"
 
 
-class ExplanationFileError(ValueError):
+class ExplanationFileError(CaptumLayerSaliencyError, ValueError):
     """An explanations file that cannot be read, or a line that is not an explanation."""
 
 
@@ -376,6 +378,8 @@ def save_explanations(
 ) -> Path:
     """Write explanations as JSON Lines (one object per line, :meth:`Explanation.to_dict`).
 
+    Durably: an append is one fsync-ed write; a rewrite replaces ``path`` only when complete.
+
     Args:
         path: the file.
         explanations: what to write.
@@ -385,17 +389,57 @@ def save_explanations(
         The path.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("a" if append else "w", encoding="utf-8") as handle:
-        for explanation in explanations:
-            handle.write(json.dumps(explanation.to_dict(), ensure_ascii=False, allow_nan=False))
-            handle.write("\n")
-            handle.flush()
+    lines = [
+        json.dumps(explanation.to_dict(), ensure_ascii=False, allow_nan=False)
+        for explanation in explanations
+    ]
+    if append:
+        append_durably(target, lines)
+    else:
+        text = "".join(line + "\n" for line in lines)
+        atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return target
+
+
+_STR, _NUM, _NONE = (str,), (int, float), (type(None),)
+#: Each field's JSON types when present, and its items' types for a list: ``tokens`` a list of
+#: strings, ``probability`` a number or ``null`` (a non-finite one), ...
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], tuple[type, ...] | None]] = {
+    **dict.fromkeys(("text", "predicted_label", "target_label", "method", "model"), (_STR, None)),
+    **dict.fromkeys(("text_pair", "word_reduce", "layer"), (_STR + _NONE, None)),
+    **dict.fromkeys(("probability", "target_probability"), (_NUM + _NONE, None)),
+    "version": (_STR, None),
+    "tokens": ((list,), _STR),
+    "scores": ((list,), _NUM + _NONE),
+    "words": ((list, type(None)), _STR),
+    "word_scores": ((list, type(None)), _NUM + _NONE),
+    "token_words": ((list, type(None)), (int,)),
+    "truncated": ((bool,), None),
+    "id": (_STR + (int,) + _NONE, None),
+    "options": ((dict,), None),
+}
+
+
+def _check_types(data: Any) -> None:
+    """Refuse a line whose fields have the wrong JSON types (``tokens`` a string, ...)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"not an explanation: a JSON {type(data).__name__}, not an object")
+    for key, (kinds, items) in _FIELD_TYPES.items():
+        value = data.get(key)
+        checked = [value] if key in data else []
+        if items is not None and isinstance(value, list):
+            checked += value
+        for i, item in enumerate(checked):
+            allowed = kinds if i == 0 else items or ()
+            if not isinstance(item, allowed) or (isinstance(item, bool) and bool not in allowed):
+                raise ValueError(f"field {key!r} holds a {type(item).__name__}: {item!r:.60}")
 
 
 def load_explanations(path: PathLike, *, skip_partial_last: bool = False) -> list[Explanation]:
     """Read the explanations of a JSON Lines file written by :func:`save_explanations`.
+
+    Every line is checked: the schema's fields, their types (``tokens`` a list of strings,
+    ``probability`` a number...) and lengths; a line nested too deeply to parse is refused.
 
     Args:
         path: the file.
@@ -417,7 +461,13 @@ def load_explanations(path: PathLike, *, skip_partial_last: bool = False) -> lis
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     for position, (number, line) in enumerate(numbered):
         try:
-            out.append(Explanation.from_dict(json.loads(line)))
+            data = json.loads(line)
+            _check_types(data)
+            out.append(Explanation.from_dict(data))
+        except RecursionError:
+            raise ExplanationFileError(
+                f"{file}: line {number}: nested too deeply to be an explanation"
+            ) from None
         except (ValueError, TypeError) as exc:
             if skip_partial_last and position == len(numbered) - 1:
                 break

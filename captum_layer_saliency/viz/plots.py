@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from captum_layer_saliency._utils import atomic_write
 from captum_layer_saliency.viz.colours import (
     OURS,
     as_float_array,
@@ -53,7 +55,10 @@ def _mpl_text(token: str, max_chars: int = _MAX_TOKEN_CHARS) -> str:
 def _finish(fig: Figure, save: PathLike | None) -> Figure:
     fig.tight_layout()
     if save is not None:
-        fig.savefig(os.fspath(save), dpi=150, bbox_inches="tight")
+        # Whole or not at all: a run killed mid-write never leaves a truncated PNG behind.
+        atomic_write(
+            Path(save), lambda tmp: fig.savefig(os.fspath(tmp), dpi=150, bbox_inches="tight")
+        )
     return fig
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from captum_layer_saliency._options import DEFAULT_MODELS
 from captum_layer_saliency._utils import atomic_write, resolve_cache_dir, sha256_file
+from captum_layer_saliency.errors import CaptumLayerSaliencyError
 from captum_layer_saliency.models.pretrained import encoder_path
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ BUILD_COMMAND = "captum-layer-saliency build-defaults"
 BUILD_MODULE = "python -m captum_layer_saliency.zoo.build"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(CaptumLayerSaliencyError, RuntimeError):
     """A default-model artifact is missing, corrupt or does not match its manifest.
 
     Loading never trains: the message names the file and says how to rebuild it.

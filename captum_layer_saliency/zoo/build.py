@@ -44,8 +44,10 @@ from torch import Tensor, nn
 
 from captum_layer_saliency._utils import (
     atomic_write,
+    lock_directory,
     resolve_cache_dir,
     sha256_file,
+    writable_directory,
 )
 from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
 from captum_layer_saliency.models.surgery import find_model_parts
@@ -298,14 +300,24 @@ def build_defaults(
         each entry's metrics (accuracies, head accuracies, timings) as in the manifest.
 
     Raises:
-        ValueError: an unknown task.
+        ValueError: an unknown task, or ``num_threads`` below 1.
+        OutputDirError: the directory cannot be created or written (checked before training).
+        OutputLockedError: another process is building into the same directory.
     """
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; expected some of {TASKS}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads (--threads) must be at least 1, got {num_threads}")
+    directory = writable_directory(resolve_cache_dir(cache_dir), "the cache directory")
+    with lock_directory(directory):
+        return _build(directory, tasks, force, fast, num_threads)
+
+
+def _build(
+    directory: Path, tasks: Sequence[str], force: bool, fast: bool, num_threads: int | None
+) -> dict[str, Any]:
     config = BuildConfig.tiny() if fast else BuildConfig()
-    directory = resolve_cache_dir(cache_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(directory) or {
         "format_version": FORMAT_VERSION,
         "entries": {},
