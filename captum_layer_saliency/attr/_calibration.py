@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from captum_layer_saliency.attr.decoding import decode_top1
 logger = logging.getLogger("captum_layer_saliency")
 
 __all__ = [
+    "builtin_calibration_texts",
     "CONFIG_KEY",
     "DEFAULT_CALIBRATION_TOKENS",
     "DEFAULT_POSITION_SAMPLE",
@@ -331,9 +333,29 @@ def warn_zero_maps(maps: Tensor, words: Tensor, where: str, aggregation: str) ->
         )
 
 
+def builtin_calibration_texts() -> list[str]:
+    """The built-in unlabelled general-English texts (``attr/calibration/``, CC0).
+
+    The layer of a model without a stored selection is chosen on them when no
+    ``calibration_texts`` are given: one fixed set, so the choice never depends on the texts
+    being explained.
+    """
+    text = (
+        resources.files("captum_layer_saliency.attr")
+        .joinpath("calibration/general_english.txt")
+        .read_text(encoding="utf-8")
+    )
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def log_selection(selection: LayerSelection, how: str) -> None:
-    """Log the choice once: the layer's name, the coherence curve and where it came from."""
-    logger.info(
+    """Log the choice once: the layer's name, the coherence curve and where it came from.
+
+    A choice made now (a calibration) is logged at WARNING, so that it is seen; one restored
+    from the model's config at INFO.
+    """
+    logger.log(
+        logging.INFO if how == "stored with the model" else logging.WARNING,
         "DLS uses %s, %s; %s coherence per layer: %s; calibration: %s",
         selection.name,
         how,

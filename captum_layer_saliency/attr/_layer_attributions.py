@@ -27,12 +27,15 @@ from torch import Tensor, nn
 
 from captum_layer_saliency.attr._layer_methods import LayerMethod
 from captum_layer_saliency.attr._layer_runner import LayerRunner, states_until
+from captum_layer_saliency.attr._upper_model import capture_block_calls
 from captum_layer_saliency.models import passes as _passes
 from captum_layer_saliency.models.capture import (
     _ordered,
     capture_layers,
     layer_gradients_and_outputs,
+    thread_keyed,
 )
+from captum_layer_saliency.models.surgery import find_model_parts
 
 __all__ = ["layer_method_attributions"]
 
@@ -75,6 +78,37 @@ def _points(
     return base + a * (hidden - base) + noise, w
 
 
+def _explained(out: Tensor, target: TargetType, k: int) -> Tensor:
+    """The explained output per row of ``k`` stacked copies of the batch.
+
+    A floating-point ``(B, C)`` target holds label weights (a multi-label prediction): the
+    explained output is then ``sum_c w_bc * logit_bc``.
+    """
+    if isinstance(target, Tensor) and target.is_floating_point():
+        return (out * target.repeat(k, 1).to(out)).sum(-1)
+    return _select_targets(out, _expand_target(target, k, ExpansionTypes.repeat))
+
+
+def _convergence_delta(
+    runner: LayerRunner,
+    hidden: Tensor,
+    base: Tensor,
+    attributions: Tensor,
+    template: Any,
+    inputs: Any,
+    args: Any,
+    target: TargetType,
+) -> Tensor:
+    """Captum's convergence delta at the layer: ``sum(attributions) - (F(H) - F(H0))``, ``(B,)``."""
+    expanded_inputs = (inputs,) if isinstance(inputs, Tensor) else inputs
+    with torch.no_grad():
+        ends = [
+            _explained(runner(state, template, expanded_inputs, args), target, 1).float()
+            for state in (hidden, base.to(hidden.dtype))
+        ]
+    return attributions.sum((1, 2)) - (ends[0] - ends[1])
+
+
 def _step_gradients(
     runner: LayerRunner,
     points: Tensor,
@@ -105,10 +139,7 @@ def _step_gradients(
         with torch.enable_grad():
             # A clone: in-place ops downstream must not touch the leaf.
             out = runner(leaf.clone(), template, expanded_inputs, expanded_args)
-            if isinstance(target, Tensor) and target.is_floating_point():
-                selected = (out * target.repeat(k, 1).to(out)).sum(-1)
-            else:
-                selected = _select_targets(out, _expand_target(target, k, ExpansionTypes.repeat))
+            selected = _explained(out, target, k)
             kwargs = {"allow_unused": True, **(grad_kwargs or {})}
             (grad,) = torch.autograd.grad(selected.sum(), (leaf,), **kwargs)
         if grad is None:
@@ -134,6 +165,8 @@ def layer_method_attributions(
     model: nn.Module | None = None,
     to_input: bool = False,
     grad_kwargs: dict[str, Any] | None = None,
+    baseline: Tensor | None = None,
+    deltas: list[Tensor] | None = None,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor], dict[str, float]]:
     """The gradients and activations each layer's aggregation sees, under a layer method.
 
@@ -159,6 +192,11 @@ def layer_method_attributions(
         model: the Hugging Face model, for the upper-part-only path.
         to_input: attribute to the layers' inputs.
         grad_kwargs: passed to ``torch.autograd.grad``.
+        baseline: an explicit baseline instead of ``method.baseline``: integer token ids shaped
+            like ``ids`` (their states are the baseline, as for the PAD baseline), or a
+            floating-point layer state broadcastable to the layer's ``(B, n, K)``.
+        deltas: where given, each layer's convergence delta ``(B,)`` is appended
+            (integrated gradients only): ``sum(G * (H - H0)) - (F(H) - F(H0))``.
 
     Returns:
         ``(gradients, activations, hidden_states, cost)``: per layer, the effective gradient
@@ -182,34 +220,51 @@ def layer_method_attributions(
         )
         return grads, hidden, hidden, method.cost(None, None)
     batch = ids.shape[0]
+    runners = [
+        LayerRunner(logits_forward, layer, model, to_input, method.upper_only) for layer in layers
+    ]
+    first = inputs if isinstance(inputs, Tensor) else (inputs[0] if inputs else None)
+    upper = model is not None and first is ids and any(r.possible for r in runners)
+    blocks = find_model_parts(model).blocks if upper and model is not None else []
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         templates: dict[int, Any] = {}
         for i, layer in enumerate(layers):
             if not to_input:
                 handle = layer.register_forward_hook(
-                    lambda m, a, o, i=i: templates.__setitem__(i, o)
+                    thread_keyed(lambda m, a, o, i=i: templates.__setitem__(i, o))
                 )
                 stack.callback(handle.remove)
+        calls = stack.enter_context(capture_block_calls(blocks))
         with capture_layers(layers, to_input=to_input) as saved:
             _run_forward(forward, inputs, additional_forward_args=additional_forward_args)
         hidden = _ordered(saved, len(layers))
+    for runner in runners:
+        runner.build(calls if upper else None, ids)
     step_target = resolve_target()
     baselines: list[Tensor]
-    runners = [
-        LayerRunner(logits_forward, layer, model, to_input, method.upper_only) for layer in layers
-    ]
     reached = max((r.depth for r in runners if r.depth is not None), default=None)
     n_blocks = next((r.n_blocks for r in runners if r.n_blocks), None)
     share = 0.0
-    if method.needs_baseline and method.baseline == "pad":
-        first = inputs if isinstance(inputs, Tensor) else (inputs[0] if inputs else None)
+    if baseline is not None and baseline.is_floating_point():
+        try:
+            baselines = [baseline.to(h).expand_as(h) for h in hidden]
+        except RuntimeError:
+            raise ValueError(
+                f"baselines: a layer state of shape {tuple(baseline.shape)} does not fit the "
+                f"layer's states {tuple(hidden[0].shape)}"
+            ) from None
+    elif method.needs_baseline and (baseline is not None or method.baseline == "pad"):
         if first is not ids:
             raise ValueError(
                 "layer_baseline='pad' needs the token ids as the (first) input; with other "
                 "inputs (embeddings) use layer_baseline='zeros'"
             )
-        pad_ids = _pad_ids(ids, candidates, pad_token_id)
+        pad_ids = (
+            _pad_ids(ids, candidates, pad_token_id)
+            if baseline is None
+            else baseline.to(ids).expand_as(ids)
+        )
         base_inputs = pad_ids if isinstance(inputs, Tensor) else (pad_ids, *inputs[1:])
         baselines = states_until(
             logits_forward, layers, base_inputs, additional_forward_args, to_input
@@ -243,5 +298,18 @@ def layer_method_attributions(
         # In float32 (a half-precision model's states subtract and average exactly there).
         grads.append(torch.einsum("s,sbnk->bnk", weights.float(), g.float()))
         acts.append(h if method.name == "smoothgrad" else h.float() - baselines[k].float())
+        if deltas is not None:
+            deltas.append(
+                _convergence_delta(
+                    runner,
+                    h,
+                    baselines[k],
+                    grads[-1] * acts[-1],
+                    templates.get(k, h),
+                    inputs,
+                    additional_forward_args,
+                    step_target,
+                )
+            )
     cost = method.cost_of([runner.fraction for runner in runners], share)
     return grads, acts, hidden, cost

@@ -12,9 +12,11 @@ was left to its default, a call falls back to the zero baseline with a warning t
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from captum_layer_saliency._utils import warn_user
@@ -39,11 +41,26 @@ class LayerMethodMixin:
         self,
         layer_method: str | LayerMethod,
         n_steps: int | None,
-        layer_baseline: str | None,
+        layer_baseline: str | Tensor | None,
         integration: str,
         noise: float,
         internal_batch_size: int | None,
     ) -> None:
+        #: a layer-state baseline given to the constructor (deprecated: pass it to attribute).
+        self._state_baseline: Tensor | None = None
+        if isinstance(layer_baseline, Tensor):
+            warnings.warn(
+                "layer_baseline=<tensor> is deprecated: pass the layer state as "
+                "attribute(inputs, baselines=<tensor>), as in Captum",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            self._state_baseline, layer_baseline = layer_baseline, "zeros"
+        elif layer_baseline is not None and not isinstance(layer_baseline, str):
+            raise TypeError(
+                f"layer_baseline={layer_baseline!r}: pass 'pad' or 'zeros' (a layer state or "
+                "baseline token ids go to attribute(inputs, baselines=...))"
+            )
         #: the :class:`~captum_layer_saliency.attr._layer_methods.LayerMethod` in use.
         self.layer_method = (
             layer_method
@@ -93,6 +110,95 @@ class LayerMethodMixin:
         )
         return dataclasses.replace(method, baseline="zeros")
 
+    def _call_method(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        ids: Tensor,
+        mask: Tensor,
+        baselines: Any,
+        n_steps: int | None,
+        method: str | None,
+        internal_batch_size: int | None,
+        return_convergence_delta: bool,
+    ) -> tuple[LayerMethod, Tensor | None]:
+        """This call's layer method (the constructor's, with the call's options) and baseline.
+
+        ``baselines``, as for :meth:`DecodedLayerSaliency.attribute`: ``None`` (the
+        constructor's), ``"pad"``, ``"zeros"``, ``"mask"``, integer token ids shaped like the
+        input, or a floating-point layer state. Returns the method and the explicit baseline
+        tensor (token ids or a state; ``None`` for a named one).
+
+        Raises:
+            TypeError: ``baselines`` of another type.
+            ValueError: an option the layer method does not take (the message names it).
+        """
+        base = self.layer_method
+        name = base.name
+        if baselines is None and self._state_baseline is not None:
+            baselines = self._state_baseline
+        if baselines is not None and not base.needs_baseline:
+            raise ValueError(
+                f"baselines: layer_method={name!r} takes no baseline (integrated_gradients and "
+                "gradient_shap do)"
+            )
+        if method is not None and name != "integrated_gradients":
+            raise ValueError(
+                f"method={method!r} (the integration rule) applies to "
+                f"layer_method='integrated_gradients', not {name!r}"
+            )
+        if return_convergence_delta and name != "integrated_gradients":
+            raise ValueError(
+                f"return_convergence_delta=True applies to layer_method='integrated_gradients', "
+                f"not {name!r} (Captum's methods without a path have no convergence delta)"
+            )
+        chosen = self._method_for(inputs, ids) if baselines is None else base
+        explicit: Tensor | None = None
+        changes: dict[str, Any] = {}
+        if isinstance(baselines, str):
+            if baselines not in ("pad", "zeros", "mask"):
+                raise ValueError(
+                    f"baselines={baselines!r}: choose 'pad', 'mask', 'zeros', baseline token ids "
+                    "shaped like the input or a layer-state tensor"
+                )
+            if baselines == "mask":
+                explicit = self._mask_baseline(ids, mask)
+            else:
+                changes["baseline"] = baselines
+        elif isinstance(baselines, Tensor):
+            if baselines.is_floating_point():
+                explicit = baselines
+            elif baselines.shape[-1:] != ids.shape[-1:] or baselines.dim() != 2:
+                raise ValueError(
+                    f"baselines: token ids of shape {tuple(baselines.shape)} do not match the "
+                    f"input's {tuple(ids.shape)}"
+                )
+            else:
+                explicit = baselines.to(ids.device)
+        elif baselines is not None:
+            raise TypeError(
+                f"baselines={baselines!r}: DLS takes 'pad', 'mask', 'zeros', baseline token ids "
+                "shaped like the input or a layer-state tensor (the target is the third "
+                "positional argument, as in Captum's LayerIntegratedGradients.attribute)"
+            )
+        if n_steps is not None:
+            changes["n_steps"] = n_steps
+        if method is not None:
+            changes["integration"] = method
+        if internal_batch_size is not None:
+            changes["internal_batch_size"] = internal_batch_size
+        return (dataclasses.replace(chosen, **changes) if changes else chosen), explicit
+
+    def _mask_baseline(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """The input's ids with every real non-special token replaced by the mask token."""
+        mask_id = getattr(getattr(self, "tokenizer", None), "mask_token_id", None)
+        if mask_id is None:
+            raise ValueError(
+                "baselines='mask' needs the tokenizer's mask token (build DLS with "
+                "for_model(model, head, tokenizer) for a tokenizer that has one)"
+            )
+        words = candidate_mask(ids, mask, self.special_token_ids)
+        return torch.where(words, torch.full_like(ids, int(mask_id)), ids)
+
     def _layer_states(
         self,
         forward: Callable[..., Tensor],
@@ -107,6 +213,9 @@ class LayerMethodMixin:
         mask: Tensor,
         to_input: bool,
         grad_kwargs: dict[str, Any] | None,
+        method: LayerMethod | None = None,
+        baseline: Tensor | None = None,
+        deltas: list[Tensor] | None = None,
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Per layer, the gradient and activation the aggregation sees, and the hidden state.
 
@@ -118,7 +227,7 @@ class LayerMethodMixin:
         does).
         """
         grads, acts, hidden, self.last_cost_ = layer_method_attributions(
-            self._method_for(inputs, ids),
+            method if method is not None else self._method_for(inputs, ids),
             forward,
             self._checked_forward(targets, False)[0],
             layers,
@@ -133,6 +242,8 @@ class LayerMethodMixin:
             model=self.model,
             to_input=to_input,
             grad_kwargs=grad_kwargs,
+            baseline=baseline,
+            deltas=deltas,
         )
         self.last_target_ = predicted[0] if predicted else targets
         return grads, acts, hidden

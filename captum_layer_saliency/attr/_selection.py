@@ -9,6 +9,7 @@ reachability, warnings) are in :mod:`._calibration`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ from captum_layer_saliency.models.capture import layer_gradients_and_outputs
 from captum_layer_saliency.models.classifier import model_device
 
 Batch = Mapping[str, Tensor] | tuple[Tensor, Tensor]
+
+# One layer choice at a time: two threads' first calls choose once, on the same texts.
+_CHOOSING = threading.Lock()
 
 
 class SelectionMixin(LayerChoiceMixin):
@@ -113,12 +117,14 @@ class SelectionMixin(LayerChoiceMixin):
         return selector
 
     def calibrate(
-        self, texts: Sequence[str], tokenizer: Any = None, batch_size: int = 32
+        self, texts: Sequence[str] | None = None, tokenizer: Any = None, batch_size: int = 32
     ) -> cal.LayerSelection:
         """Choose the layer label-free on unlabelled texts, with a progress bar, and freeze.
 
         Args:
-            texts: plain strings from the task's domain (labels are never used); they should
+            texts: plain strings from the task's domain (labels are never used), or ``None``
+                for the built-in general-English texts (what a model without a stored
+                selection is calibrated on before its first explanation); they should
                 hold at least ``calibration_tokens`` word tokens (default 2,000, about 100
                 SST-2 sentences, the budget of the automatic calibration): with fewer, a
                 ``UserWarning`` says how many were given, since the choice may then differ
@@ -133,10 +139,24 @@ class SelectionMixin(LayerChoiceMixin):
         Raises:
             ValueError: no texts, no tokenizer, or no selector.
         """
+        if texts is None:
+            return self._calibrate_on(
+                cal.builtin_calibration_texts(),
+                tokenizer,
+                batch_size,
+                "the built-in unlabelled general-English texts",
+            )
+        texts = [t for t in texts if isinstance(t, str) and t.strip()]
+        return self._calibrate_on(
+            texts, tokenizer, batch_size, f"{len(texts)} unlabelled texts given to calibrate"
+        )
+
+    def _calibrate_on(
+        self, texts: list[str], tokenizer: Any, batch_size: int, source: str
+    ) -> cal.LayerSelection:
         tok = tokenizer if tokenizer is not None else self.tokenizer
         if tok is None:
             raise ValueError("calibrate() needs the model's tokenizer (tokenizer=...)")
-        texts = [t for t in texts if isinstance(t, str) and t.strip()]
         if not texts:
             raise ValueError("calibrate() got no non-empty texts")
         device = model_device(self.model) if self.model is not None else torch.device("cpu")
@@ -156,10 +176,7 @@ class SelectionMixin(LayerChoiceMixin):
 
         self.fit_selector(batches(), calibration="pending")
         assert self.selection_ is not None
-        self.selection_.calibration = (
-            f"{len(texts)} unlabelled texts ({self.selection_.n_positions} word tokens) given "
-            "to calibrate"
-        )
+        self.selection_.calibration = f"{source} ({self.selection_.n_positions} word tokens)"
         cal.warn_small_calibration(self.selection_.n_positions, len(texts), self._calibrator.budget)
         cal.log_selection(self.selection_, "calibrated")
         return self.selection_
@@ -177,6 +194,24 @@ class SelectionMixin(LayerChoiceMixin):
         cal.store_selection(self.model, self.selection_)
 
     # -- internal ----------------------------------------------------------------------------
+
+    def _choose_before_explaining(self) -> None:
+        """Choose the model's layer on the fixed calibration set, once, before explaining.
+
+        The layer is a property of the model, never of the batch: a model without a stored
+        selection gets its layer from the built-in general-English texts
+        (:func:`~captum_layer_saliency.attr._calibration.builtin_calibration_texts`) before
+        its first explanation, whatever texts that explanation is for. One thread chooses;
+        the others wait for its choice. Without a tokenizer (the bare constructor) the texts
+        cannot be encoded: the first calls calibrate on what they explain, as before (call
+        :meth:`calibrate` or :meth:`fit_selector` to avoid it).
+        """
+        if self._mode() != "calibrate" or self.tokenizer is None:
+            return
+        with _CHOOSING:
+            if self._mode() != "calibrate":
+                return  # another thread chose meanwhile
+            self.calibrate(None)
 
     def _attach_model(
         self,

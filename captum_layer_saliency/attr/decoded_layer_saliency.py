@@ -143,7 +143,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
         device_ids: list[int] | None = None,
         layer_method: str | LayerMethod = "integrated_gradients",
         n_steps: int | None = None,
-        layer_baseline: str | None = None,
+        layer_baseline: str | Tensor | None = None,
         pad_token_id: int | None = None,
         integration: str = "riemann_middle",
         noise: float = 0.1,
@@ -331,20 +331,34 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
+        baselines: str | Tensor | None = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
+        n_steps: int | None = None,
+        method: str | None = None,
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
         *,
         attention_mask: Tensor | None = None,
         token_ids: Tensor | None = None,
-        attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
         **model_inputs: Tensor,
-    ) -> Tensor | list[Tensor]:
+    ) -> Any:
         r"""Token scores ``(B, n)`` explaining ``target`` (default: the prediction).
+
+        The positional order is that of Captum's ``LayerIntegratedGradients.attribute``, so a
+        Captum user's call runs unchanged with the class swapped for DLS.
 
         Args:
             inputs (Tensor or tuple[Tensor, ...]): the model inputs, usually the token ids
                 ``(B, n)``. Dimension 0 indexes the examples.
+            baselines (str or Tensor, optional): where the path of integrated gradients (and
+                GradientSHAP) at the layer starts: ``"pad"`` (the layer's states for the input
+                with its real non-special tokens replaced by padding), ``"mask"`` (by the
+                tokenizer's mask token), ``"zeros"``, baseline token ids shaped like the input,
+                or a layer-state tensor broadcastable to the layer's ``(B, n, K)``. Default:
+                the constructor's ``layer_baseline``
             target (int, tuple, Tensor or list, optional): the class to explain, with Captum's
                 semantics (one int for all examples, or one per example); floats and indices
                 outside the output raise ``ValueError``. ``None`` means **the prediction** of
@@ -360,13 +374,23 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             additional_forward_args (Any, optional): further positional arguments of the
                 forward function. For models built with :meth:`for_model` it defaults to
                 ``(attention_mask,)``.
+            n_steps (int, optional): integration steps (noise samples for SmoothGrad and
+                GradientSHAP). Default: the constructor's
+            method (str, optional): Captum's integration rule (``"gausslegendre"``,
+                ``"riemann_middle"``, ...). Default: the constructor's ``integration``
+            internal_batch_size (int, optional): at most this many rows per step forward.
+                Default: the constructor's
+            return_convergence_delta (bool, optional): also return Captum's convergence delta
+                at the layer, ``(B,)``: the sum of the layer attributions ``G * (H - H0)``
+                over positions and hidden units minus ``F(H) - F(H0)`` for the explained
+                target (integrated gradients, one layer). Default: False
+            attribute_to_layer_input (bool, optional): use the layers' inputs instead of their
+                outputs. Default: False
             attention_mask (Tensor, optional): ``(B, n)``, 0 at padding. Default:
                 ``token_ids != pad_token_id`` when the padding id is known (``pad_token_id=``,
                 :meth:`for_model`), else all ones.
             token_ids (Tensor, optional): ``(B, n)`` ids; needed only when ``inputs`` are not
                 the ids (for example embeddings).
-            attribute_to_layer_input (bool, optional): use the layers' inputs instead of their
-                outputs. Default: False
             grad_kwargs (dict, optional): passed to ``torch.autograd.grad``.
             **model_inputs (Tensor): the model's other inputs by their Hugging Face names, each
                 ``(B, n, ...)``: ``token_type_ids=`` (a sentence pair's segments),
@@ -376,7 +400,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
         Returns:
             *Tensor* or *list[Tensor]* of **attributions**: detached ``(B, n)`` token scores.
             One tensor for one layer, or for several layers with a selector; a list with one
-            tensor per layer for several layers without a selector.
+            tensor per layer for several layers without a selector. With
+            ``return_convergence_delta=True``, ``(attributions, delta)``.
 
         Raises:
             ValueError: empty input, ids outside the head's vocabulary, a hidden size the head
@@ -386,8 +411,19 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             RuntimeError: called under ``torch.inference_mode()``.
         """
         check_explainable(self.model or self._module, "the model")
+        self._choose_before_explaining()
         ids = token_ids_of(inputs, token_ids)
         mask = attention_mask_of(ids, attention_mask, self._pad_token_id)
+        call_method, baseline = self._call_method(
+            inputs,
+            ids,
+            mask,
+            baselines,
+            n_steps,
+            method,
+            internal_batch_size,
+            return_convergence_delta,
+        )
         additional_forward_args = forward_arguments(
             additional_forward_args, model_inputs, ids, mask, self.model, self._mask_is_forward_arg
         )
@@ -407,6 +443,12 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             costly=self.layer_method.name != "gradient" and self.mapping == "identity",
         )
         candidates = self.candidate_layers
+        if return_convergence_delta and len(run_idx) != 1:
+            raise ValueError(
+                f"return_convergence_delta=True needs one layer, but this call attributes at "
+                f"{len(run_idx)} (give one layer, or a selector with a stored selection)"
+            )
+        deltas: list[Tensor] | None = [] if return_convergence_delta else None
         grads, acts, hidden = self._layer_states(
             forward,
             [candidates[i] for i in run_idx],
@@ -419,15 +461,19 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             mask=mask,
             to_input=attribute_to_layer_input,
             grad_kwargs=grad_kwargs,
+            method=call_method,
+            baseline=baseline,
+            deltas=deltas,
         )
         check_hidden_states(hidden, ids, self.lm_head)
         if first is not None and self.last_cost_ is not None:  # the states that chose the layers
             self.last_cost_ = {k: v + first[2][k] for k, v in self.last_cost_.items()}
         maps, decoded = layer_maps(self, grads, acts, hidden, ids, mask, words, self.lm_head)
         chosen_first = first[:2] if first is not None else None
-        return self._finish(
+        out = self._finish(
             maps, grads, hidden, decoded, ids, mask, words, mode, run_idx, chosen_first
         )
+        return (out, deltas[0].detach()) if deltas is not None else out
 
     # -- pieces --------------------------------------------------------------------------------
 

@@ -103,6 +103,18 @@ def add_parser(sub: Any) -> None:
         choices=REDUCTIONS,
         help="merge sub-word scores into the tokenizer's words: sum (default), mean or max",
     )
+    p.add_argument(
+        "--layer",
+        type=int,
+        help="DLS only: explain at this layer (0 = embeddings, L = block L) instead of the one "
+        "chosen for the model",
+    )
+    p.add_argument(
+        "--calibration-file",
+        help="DLS only: a .txt file of unlabelled texts, one per line, to choose the model's "
+        "layer on when it has no stored selection (default: DLS's built-in general-English "
+        "texts; never the texts explained)",
+    )
     p.add_argument("--out", help="write explanations.jsonl and explanations.html here (resumable)")
     p.add_argument("--png", action="store_true", help="also write one PNG heatmap per text")
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help="words printed per text")
@@ -172,16 +184,36 @@ def _load_classifier(args: argparse.Namespace, backends: Backends) -> TextClassi
     return to_device(clf, pick_device(args.device))
 
 
-def _attributor(clf: TextClassifier, method: str) -> Any:
+def _dls_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """``--layer`` and ``--calibration-file`` as DLS's options (a CLIError for other methods)."""
+    options: dict[str, Any] = {}
+    if args.layer is not None:
+        options["layer"] = args.layer
+    if args.calibration_file:
+        path = Path(args.calibration_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise CLIError(f"--calibration-file: cannot read {path}: {exc}") from None
+        texts = [line.strip() for line in lines if line.strip()]
+        if not texts:
+            raise CLIError(f"--calibration-file: {path} has no texts (one per line)")
+        options["calibration_texts"] = texts
+    if options and not method.startswith("dls"):
+        raise CLIError(f"--layer and --calibration-file apply to DLS methods, not {method!r}")
+    return options
+
+
+def _attributor(clf: TextClassifier, method: str, options: dict[str, Any]) -> Any:
     try:
-        return make_attributor(clf, method)
+        return make_attributor(clf, method, **options)
     except DataUnavailableError as exc:
         # DLS fits its layer selection on the default task's training texts when it can.
         print(
             f"note: DLS selects its layer per text (no calibration texts: {exc})",
             file=sys.stderr,
         )
-        return make_attributor(clf, method, calibration=0)
+        return make_attributor(clf, method, calibration=0, **options)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
@@ -247,6 +279,7 @@ def run(args: argparse.Namespace, backends: Backends | None = None) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     out = Path(args.out).expanduser() if args.out else None
+    options = _dls_options(args, method)
     clf = _load_classifier(args, backends)
     try:
         target = resolve_target(args.target, clf.labels, len(clf.labels) or 2)
@@ -263,10 +296,15 @@ def run(args: argparse.Namespace, backends: Backends | None = None) -> int:
         "fingerprint": _fingerprint(inputs),
         "version": __version__,
     }
+    if options:  # DLS's layer options change the maps
+        config["dls_options"] = {
+            "layer": args.layer,
+            "calibration_texts": len(options.get("calibration_texts", [])),
+        }
     done = _resume(out, config) if out is not None else []
     if done:
         print(f"resuming: {len(done)} of {len(inputs.texts)} texts already explained in {out}")
-    attributor = _attributor(clf, method)
+    attributor = _attributor(clf, method, options)
     explanations = list(done)
     start = len(done)
     todo = range(start, len(inputs.texts))

@@ -255,8 +255,10 @@ def test_explains_the_prediction_of_the_input_not_of_each_step(
     explained = dls.attribute(ids, attention_mask=mask)
     assert torch.equal(dls.last_target_, predicted)
     assert explained.abs().sum() > 0
-    torch.testing.assert_close(explained, dls.attribute(ids, predicted, attention_mask=mask))
-    assert not torch.allclose(explained, dls.attribute(ids, 1 - predicted, attention_mask=mask))
+    torch.testing.assert_close(explained, dls.attribute(ids, target=predicted, attention_mask=mask))
+    assert not torch.allclose(
+        explained, dls.attribute(ids, target=1 - predicted, attention_mask=mask)
+    )
 
 
 def test_model_restored_after_an_error_in_a_step(tiny_classifier: TextClassifier) -> None:
