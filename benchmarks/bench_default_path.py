@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_layer_saliency import DecodedLayerSaliency, load_default  # noqa: E402
-from captum_layer_saliency.attr._calibration import CONFIG_KEY  # noqa: E402
+from captum_layer_saliency.attr.layer_selection import CONFIG_KEY  # noqa: E402
 from captum_layer_saliency.compare.methods.registry import get_method  # noqa: E402
 from captum_layer_saliency.data.corpora import default_corpus  # noqa: E402
 from captum_layer_saliency.metrics import METRICS  # noqa: E402

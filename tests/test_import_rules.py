@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 #: Modules that only the CLI, benchmarks and tests may import (training code).
 CLI_ONLY = {"zoo.build"}
-MAX_LINES = 500
+MAX_LINES = 1500  # issue 21: one file per concept; the cap goes (i21b)
 
 
 def _module_name(path: Path) -> str:

@@ -38,10 +38,10 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_layer_saliency.attr._dls_inputs import attention_mask_of
 from captum_layer_saliency.attr._lafa_label_sets import lafa_label_sets
 from captum_layer_saliency.attr._lafa_scores import NeighbourScores
 from captum_layer_saliency.attr.attributor import _ONE_AT_A_TIME
+from captum_layer_saliency.attr.decoded_layer_saliency import attention_mask_of
 from captum_layer_saliency.attr.lafa_aggregation import local_aggregate, paper_aggregate
 from captum_layer_saliency.attr.lafa_setup import (
     BUILD_DEFAULTS,

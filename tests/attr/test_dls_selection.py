@@ -15,7 +15,7 @@ from tiny_models import tiny_bert
 from torch import nn
 
 from captum_layer_saliency import DecodedLayerSaliency, LayerCoherenceSelector
-from captum_layer_saliency.attr import _calibration as cal
+from captum_layer_saliency.attr import layer_selection as cal
 
 SPECIAL = [0, 1, 2]
 

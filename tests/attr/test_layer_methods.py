@@ -11,8 +11,7 @@ import transformers as T
 from tiny_models import ToyClassifier, family_configs, toy_head
 
 from captum_layer_saliency import DecodedLayerSaliency
-from captum_layer_saliency.attr._layer_attributions import layer_method_attributions
-from captum_layer_saliency.attr._layer_methods import LayerMethod
+from captum_layer_saliency.attr.layer_methods import LayerMethod, layer_method_attributions
 from captum_layer_saliency.compare.methods.registry import PassCounter
 from captum_layer_saliency.models.classifier import TextClassifier, classifier_forward
 from captum_layer_saliency.models.surgery import find_model_parts

@@ -217,7 +217,7 @@ def _unselected(clf: TextClassifier) -> TextClassifier:
     import copy
     import dataclasses
 
-    from captum_layer_saliency.attr import _calibration as cal
+    from captum_layer_saliency.attr import layer_selection as cal
 
     model = copy.deepcopy(clf.model)
     model.config.__dict__.pop(cal.CONFIG_KEY, None)
