@@ -102,15 +102,23 @@ def _rows(batch: dict[str, Tensor], i: int) -> tuple[Tensor, Tensor, Tensor]:
     )
 
 
-@pytest.mark.parametrize("layer_method", ["integrated_gradients", "gradient"])
+@pytest.mark.parametrize(
+    ("layer_method", "to_input"),
+    [("integrated_gradients", False), ("gradient", False), ("integrated_gradients", True)],
+)
 def test_two_threads_on_one_dls_leave_the_model_as_found(
-    tiny_classifier: TextClassifier, tiny_batch: dict[str, Tensor], layer_method: str
+    tiny_classifier: TextClassifier,
+    tiny_batch: dict[str, Tensor],
+    layer_method: str,
+    to_input: bool,
 ) -> None:
+    # to_input: the steps replace the layer's input, so they run on the hook fallback.
     dls = _dls(tiny_classifier, layer_method=layer_method)
 
     def call(i: int) -> Tensor:
         ids, mask, _ = _rows(tiny_batch, i)
-        return dls.attribute(ids, attention_mask=mask)  # type: ignore[return-value]
+        out = dls.attribute(ids, attribute_to_layer_input=to_input, attention_mask=mask)
+        return out  # type: ignore[no-any-return]
 
     _check_threads(tiny_classifier, tiny_batch, call)
 
