@@ -452,6 +452,12 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             TypeError: the forward returns a tuple or another non-tensor.
             RuntimeError: called under ``torch.inference_mode()``.
         """
+        for name, value in model_inputs.items():
+            if not isinstance(value, Tensor):  # model inputs are tensors: an option DLS lacks
+                raise TypeError(
+                    f"DecodedLayerSaliency.attribute() got an unexpected keyword argument "
+                    f"{name!r} (keywords other than its own are the model's tensor inputs)"
+                )
         check_explainable(self.model or self._module, "the model")
         self._choose_before_explaining()
         ids = token_ids_of(inputs, token_ids)

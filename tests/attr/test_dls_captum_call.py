@@ -137,6 +137,10 @@ def test_what_dls_cannot_honour_is_named(
         several.attribute(ids, return_convergence_delta=True, attention_mask=mask)
     with pytest.raises(ValueError, match="unknown integration"):
         dls.attribute(ids, method="simpson", attention_mask=mask)
+    # Another Captum method's option is named, never blamed on the model.
+    for option in ({"multiply_by_inputs": True}, {"nt_type": "smoothgrad"}, {"stdevs": 0.1}):
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{next(iter(option))}'"):
+            dls.attribute(ids, attention_mask=mask, **option)  # type: ignore[arg-type]
 
 
 def test_a_layer_state_in_the_old_keyword_still_works_with_a_deprecation_warning() -> None:
