@@ -13,8 +13,9 @@ tuned on it), with the default SST-2 model, one sentence per call as in the READ
   activation, the default before integrated gradients);
 * ``fitted``: the same after ``fit_selector`` on 128 unlabelled SST-2 training sentences (the
   path the comparison benchmarks measured);
-* ``auto``: the same model with its stored selection removed, so DLS auto-calibrates on its
-  first calls (``calibration_tokens``) and then freezes: what any other model gets;
+* ``auto``: the same model with its stored selection removed, so DLS chooses its layer on its
+  built-in general-English texts before the first call (since issue 21; before, it calibrated
+  on its first calls' texts) and then freezes: what any other model gets;
 * ``per_example`` / ``per_example_all``: ``selection="example"``, scoring a quarter of each
   sentence's positions (the default) or all of them (the old default);
 * ``input_x_gradient``: the harness's Input×Gradient, the cost reference.
@@ -45,7 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_layer_saliency import DecodedLayerSaliency, load_default  # noqa: E402
-from captum_layer_saliency.attr import CONFIG_KEY  # noqa: E402
+from captum_layer_saliency.attr.layer_selection import CONFIG_KEY  # noqa: E402
 from captum_layer_saliency.compare.methods.registry import get_method  # noqa: E402
 from captum_layer_saliency.data.corpora import default_corpus  # noqa: E402
 from captum_layer_saliency.metrics import METRICS  # noqa: E402

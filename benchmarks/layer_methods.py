@@ -104,7 +104,7 @@ class FusedLayers:
         self.explainer = explainer
 
     def attribute(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any):
-        from captum_layer_saliency.attr._layer_choice import _fuse
+        from captum_layer_saliency.attr.layer_selection import _fuse
 
         maps = self.explainer.attribute(input_ids, target=target, attention_mask=attention_mask)
         stacked = torch.stack(maps, dim=1)

@@ -357,6 +357,8 @@ def explain(
     max_length: int | None = None,
     truncation: str = DEFAULT_TRUNCATION,
     progress: bool = False,
+    layer: int | None = None,
+    calibration_texts: Sequence[str] | None = None,
 ) -> list[Explanation]:
     """Explain texts with one method: token scores, optionally word scores, and the prediction.
 
@@ -386,6 +388,11 @@ def explain(
         truncation: ``"truncate"`` (default, as in ``compare``) cuts a text over the budget,
             warns, and the explanation records ``truncated=True``; ``"error"`` refuses it.
         progress: show a progress bar.
+        layer: DLS only: explain at this layer (0 = embeddings, ``l`` = block ``l``) instead
+            of the one chosen for the model.
+        calibration_texts: DLS only: unlabelled texts to choose the model's layer on, for a
+            model without a stored selection (default: DLS's built-in general-English texts;
+            never the texts explained, so a text's map does not depend on the others).
 
     Returns:
         One :class:`~captum_layer_saliency.viz.explanation.Explanation` per text, in order.
@@ -401,7 +408,17 @@ def explain(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     reduce = _word_reduction(words)
     name = resolve_method_name(method)
-    built = attributor if attributor is not None else make_attributor(clf, name)
+    options: dict[str, Any] = {}
+    if layer is not None:
+        options["layer"] = layer
+    if calibration_texts is not None:
+        options["calibration_texts"] = list(calibration_texts)
+    if options and (attributor is not None or not name.startswith("dls")):
+        raise ValueError(
+            f"{' and '.join(f'{k}=' for k in options)} apply to a DLS method built here, not "
+            f"to {'the attributor given' if attributor is not None else repr(name)}"
+        )
+    built = attributor if attributor is not None else make_attributor(clf, name, **options)
     targets = target_specs(target, len(batch))
     for spec in targets:  # every target checked before any work
         resolve_target(spec, clf.labels, _n_classes(clf))

@@ -116,7 +116,7 @@ def tiny_batch(tiny_classifier: TextClassifier) -> dict[str, torch.Tensor]:
 def layer_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of layers each DLS forward/backward captures, appended per ``attribute`` call
     (a frozen per-model selection captures 1)."""
-    from captum_layer_saliency.attr import _layer_method_mixin as dls_module
+    from captum_layer_saliency.attr import decoded_layer_saliency as dls_module
 
     runs: list[int] = []
     real = dls_module.layer_method_attributions

@@ -5,7 +5,9 @@ protocol once for every method that scores tokens of a
 :class:`~captum_layer_saliency.models.classifier.TextClassifier`: it checks the ids, mask, target
 and the model's other inputs, seeds the global generators for the call (restored afterwards),
 runs the method, and returns detached float ``(batch, seq)`` scores that are exactly 0 on padding
-and special tokens. :class:`EmbeddingAttributor` adds what the gradient methods at the embeddings
+and special tokens. Calls from several threads run one at a time (a lock): the seeding and
+Captum's hooks on the model would otherwise reach the other thread's call.
+:class:`EmbeddingAttributor` adds what the gradient methods at the embeddings
 share (the layer, the PAD baseline, the reduction over the hidden dimension). The gradient
 saliencies LAFA builds on (:mod:`captum_layer_saliency.attr.gradient_saliency`,
 :mod:`captum_layer_saliency.attr.smoothgrad`) and the comparison registry's methods
@@ -15,6 +17,7 @@ saliencies LAFA builds on (:mod:`captum_layer_saliency.attr.gradient_saliency`,
 from __future__ import annotations
 
 import abc
+import threading
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +39,11 @@ from captum_layer_saliency.models.surgery import embedding_layer
 from captum_layer_saliency.models.targets import normalize_target
 
 __all__ = ["Attributor", "EmbeddingAttributor", "example_seed", "pad_baseline", "resolve_token_id"]
+
+# One attribution at a time across threads: the methods seed the global generators for a call
+# and run Captum's layer methods, whose hooks on the model act in every thread while they are
+# registered. Serialised, two threads get exactly the scores of sequential calls.
+_ONE_AT_A_TIME = threading.RLock()
 
 
 def pad_baseline(
@@ -144,12 +152,14 @@ class Attributor(abc.ABC):
             )
         special = self.clf.special_mask(input_ids)
         valid = attention_mask.bool() & ~special
-        self._inputs = check_model_inputs(model_inputs, input_ids, self.clf.model)
-        try:
-            with seeded(self.seed, input_ids.device):
-                scores = self._scores(input_ids, attention_mask, checked, special, valid)
-        finally:
-            self._inputs = {}
+        inputs = check_model_inputs(model_inputs, input_ids, self.clf.model)
+        with _ONE_AT_A_TIME:
+            self._inputs = inputs
+            try:
+                with seeded(self.seed, input_ids.device):
+                    scores = self._scores(input_ids, attention_mask, checked, special, valid)
+            finally:
+                self._inputs = {}
         scores = scores.detach().to(torch.float32).reshape(input_ids.shape)
         return torch.where(valid, scores, torch.zeros_like(scores))
 

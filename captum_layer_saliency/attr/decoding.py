@@ -4,12 +4,17 @@
 ``A_ij = softmax(f_lm(H_i))[t_j] / count(t_j)`` (Hou & Castanon, ICML 2023, Eq. 2) in chunks
 over positions, gathering only the input's columns after the log-sum-exp, so the ``n x V``
 logits never exist all at once. :func:`decode_top1` decodes only the most probable token.
+
+DLS's steps on either side of decoding live here too: position saliency ``s_i = g(G_i, H_i)``
+at a layer (:func:`position_saliency`, the ``aggregation``), and its mapping back onto the
+input tokens through ``A`` (:func:`map_back`, :func:`layer_maps`: identity, decoded, hybrid).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,10 +23,18 @@ from captum_layer_saliency.models.classifier import special_mask
 from captum_layer_saliency.models.heads import HeadMismatchError
 
 __all__ = [
+    "AGGREGATIONS",
     "DEFAULT_DECODE_CHUNK",
+    "MAPPINGS",
+    "PRIORS",
+    "SPECIAL_ROWS",
     "DecodedLayer",
+    "check_mapping_options",
     "decode_layer",
     "decode_top1",
+    "layer_maps",
+    "map_back",
+    "position_saliency",
     "sparsify_rows",
 ]
 
@@ -209,3 +222,197 @@ def candidate_mask(
         ``(B, n)`` bool.
     """
     return attention_mask.bool() & ~special_mask(input_ids, special_token_ids)
+
+
+#: Position-saliency functions ``g(G_i, H_i)``.
+AGGREGATIONS = ("grad_x_act", "gradcam", "grad_norm")
+
+
+def position_saliency(grad: Tensor, act: Tensor, mask: Tensor, aggregation: str) -> Tensor:
+    """Position saliency ``s_i = g(G_i, H_i)``; padding positions get 0.
+
+    Computed in float32 whatever the model's dtype (a bf16 mask would count real positions
+    inexactly beyond 256, and bf16 sums over ``K`` lose the small terms).
+
+    Args:
+        grad: ``G = dy/dH`` ``(B, n, K)`` (under a layer method, its path- or noise-averaged
+            gradient).
+        act: ``H`` ``(B, n, K)`` (``H - H0`` under integrated gradients).
+        mask: ``(B, n)``, 0 at padding.
+        aggregation: ``"grad_x_act"`` (``sum_k G_ik H_ik``, gradient x activation),
+            ``"gradcam"`` (``ReLU(sum_k alpha_k H_ik)`` with ``alpha_k`` the mean of ``G_ik``
+            over the real positions, Grad-CAM applied to a sequence), or ``"grad_norm"``
+            (``||G_i||_2``).
+
+    Returns:
+        ``(B, n)`` float32 scores, in the units of the explained output (a logit) for
+        ``grad_x_act``.
+
+    Raises:
+        ValueError: an unknown ``aggregation``.
+    """
+    real = mask.float()
+    g, h = grad.float(), act.float()
+    if aggregation == "grad_x_act":
+        scores = (g * h).sum(-1)
+    elif aggregation == "gradcam":
+        alpha = (g * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp_min(1)
+        scores = torch.relu(torch.einsum("bk,bnk->bn", alpha, h))
+    elif aggregation == "grad_norm":
+        scores = g.norm(dim=-1)
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
+    return scores * real
+
+
+#: How position saliency returns to the input tokens: through the decoded distribution
+#: (``S = s A``); straight to the token at the same position (``A = I``); or ``"hybrid"``:
+#: identity for the word positions, decoded for the special tokens' rows, whose saliency the
+#: identity mapping would otherwise drop.
+MAPPINGS = ("decoded", "identity", "hybrid")
+#: What the special tokens' rows ([CLS], [SEP]) do under the decoded mapping: spread their
+#: saliency like any other row (``"include"``, the specification), or contribute nothing.
+SPECIAL_ROWS = ("include", "exclude")
+#: Frequency correction of the decoded mapping: frequent tokens ("the", ",", ".") take decoded
+#: mass from every row, so summing over rows heaps saliency on them. ``"example"`` divides each
+#: column of ``A`` by its mean over the example's real rows, so a row counts for a token only
+#: as far as it points there more than the other rows do.
+PRIORS = ("none", "example")
+
+
+def check_mapping_options(mapping: str, special_rows: str, prior: str, top_k: int | None) -> None:
+    """Refuse unknown mapping options (see ``DecodedLayerSaliency``).
+
+    Args:
+        mapping: one of :data:`MAPPINGS`.
+        special_rows: one of :data:`SPECIAL_ROWS`.
+        prior: one of :data:`PRIORS`.
+        top_k: a positive int or ``None``.
+
+    Raises:
+        ValueError: any option outside its choices.
+    """
+    if mapping not in MAPPINGS:
+        raise ValueError(f"unknown mapping {mapping!r}; choose from {MAPPINGS}")
+    if special_rows not in SPECIAL_ROWS:
+        raise ValueError(f"special_rows must be one of {SPECIAL_ROWS}, got {special_rows!r}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+
+
+def map_back(
+    options: Any, saliency: Tensor, contributions: Tensor | None, mask: Tensor, candidates: Tensor
+) -> Tensor:
+    """Token scores ``(B, n)`` from position saliency ``s`` ``(B, n)``.
+
+    Args:
+        options: has ``mapping``, ``prior``, ``top_k``, ``normalize`` and ``special_rows`` (the
+            explainer's settings, see ``DecodedLayerSaliency``).
+        saliency: ``s_i``, 0 at padding.
+        contributions: ``A`` ``(B, n, n)`` (None for the identity mapping).
+        mask: ``(B, n)``, 0 at padding.
+        candidates: ``(B, n)`` bool, the real non-special positions (the only ones scored).
+
+    Returns:
+        ``S = s`` (identity), ``S = s A`` (decoded) or identity plus the special rows' decoded
+        spread (hybrid), zero outside ``candidates``.
+    """
+    identity = saliency * candidates
+    if options.mapping == "identity":
+        return identity
+    assert contributions is not None
+    if options.prior == "example":
+        n_rows = mask.sum(-1).clamp_min(1).to(contributions)[:, None, None]
+        column_mean = contributions.sum(1, keepdim=True) / n_rows
+        contributions = contributions / column_mean.clamp_min(1e-30)
+    rows = sparsify_rows(contributions, options.top_k, options.normalize)
+    if options.mapping == "hybrid":
+        special_rows = saliency * (mask.bool() & ~candidates)
+        return identity + torch.einsum("bi,bij->bj", special_rows, rows) * candidates
+    weight = saliency * candidates if options.special_rows == "exclude" else saliency
+    return torch.einsum("bi,bij->bj", weight, rows) * candidates
+
+
+def layer_maps(
+    options: Any,
+    grads: list[Tensor],
+    acts: list[Tensor],
+    hidden: list[Tensor],
+    ids: Tensor,
+    mask: Tensor,
+    candidates: Tensor,
+    lm_head: nn.Module,
+) -> tuple[list[Tensor], list[DecodedLayer] | None]:
+    """DLS's steps for each layer: position saliency, decoding, and the map back to the tokens.
+
+    The identity mapping needs no decoding (the layer choice then decodes only what its
+    coherence score needs: for ``self_recovery`` an argmax, no softmax over the vocabulary).
+
+    Args:
+        options: has ``aggregation``, ``mapping``, ``decode_chunk_size`` and what
+            :func:`map_back` reads (the explainer's settings).
+        grads: per layer, the gradient ``(B, n, K)`` the aggregation sees.
+        acts: per layer, the activation ``(B, n, K)`` it sees.
+        hidden: per layer, the hidden state ``(B, n, K)`` (decoded).
+        ids: ``(B, n)`` token ids.
+        mask: ``(B, n)``, 0 at padding.
+        candidates: ``(B, n)`` bool, the real non-special positions.
+        lm_head: the decoding head.
+
+    Returns:
+        ``(maps, decoded)``: one ``(B, n)`` token map per layer, and the decoded layers
+        (``None`` for the identity mapping).
+    """
+    decoded = (
+        [decode_layer(h, ids, mask, candidates, lm_head, options.decode_chunk_size) for h in hidden]
+        if options.mapping != "identity"
+        else None
+    )
+    maps = [
+        map_back(
+            options,
+            position_saliency(g, a, mask, options.aggregation),
+            decoded[k].contributions if decoded else None,
+            mask,
+            candidates,
+        )
+        for k, (g, a) in enumerate(zip(grads, acts, strict=True))
+    ]
+    return maps, decoded
+
+
+def check_hidden_states(hidden: list[Tensor], ids: Tensor, head: nn.Module) -> None:
+    """Refuse layer outputs DLS cannot decode with ``head``.
+
+    Args:
+        hidden: each candidate layer's output.
+        ids: ``(B, n)`` token ids.
+        head: the LM head.
+
+    Raises:
+        ValueError: a state that is not ``(B, n, K)`` for the ids' ``(B, n)``, or whose ``K``
+            is not the head's input width.
+    """
+    head_width = _head_in_features(head)
+    for h in hidden:
+        if h.dim() != 3 or h.shape[:2] != ids.shape:
+            raise ValueError(
+                f"a candidate layer returned shape {tuple(h.shape)}; DLS needs hidden "
+                f"states of shape (batch, seq, hidden) matching the ids {tuple(ids.shape)}"
+            )
+        if head_width is not None and h.shape[-1] != head_width:
+            raise ValueError(
+                f"the LM head takes hidden size {head_width} but this layer's hidden size is "
+                f"{h.shape[-1]}: the head belongs to another model (use the LM head of the "
+                "classifier's own backbone, load_lm_head)"
+            )
+
+
+def _head_in_features(head: nn.Module) -> int | None:
+    """The hidden size an LM head takes: its first linear layer's input width."""
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            return int(module.in_features)
+    return None

@@ -38,9 +38,10 @@ from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_layer_saliency.attr._dls_inputs import attention_mask_of
 from captum_layer_saliency.attr._lafa_label_sets import lafa_label_sets
 from captum_layer_saliency.attr._lafa_scores import NeighbourScores
+from captum_layer_saliency.attr.attributor import _ONE_AT_A_TIME
+from captum_layer_saliency.attr.decoded_layer_saliency import attention_mask_of
 from captum_layer_saliency.attr.lafa_aggregation import local_aggregate, paper_aggregate
 from captum_layer_saliency.attr.lafa_setup import (
     BUILD_DEFAULTS,
@@ -362,6 +363,22 @@ class LAFA(GradientAttribution):
                 the model does not take, or a float target or one out of range.
             RuntimeError: called under ``torch.inference_mode()``.
         """
+        # One call at a time across threads, as the base methods (Captum's hooks on the model
+        # would reach this call's own forwards in another thread).
+        with _ONE_AT_A_TIME:
+            return self._attribute(
+                inputs, target, additional_forward_args, attention_mask, texts, model_inputs
+            )
+
+    def _attribute(
+        self,
+        inputs: Tensor,
+        target: TargetType,
+        additional_forward_args: Any,
+        attention_mask: Tensor | None,
+        texts: Sequence[str] | None,
+        model_inputs: dict[str, Tensor],
+    ) -> Tensor:
         check_explainable(self.model, "the model")
         ids = inputs
         if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point:
@@ -385,8 +402,10 @@ class LAFA(GradientAttribution):
         if len(texts) != batch:
             raise ValueError(f"got {len(texts)} texts for {batch} inputs")
         neighbours = self._neighbours(ids, mask, target_t, texts)
-        self.last_neighbours_ = [[self.index.texts[i] for i in row] for row in neighbours]
-        nb_ids, nb_scores = self._neighbour_scores(self.last_neighbours_, target_t, ids.device)
+        # A local first: another thread's call may set last_neighbours_ meanwhile.
+        neighbour_texts = [[self.index.texts[i] for i in row] for row in neighbours]
+        self.last_neighbours_ = neighbour_texts
+        nb_ids, nb_scores = self._neighbour_scores(neighbour_texts, target_t, ids.device)
         nb_valid = (nb_ids != self.pad_token_id) & ~special_mask(nb_ids, self.special_token_ids)
         nb_valid &= nb_scores.isfinite()
         nb_scores = torch.where(nb_valid, nb_scores, 0.0)

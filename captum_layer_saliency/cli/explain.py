@@ -115,16 +115,36 @@ def _load_classifier(args: argparse.Namespace) -> TextClassifier:
     return to_device(clf, pick_device(args.device))
 
 
-def _attributor(clf: TextClassifier, method: str) -> Any:
+def _dls_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """``--layer`` and ``--calibration-file`` as DLS's options (a CLIError for other methods)."""
+    options: dict[str, Any] = {}
+    if args.layer is not None:
+        options["layer"] = args.layer
+    if args.calibration_file:
+        path = Path(args.calibration_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise CLIError(f"--calibration-file: cannot read {path}: {exc}") from None
+        texts = [line.strip() for line in lines if line.strip()]
+        if not texts:
+            raise CLIError(f"--calibration-file: {path} has no texts (one per line)")
+        options["calibration_texts"] = texts
+    if options and not method.startswith("dls"):
+        raise CLIError(f"--layer and --calibration-file apply to DLS methods, not {method!r}")
+    return options
+
+
+def _attributor(clf: TextClassifier, method: str, options: dict[str, Any]) -> Any:
     try:
-        return make_attributor(clf, method)
+        return make_attributor(clf, method, **options)
     except DataUnavailableError as exc:
         # DLS fits its layer selection on the default task's training texts when it can.
         print(
             f"note: DLS selects its layer per text (no calibration texts: {exc})",
             file=sys.stderr,
         )
-        return make_attributor(clf, method, calibration=0)
+        return make_attributor(clf, method, calibration=0, **options)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
@@ -220,6 +240,7 @@ def _run(
     method: str,
     out: Path | None,
 ) -> int:
+    options = _dls_options(args, method)
     clf = _load_classifier(args)
     try:
         target = resolve_target(args.target, clf.labels, len(clf.labels) or 2)
@@ -236,10 +257,15 @@ def _run(
         "fingerprint": _fingerprint(inputs),
         "version": __version__,
     }
+    if options:  # DLS's layer options change the maps
+        config["dls_options"] = {
+            "layer": args.layer,
+            "calibration_texts": len(options.get("calibration_texts", [])),
+        }
     done = _resume(out, config, inputs) if out is not None else []
     if done:
         print(f"resuming: {len(done)} of {len(inputs.texts)} texts already explained in {out}")
-    attributor = _attributor(clf, method)
+    attributor = _attributor(clf, method, options)
     explanations = list(done)
     start = len(done)
     todo = range(start, len(inputs.texts))

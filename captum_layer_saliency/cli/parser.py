@@ -203,6 +203,18 @@ def _add_explain(sub: Any) -> None:
         choices=REDUCTIONS,
         help="merge sub-word scores into the tokenizer's words: sum (default), mean or max",
     )
+    p.add_argument(
+        "--layer",
+        type=int,
+        help="DLS only: explain at this layer (0 = embeddings, L = block L) instead of the one "
+        "chosen for the model",
+    )
+    p.add_argument(
+        "--calibration-file",
+        help="DLS only: a .txt file of unlabelled texts, one per line, to choose the model's "
+        "layer on when it has no stored selection (default: DLS's built-in general-English "
+        "texts; never the texts explained)",
+    )
     p.add_argument("--out", help="write explanations.jsonl and explanations.html here (resumable)")
     p.add_argument("--png", action="store_true", help="also write one PNG heatmap per text")
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help="words printed per text")

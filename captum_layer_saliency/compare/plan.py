@@ -24,8 +24,9 @@ from typing import Any
 
 from torch import nn
 
-from captum_layer_saliency.attr import LayerMethod, stored_selection
 from captum_layer_saliency.attr.lafa import DEFAULTS
+from captum_layer_saliency.attr.layer_methods import LayerMethod
+from captum_layer_saliency.attr.layer_selection import stored_selection
 from captum_layer_saliency.compare.methods import METHODS
 from captum_layer_saliency.compare.methods.lafa import FACTORY_DEFAULTS
 from captum_layer_saliency.metrics.faithfulness import ERASER_BINS
@@ -95,7 +96,7 @@ def dls_cost(
 ) -> dict[str, float]:
     """The passes per example of a DLS registry variant, from its actual options.
 
-    Uses :meth:`LayerMethod.cost <captum_layer_saliency.attr.LayerMethod.cost>`,
+    Uses :meth:`LayerMethod.cost <captum_layer_saliency.attr.layer_methods.LayerMethod.cost>`,
     the formula DLS reports its ``last_cost_`` with, so the plan and the measured passes agree.
 
     Args:

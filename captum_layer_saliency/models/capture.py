@@ -3,11 +3,13 @@
 Captum's ``compute_layer_gradients_and_eval`` does this too, but it requires every element of a
 layer's output tuple to be a tensor, and DeBERTa and Llama blocks return ``(hidden, None)``.
 Here only the hidden state (the first element) is captured; the rest passes through untouched.
-Hooks are removed in a ``finally``, whatever happens in between.
+Hooks act only in the thread that registered them (:func:`thread_keyed`) and are removed in a
+``finally``, whatever happens in between.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +26,7 @@ __all__ = [
     "capture_layers",
     "layer_gradients_and_outputs",
     "layer_outputs",
+    "thread_keyed",
 ]
 
 
@@ -47,6 +50,22 @@ def _grad_ready(tensor: Tensor) -> Tensor:
     # A clone keeps in-place ops downstream from changing what we saved; a frozen model's
     # hidden states do not require grad, so give them a leaf that does.
     return tensor.clone() if tensor.requires_grad else tensor.detach().requires_grad_()
+
+
+def thread_keyed(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook``, acting only in the thread that made it (elsewhere it returns ``None``).
+
+    A hook on a user's module is seen by every thread that runs the module; keyed to the
+    calling thread, it changes only that thread's forward.
+    """
+    owner = threading.get_ident()
+
+    def keyed(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        return hook(*args, **kwargs)
+
+    return keyed
 
 
 @contextmanager
@@ -91,9 +110,9 @@ def capture_layers(
     try:
         for i, layer in enumerate(layers):
             if to_input:
-                handles.append(layer.register_forward_pre_hook(input_hook(i)))
+                handles.append(layer.register_forward_pre_hook(thread_keyed(input_hook(i))))
             else:
-                handles.append(layer.register_forward_hook(output_hook(i)))
+                handles.append(layer.register_forward_hook(thread_keyed(output_hook(i))))
         yield saved
     finally:
         for handle in handles:

@@ -38,7 +38,7 @@ from captum_layer_saliency._utils import (  # noqa: F401  (re-exported: the cach
     resolve_cache_dir,
     sha256_file,
 )
-from captum_layer_saliency.attr import CONFIG_KEY
+from captum_layer_saliency.attr.layer_selection import CONFIG_KEY
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.zoo._manifest import (
     HEAD,

@@ -52,7 +52,7 @@ def fit_default_selection(task: str, n_texts: int | None = None, cache_dir: Any 
         cache_dir: where the artifacts are (see ``load_default``).
 
     Returns:
-        The :class:`~captum_layer_saliency.attr._calibration.LayerSelection` as a dict, plus
+        The :class:`~captum_layer_saliency.attr.layer_selection.LayerSelection` as a dict, plus
         ``model_sha256``: the classifier artifact it was fitted for.
     """
     n = n_texts or CALIBRATION_TEXTS[task]

@@ -142,16 +142,18 @@ def test_output_is_detached_and_specials_get_zero(models) -> None:
 def test_one_layer_gives_a_tensor_a_list_without_selector_gives_a_list(models) -> None:
     clf, _ = models
     ids, mask = batch()
-    one = build(models, layers=clf.bert.encoder.layer[0]).attribute(ids, 0, attention_mask=mask)
+    one = build(models, layers=clf.bert.encoder.layer[0]).attribute(
+        ids, target=0, attention_mask=mask
+    )
     assert isinstance(one, torch.Tensor)
-    many = build(models, selector=None).attribute(ids, 0, attention_mask=mask)
+    many = build(models, selector=None).attribute(ids, target=0, attention_mask=mask)
     assert isinstance(many, list) and len(many) == 3  # embeddings + 2 blocks
     torch.testing.assert_close(many[1], one)
 
 
 def test_fixed_selector_equals_that_layer_and_runs_only_it(models) -> None:
     ids, mask = batch()
-    per_layer = build(models, selector=None).attribute(ids, 0, attention_mask=mask)
+    per_layer = build(models, selector=None).attribute(ids, target=0, attention_mask=mask)
     sel = LayerCoherenceSelector(rule="fixed", layer=2)
     dls = build(models, selector=sel)
     dls.fit_selector([(ids, mask)])
@@ -164,7 +166,7 @@ def test_fixed_selector_equals_that_layer_and_runs_only_it(models) -> None:
         for i, layer in enumerate(dls.candidate_layers)
     ]
     try:
-        out = dls.attribute(ids, 0, attention_mask=mask)
+        out = dls.attribute(ids, target=0, attention_mask=mask)
     finally:
         for h in hooks:
             h.remove()
@@ -175,7 +177,7 @@ def test_fixed_selector_equals_that_layer_and_runs_only_it(models) -> None:
 def test_weighted_selector_fuses_layers(models) -> None:
     ids, mask = batch()
     per_layer = build(models, selector=None, mapping="decoded").attribute(
-        ids, 0, attention_mask=mask
+        ids, target=0, attention_mask=mask
     )
     sel = LayerCoherenceSelector(rule="weighted", theta=0.0, score="own_prob")
     dls = build(models, selector=sel, mapping="decoded")
@@ -185,7 +187,7 @@ def test_weighted_selector_fuses_layers(models) -> None:
     pairs = zip(sel.selected_, sel.weights_.tolist(), strict=True)
     # Each layer's map is scaled to unit L1 norm per example before weighting.
     expected = sum(w * per_layer[i] / per_layer[i].abs().sum(-1, keepdim=True) for i, w in pairs)
-    torch.testing.assert_close(dls.attribute(ids, 0, attention_mask=mask), expected)
+    torch.testing.assert_close(dls.attribute(ids, target=0, attention_mask=mask), expected)
 
 
 @pytest.mark.parametrize("layer_method", LAYER_METHODS)
@@ -194,10 +196,10 @@ def test_hooks_removed_after_success_and_after_an_exception(models, layer_method
     ids, mask = batch()
     before = all_hooks(clf)
     dls = build(models, layer_method=layer_method)
-    dls.attribute(ids, 0, attention_mask=mask)
+    dls.attribute(ids, target=0, attention_mask=mask)
     assert all_hooks(clf) == before
     with pytest.raises(ValueError, match="out of range"):
-        dls.attribute(ids, 7, attention_mask=mask)
+        dls.attribute(ids, target=7, attention_mask=mask)
     assert all_hooks(clf) == before
 
 
@@ -210,7 +212,7 @@ def test_model_weights_grads_and_mode_left_as_found(models, layer_method: str) -
         clf.train(training)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            build(models, layer_method=layer_method).attribute(ids, 0, attention_mask=mask)
+            build(models, layer_method=layer_method).attribute(ids, target=0, attention_mask=mask)
         # Training mode runs dropout: the maps are random, and the user is told so.
         assert any("training mode" in str(w.message) for w in caught) is training
         assert clf.training is training
@@ -226,7 +228,7 @@ def test_frozen_model_still_attributes(models) -> None:
     for p in clf.parameters():
         p.requires_grad_(False)
     try:
-        out = build(models, mapping="decoded").attribute(ids, 0, attention_mask=mask)
+        out = build(models, mapping="decoded").attribute(ids, target=0, attention_mask=mask)
         assert out.abs().sum() > 0
     finally:
         for p, f in zip(clf.parameters(), flags, strict=False):
@@ -252,13 +254,13 @@ def test_int_layer_is_one_module_and_returns_a_tensor(models) -> None:
     ids, mask = batch()
     by_index = build(models, layers=1)
     assert by_index.selector is None and by_index.layer_names == ["block 1"]
-    out = by_index.attribute(ids, 0, attention_mask=mask)
+    out = by_index.attribute(ids, target=0, attention_mask=mask)
     assert isinstance(out, torch.Tensor) and out.shape == ids.shape
     by_module = build(models, layers=clf.bert.encoder.layer[0])
-    torch.testing.assert_close(out, by_module.attribute(ids, 0, attention_mask=mask))
+    torch.testing.assert_close(out, by_module.attribute(ids, target=0, attention_mask=mask))
     torch.testing.assert_close(
-        build(models, layers=-1).attribute(ids, 0, attention_mask=mask),
-        build(models, layers=2).attribute(ids, 0, attention_mask=mask),
+        build(models, layers=-1).attribute(ids, target=0, attention_mask=mask),
+        build(models, layers=2).attribute(ids, target=0, attention_mask=mask),
     )
 
 
@@ -286,7 +288,7 @@ def test_hidden_size_mismatch_names_both_sizes(models) -> None:
         mapping="decoded",
     )
     with pytest.raises(ValueError, match="hidden size 8.*16"):
-        dls.attribute(ids, 0, (mask,), attention_mask=mask)
+        dls.attribute(ids, target=0, additional_forward_args=(mask,), attention_mask=mask)
 
 
 def test_vocabulary_mismatch_is_rejected(models) -> None:
@@ -304,29 +306,29 @@ def test_vocabulary_mismatch_is_rejected(models) -> None:
     )
     ids, mask = batch()
     with pytest.raises(ValueError, match="outside the LM head's vocabulary"):
-        dls.attribute(ids, 0, (mask,), attention_mask=mask)
+        dls.attribute(ids, target=0, additional_forward_args=(mask,), attention_mask=mask)
 
 
 @pytest.mark.parametrize("target", [3, -1, [0, 1, 5], torch.tensor([9])])
 def test_bad_target(models, target: object) -> None:
     ids, mask = batch()
     with pytest.raises(ValueError, match="out of range"):
-        build(models).attribute(ids, target, attention_mask=mask)  # type: ignore[arg-type]
+        build(models).attribute(ids, target=target, attention_mask=mask)  # type: ignore[arg-type]
 
 
 def test_target_length_mismatch(models) -> None:
     ids, mask = batch()
     with pytest.raises(ValueError, match="2 entries for a batch of 3"):
-        build(models).attribute(ids, [0, 1], attention_mask=mask)
+        build(models).attribute(ids, target=[0, 1], attention_mask=mask)
 
 
 def test_empty_input_and_all_padding(models) -> None:
     dls = build(models)
     with pytest.raises(ValueError, match="empty input"):
-        dls.attribute(torch.zeros(1, 0, dtype=torch.long), 0)
+        dls.attribute(torch.zeros(1, 0, dtype=torch.long), target=0)
     ids = torch.tensor([[1, 5, 2], [0, 0, 0]])
     with pytest.raises(ValueError, match="no real token"):
-        dls.attribute(ids, 0, attention_mask=(ids != 0).long())
+        dls.attribute(ids, target=0, attention_mask=(ids != 0).long())
 
 
 def test_layer_not_in_model(models) -> None:
@@ -340,7 +342,7 @@ def test_layer_not_in_model(models) -> None:
     dls = DecodedLayerSaliency(forward, [mlm.bert.embeddings], load_lm_head(mlm))
     ids, mask = batch()
     with pytest.raises(ValueError, match="never run"):
-        dls.attribute(ids, 0, (mask,), attention_mask=mask)
+        dls.attribute(ids, target=0, additional_forward_args=(mask,), attention_mask=mask)
 
 
 def test_bad_options() -> None:
@@ -366,8 +368,10 @@ def test_float_inputs_need_token_ids(models) -> None:
     ids, mask = batch()
     embeds = clf.bert.embeddings.word_embeddings(ids).detach()
     with pytest.raises(ValueError, match="token_ids"):
-        dls.attribute(embeds, 0, (mask,), attention_mask=mask)
-    out = dls.attribute(embeds, 0, (mask,), attention_mask=mask, token_ids=ids)
+        dls.attribute(embeds, target=0, additional_forward_args=(mask,), attention_mask=mask)
+    out = dls.attribute(
+        embeds, target=0, additional_forward_args=(mask,), attention_mask=mask, token_ids=ids
+    )
     assert out.shape == ids.shape
 
 
@@ -376,7 +380,7 @@ def test_nan_logits_are_reported() -> None:
     with torch.no_grad():
         clf.classifier.weight.fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN"):
-        DecodedLayerSaliency.for_model(clf, mlm).attribute(torch.tensor([[1, 5, 2]]), 0)
+        DecodedLayerSaliency.for_model(clf, mlm).attribute(torch.tensor([[1, 5, 2]]), target=0)
 
 
 def test_visualize_text_takes_the_output(models) -> None:

@@ -4,6 +4,7 @@ selection on sampled positions, and the warnings for degenerate heads and maps."
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 
@@ -14,7 +15,7 @@ from tiny_models import tiny_bert
 from torch import nn
 
 from captum_layer_saliency import DecodedLayerSaliency, LayerCoherenceSelector
-from captum_layer_saliency.attr import _calibration as cal
+from captum_layer_saliency.attr import layer_selection as cal
 
 SPECIAL = [0, 1, 2]
 
@@ -121,7 +122,7 @@ def test_reachability_is_read_from_the_gradients() -> None:
 def test_an_explicit_last_block_warns_that_its_map_is_zero(models) -> None:
     ids, mask = words_batch(4)
     with pytest.warns(UserWarning, match=r"zero at every word of example\(s\) \[0\] at block 2"):
-        out = build(models, layers=2).attribute(ids, 0, attention_mask=mask)
+        out = build(models, layers=2).attribute(ids, target=0, attention_mask=mask)
     assert out.eq(0).all()
 
 
@@ -269,7 +270,8 @@ def test_compare_records_the_layer_and_a_finished_run_never_recalibrates(
     config = json.loads((tmp_path / "run.json").read_text())
     sel = config["layer_selection"]["dls"]
     assert sel["layer"] in sel["layer_indices"] and sel["calibration_seconds"] > 0
-    assert "unlabelled run texts" in sel["calibration"] and len(sel["scores"]) == 3
+    # Never the run's own texts: DLS's built-in ones (the layer is the model's).
+    assert "built-in" in sel["calibration"] and len(sel["scores"]) == 3
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert rows and all(r["method"] == "dls" for r in rows)
     summary = (tmp_path / "summary.md").read_text()
@@ -332,3 +334,39 @@ def test_few_calibration_texts_warn_once_with_the_counts(models, tiny_tokenizer)
         )
     with pytest.warns(UserWarning, match=f"on {n} word tokens"):
         dls.calibrate(texts)  # calibrate() itself warns too
+
+
+def test_the_layer_is_the_models_not_the_batchs(tiny_classifier, caplog) -> None:
+    """No stored selection: the layer is chosen once, on the built-in texts, before the first
+    explanation; the same sentence alone or beside others gets the same map."""
+    clf = tiny_classifier
+    model = copy.deepcopy(clf.model)
+    model.config.__dict__.pop(cal.CONFIG_KEY, None)  # no stored selection
+    assert cal.stored_selection(model) is None
+    alone_enc = clf.encode(["the movie was very good"])
+    batch_enc = clf.encode(["a boring and dull story", "the movie was very good", "not funny"])
+    caplog.set_level(logging.INFO, logger="captum_layer_saliency")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny random head warns at calibration
+        first = DecodedLayerSaliency.for_model(model, clf.lm_head, clf.tokenizer)
+        alone = first.attribute(alone_enc["input_ids"], attention_mask=alone_enc["attention_mask"])
+        second = DecodedLayerSaliency.for_model(model, clf.lm_head, clf.tokenizer)
+        together = second.attribute(
+            batch_enc["input_ids"], attention_mask=batch_enc["attention_mask"]
+        )
+    assert first.selection_ is not None and second.selection_ is not None
+    assert first.selection_.layer == second.selection_.layer
+    assert "built-in" in first.selection_.calibration
+    n = int(alone_enc["attention_mask"].sum())
+    torch.testing.assert_close(together[1:2, :n], alone, rtol=1e-4, atol=1e-6)
+    # Logged once per explainer, at WARNING, with the layer's name.
+    chosen = [r for r in caplog.records if "DLS uses" in r.getMessage()]
+    assert len(chosen) == 2 and all(r.levelno == logging.WARNING for r in chosen)
+    assert first.selection_.name in chosen[0].getMessage()
+    # The user's calibration texts take the place of the built-in ones.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        own = DecodedLayerSaliency.for_model(
+            model, clf.lm_head, clf.tokenizer, calibration_texts=SENTENCES * 3
+        )
+    assert own.selection_ is not None and "given to calibrate" in own.selection_.calibration

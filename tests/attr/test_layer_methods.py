@@ -11,8 +11,7 @@ import transformers as T
 from tiny_models import ToyClassifier, family_configs, toy_head
 
 from captum_layer_saliency import DecodedLayerSaliency
-from captum_layer_saliency.attr import LayerMethod
-from captum_layer_saliency.attr._layer_attributions import layer_method_attributions
+from captum_layer_saliency.attr.layer_methods import LayerMethod, layer_method_attributions
 from captum_layer_saliency.compare.methods.registry import PassCounter
 from captum_layer_saliency.models.classifier import TextClassifier, classifier_forward
 from captum_layer_saliency.models.surgery import find_model_parts
@@ -255,8 +254,10 @@ def test_explains_the_prediction_of_the_input_not_of_each_step(
     explained = dls.attribute(ids, attention_mask=mask)
     assert torch.equal(dls.last_target_, predicted)
     assert explained.abs().sum() > 0
-    torch.testing.assert_close(explained, dls.attribute(ids, predicted, attention_mask=mask))
-    assert not torch.allclose(explained, dls.attribute(ids, 1 - predicted, attention_mask=mask))
+    torch.testing.assert_close(explained, dls.attribute(ids, target=predicted, attention_mask=mask))
+    assert not torch.allclose(
+        explained, dls.attribute(ids, target=1 - predicted, attention_mask=mask)
+    )
 
 
 def test_model_restored_after_an_error_in_a_step(tiny_classifier: TextClassifier) -> None:

@@ -182,3 +182,54 @@ def test_text_pairs_from_a_file(
     assert row.tokens.count("[SEP]") == 2
     html = (out / "explanations.html").read_text(encoding="utf-8")
     assert all(f'">{word}</span>' in html for word in row.words)
+
+
+def _unselected(clf: TextClassifier) -> TextClassifier:
+    """A copy of ``clf`` whose model has no stored layer selection."""
+    import copy
+    import dataclasses
+
+    from captum_layer_saliency.attr import layer_selection as cal
+
+    model = copy.deepcopy(clf.model)
+    model.config.__dict__.pop(cal.CONFIG_KEY, None)
+    return dataclasses.replace(clf, model=model)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_text_gets_the_same_map_alone_or_beside_others(
+    tiny: TextClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's case: no stored selection, the same sentence explained alone and in a batch."""
+    from captum_layer_saliency.explaining import explain
+
+    text = "the movie was very good"
+    alone = explain(_unselected(tiny), [text])[0]
+    together = explain(_unselected(tiny), ["boring .", text, "not funny , too slow"])[1]
+    assert alone.tokens == together.tokens
+    assert alone.scores == pytest.approx(together.scores, rel=1e-4, abs=1e-6)
+    # The same through the CLI, with a calibration file and a fixed layer.
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("a good film\nthe plot was slow\n", encoding="utf-8")
+    rows = []
+    for texts, out in (([text], "one"), (["boring .", text], "two")):
+        args = ["explain", *texts, "--calibration-file", str(calibration), "--out"]
+        unselected = _unselected(tiny)
+        monkeypatch.setattr(common, "load_model", lambda name, clf=unselected: clf)
+        assert cli.main([*args, str(tmp_path / out)]) == 0
+        rows.append(load_explanations(tmp_path / out / "explanations.jsonl"))
+    assert rows[0][0].scores == pytest.approx(rows[1][1].scores, rel=1e-4, abs=1e-6)
+    layer = explain(_unselected(tiny), [text], layer=1)[0]
+    assert layer.layer is not None and layer.layer.startswith("block 1")
+
+
+def test_layer_options_are_refused_for_other_methods(
+    tiny: TextClassifier, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from captum_layer_saliency.explaining import explain
+
+    with pytest.raises(ValueError, match="layer= apply to a DLS method"):
+        explain(tiny, ["boring ."], method="ixg", layer=1)
+    args = ["explain", "boring .", "--method", "ixg", "--layer", "1"]
+    assert cli.main(args) == 2
+    assert "--layer and --calibration-file apply to DLS methods" in _error_line(capsys)

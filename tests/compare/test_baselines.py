@@ -387,7 +387,7 @@ def test_real_dls_contract(
 @pytest.mark.filterwarnings("ignore:the LM head decodes at most")  # the fixture's head is random
 def test_dls_calibrates_its_layer_when_prepared(tiny_classifier, tiny_batch, monkeypatch):
     """``dls`` chooses its layer once, label-free, when the comparison prepares it: on the
-    task's training texts for a default model, on the run's own texts otherwise."""
+    task's training texts for a default model, on DLS's built-in texts otherwise."""
     import copy
     import dataclasses
 
@@ -413,8 +413,8 @@ def test_dls_calibrates_its_layer_when_prepared(tiny_classifier, tiny_batch, mon
     assert method.prepare(texts)["calibration_seconds"] == 0.0  # type: ignore[attr-defined]
     custom = B.get_method("dls", tiny_classifier, calibration=2)
     record = custom.prepare(["the movie was good", "boring .", "fun"])  # type: ignore[attr-defined]
-    assert record["calibration"].startswith("2 unlabelled run texts")
-    assert record["n_positions"] == 6  # "the movie was good" + "boring ."
+    # A model without a task: DLS's built-in texts, never the run's (the layer is the model's).
+    assert record["calibration"].startswith("the built-in unlabelled general-English texts")
     online = B.get_method("dls", clf, calibration=0)
     assert online.prepare(texts) is None  # type: ignore[attr-defined]
     assert online.explainer._mode() == "calibrate"  # type: ignore[attr-defined]

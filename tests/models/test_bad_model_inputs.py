@@ -94,7 +94,7 @@ def test_forward_returning_a_tuple_is_a_clear_error(tiny_classifier, tiny_batch)
 
     dls = DecodedLayerSaliency(forward, model.bert.embeddings, tiny_classifier.lm_head)
     with pytest.raises(TypeError, match=r"returned a tuple \(Tensor, Tensor\).*only the logits"):
-        dls.attribute(ids, 0, (mask,), attention_mask=mask)
+        dls.attribute(ids, target=0, additional_forward_args=(mask,), attention_mask=mask)
 
 
 def test_encode_beyond_the_model_positions_names_both_lengths(tiny_classifier) -> None:
@@ -104,7 +104,7 @@ def test_encode_beyond_the_model_positions_names_both_lengths(tiny_classifier) -
     ids = torch.full((1, 65), VOCAB.index("good"))
     mask = torch.ones_like(ids)
     for run in (
-        lambda: _dls(tiny_classifier).attribute(ids, 0, attention_mask=mask),
+        lambda: _dls(tiny_classifier).attribute(ids, target=0, attention_mask=mask),
         lambda: get_method("occlusion", tiny_classifier).attribute(ids, mask, 0),
         lambda: tiny_classifier.forward_func(ids, mask),
     ):
@@ -128,7 +128,7 @@ def test_head_of_another_width_with_the_plain_constructor(tiny_classifier, tiny_
         lambda i, m: model(input_ids=i, attention_mask=m).logits, model.bert.embeddings, head
     )
     with pytest.raises(ValueError, match="hidden size 8 but this layer's hidden size is 16"):
-        dls.attribute(ids, 0, (mask,), attention_mask=mask)
+        dls.attribute(ids, target=0, additional_forward_args=(mask,), attention_mask=mask)
 
 
 def test_data_parallel_gets_advice_that_works(tiny_classifier) -> None:
@@ -147,19 +147,19 @@ def test_data_parallel_gets_advice_that_works(tiny_classifier) -> None:
     # The advice works: the bare model explains.
     dls = DecodedLayerSaliency.for_model(wrapped.module, tiny_classifier.lm_head, layers=[0])
     enc = tiny_classifier.encode(SENTENCES[:1])
-    assert dls.attribute(enc["input_ids"], 0, attention_mask=enc["attention_mask"])[0].shape
+    assert dls.attribute(enc["input_ids"], target=0, attention_mask=enc["attention_mask"])[0].shape
 
 
 def test_inference_mode_is_a_clear_error_and_no_grad_is_fine(tiny_classifier, tiny_batch) -> None:
     ids, mask = tiny_batch["input_ids"], tiny_batch["attention_mask"]
     dls = _dls(tiny_classifier)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode.*autograd"):
-        dls.attribute(ids, 0, attention_mask=mask)
+        dls.attribute(ids, target=0, attention_mask=mask)
     attributor = get_method("input_x_gradient", tiny_classifier)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         attributor.attribute(ids, mask, 0)
     with torch.no_grad():
-        assert dls.attribute(ids, 0, attention_mask=mask).abs().sum() > 0
+        assert dls.attribute(ids, target=0, attention_mask=mask).abs().sum() > 0
 
 
 def test_training_mode_warns(tiny_classifier, tiny_batch) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from captum_layer_saliency import DecodedLayerSaliency
-from captum_layer_saliency.attr import CONFIG_KEY
+from captum_layer_saliency.attr.layer_selection import CONFIG_KEY
 from captum_layer_saliency.zoo.load import (
     PACKAGED_DIR,
     TASKS,

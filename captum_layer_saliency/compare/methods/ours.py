@@ -71,7 +71,7 @@ class ExplainerAttributor(Attributor):
         super().__init__(clf, seed, **options)
         self.explainer = explainer
         #: ``(task, n)``: calibrate DLS's layer on ``n`` unlabelled training texts of ``task``
-        #: (the run's own texts when ``task`` is None); set by :func:`dls_factory`.
+        #: (DLS's built-in general-English texts when ``task`` is None); set by :func:`dls_factory`.
         self.calibration_source: tuple[str | None, int] | None = None
 
     def prepare(self, texts: Sequence[str]) -> dict[str, Any] | None:
@@ -79,9 +79,10 @@ class ExplainerAttributor(Attributor):
 
         For DLS with ``selection="model"``: a layer selection stored with the model is used as
         it is (no cost); otherwise the layer is calibrated, label-free, on the task's training
-        texts (default models) or on the first of ``texts`` (the texts to explain; labels are
-        never read), the same way as ``DecodedLayerSaliency.calibrate``. Called by the
-        comparison once it knows rows remain to compute, so a finished run never calibrates.
+        texts (default models) or on DLS's built-in general-English texts (never on ``texts``,
+        the texts to explain, so a map does not depend on the other texts of the run), as
+        ``DecodedLayerSaliency.calibrate`` does. Called by the comparison once it knows rows
+        remain to compute, so a finished run never calibrates.
 
         Args:
             texts: the run's texts, in order.
@@ -96,15 +97,17 @@ class ExplainerAttributor(Attributor):
         seconds = 0.0
         if explainer.selection_ is None and self.calibration_source is not None:
             task, n = self.calibration_source
-            chosen = corpora.default_corpus(task, size=n) if task is not None else list(texts)[:n]
+            # Never the texts being explained: the layer is the model's, not the run's.
+            chosen = corpora.default_corpus(task, size=n) if task is not None else None
             start = time.perf_counter()
             with torch.enable_grad():
                 fitted = explainer.calibrate(chosen, tokenizer=self.clf.tokenizer)
             seconds = time.perf_counter() - start
-            fitted.calibration = (
-                f"{len(chosen)} unlabelled {task or 'run'} "
-                f"{'training ' if task else ''}texts ({fitted.n_positions} word tokens)"
-            )
+            if chosen is not None:
+                fitted.calibration = (
+                    f"{len(chosen)} unlabelled {task} training texts "
+                    f"({fitted.n_positions} word tokens)"
+                )
         selection = explainer.selection_
         if selection is None:
             return None
@@ -153,7 +156,7 @@ def dls_factory(
     For the default models, the layer selector is fitted once, label-free, on ``calibration``
     unlabelled training texts of the model's task (the task's default reference corpus,
     :func:`~captum_layer_saliency.data.corpora.default_corpus`), so each explanation runs one
-    layer; for other models it is fitted on the first ``calibration`` texts of the run, and with
+    layer; for other models on DLS's built-in general-English texts, and with
     ``calibration=0`` it selects per example, online, which decodes every candidate layer.
 
     Args:
@@ -164,7 +167,7 @@ def dls_factory(
         seed: recorded for reports; DLS itself is deterministic.
         calibration: how many unlabelled texts fit the selector (0: select online).
         task: the task whose training texts fit the selector; default: the task a default
-            model records (:func:`model_task`), else the run's own texts.
+            model records (:func:`model_task`), else DLS's built-in texts.
         **options: passed to ``DecodedLayerSaliency.for_model``.
 
     Returns:
