@@ -183,6 +183,8 @@ _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
     "shapley_sampling": lambda n, o: _option("shapley_sampling", "n_samples", o, 25) * n + 1,
     "attention_cls": lambda n, o: 1,
     "attention_rollout": lambda n, o: 1,
+    "decompx": lambda n, o: 1,  # one forward (of parts), no backward
+    "loo": lambda n, o: n + 1,  # the prediction, then one input per word or token left out
     "random": lambda n, o: 0,
     "dls": lambda n, o: dls_cost("dls", o)["forwards"],
     "lafa": _lafa_passes,
