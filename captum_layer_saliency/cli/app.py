@@ -56,6 +56,7 @@ from captum_layer_saliency.compare.results import (
 from captum_layer_saliency.data._source import DataUnavailableError
 from captum_layer_saliency.data.jsonl import DataFileError
 from captum_layer_saliency.data.tasks import TASKS
+from captum_layer_saliency.metrics import ERASER, PROTOCOLS
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TokenizerMismatchError
 from captum_layer_saliency.models.heads import HeadMismatchError
 from captum_layer_saliency.viz.explanation import ExplanationFileError
@@ -187,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
         "classifier's pre-trained backbone (needed by DLS for a --model path)",
     )
     p.add_argument("--split", help="the task's split (default: the task's default split)")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=ERASER,
+        help="how faithfulness is measured: eraser (tokens deleted, bins 1/5/10/20/50 %%; the "
+        "default) or edin (Edin et al. 2024: words replaced by [MASK] ([PAD] without one) along "
+        "the whole curve, and NAOPC, exact bounds up to 12 words, beam search 5 above)",
+    )
     p.add_argument("--shard", help="RANK/WORLD: do only this rank's share (then run merge)")
     run_options(p, demo=False)
 
@@ -242,6 +251,7 @@ def _compare_run(args: argparse.Namespace) -> CompareRun:
         split=None if demo else args.split,
         max_length=args.max_length,
         truncation=args.truncation,
+        protocol=ERASER if demo else args.protocol,
     )
 
 

@@ -72,6 +72,7 @@ class CompareRun:
         split: the task's split.
         max_length: the token budget per text.
         truncation: ``"truncate"`` or ``"error"``.
+        protocol: ``"eraser"`` (the default) or ``"edin"`` (Edin et al.'s faithfulness protocol).
     """
 
     task_name: str | None
@@ -88,6 +89,7 @@ class CompareRun:
     split: str | None
     max_length: int | None
     truncation: str
+    protocol: str = "eraser"
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -242,4 +244,5 @@ def _run_shard(
         max_length=run.max_length,
         truncation=run.truncation,
         registries=registries,
+        protocol=run.protocol,
     )

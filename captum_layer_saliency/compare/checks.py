@@ -8,6 +8,7 @@ directory.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from captum_layer_saliency.compare.registries import (
     needs_word_sentiment,
 )
 from captum_layer_saliency.data.tasks import EmptyDatasetError
+from captum_layer_saliency.metrics import METRIC_ALIASES
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, TextClassifier
 
 __all__ = [
@@ -74,6 +76,14 @@ def check_metrics(
     out = []
     for name in names:
         key = name.strip()
+        if key not in registry and METRIC_ALIASES.get(key) in registry:
+            warnings.warn(
+                f"metric {key!r} is now called {METRIC_ALIASES[key]!r} (its bounds are the "
+                "leave-one-out orderings, not Edin et al.'s NAOPC)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            key = METRIC_ALIASES[key]
         if key not in registry:
             raise InvalidComparisonError(
                 f"unknown metric {name!r}; known metrics: {', '.join(registry)}"

@@ -14,10 +14,13 @@ from torch import Tensor
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.batches import EncodedBatch
 from captum_layer_saliency.compare.registries import Registries, needs_word_sentiment
+from captum_layer_saliency.metrics import EDIN
+from captum_layer_saliency.metrics.edin import edin_bounds, edin_curves, replacement_token_id
 from captum_layer_saliency.metrics.normalised import aopc_bounds, normalise_aopc
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
 from captum_layer_saliency.models.label_sets import attribute_targets
 from captum_layer_saliency.models.targets import target_list
+from captum_layer_saliency.models.words import word_index
 
 __all__ = ["AOPC_METRICS", "NORMALISED_AOPC", "explain_batch", "prepare_method", "score_batch"]
 
@@ -25,8 +28,8 @@ __all__ = ["AOPC_METRICS", "NORMALISED_AOPC", "explain_batch", "prepare_method",
 AOPC_METRICS = ("comprehensiveness", "sufficiency")
 #: AOPC scaled to per-example bounds; the bounds depend on the inputs only (cached per batch).
 NORMALISED_AOPC = {
-    "normalised_comprehensiveness": "comprehensiveness",
-    "normalised_sufficiency": "sufficiency",
+    "loo_bounded_comprehensiveness": "comprehensiveness",
+    "loo_bounded_sufficiency": "sufficiency",
 }
 
 
@@ -91,6 +94,9 @@ def score_batch(
     }
     inputs = (clf.forward_func, batch.input_ids, batch.attention_mask)
     args = (*inputs, scores, batch.target, batch.special)
+    edin = [n for n in metric_names if getattr(registries.metrics[n], "protocol", "") == EDIN]
+    if edin:
+        return _score_edin(edin, clf, batch, args, common), None
 
     def leave_one_out() -> Tensor:
         if batch.leave_one_out is None:
@@ -127,6 +133,33 @@ def score_batch(
         else:
             values[name] = fn(*args, **common)
     return values, curves
+
+
+def _score_edin(
+    metric_names: Sequence[str],
+    clf: TextClassifier,
+    batch: EncodedBatch,
+    args: tuple[Any, ...],
+    common: dict[str, Any],
+) -> dict[str, Tensor]:
+    """The metrics of Edin et al.'s protocol: one set of word curves, bounds once per batch."""
+    options = {
+        **common,
+        "word_ids": word_index(clf.tokenizer, batch.input_ids, batch.attention_mask),
+        "mask_token_id": replacement_token_id(clf.tokenizer),
+    }
+    curves = edin_curves(*args, **options)
+    values: dict[str, Tensor] = {}
+    for name in metric_names:
+        key = name.removeprefix("naopc_")
+        value = curves[key].nanmean(-1)
+        if name.startswith("naopc_"):
+            if batch.aopc_bounds is None:
+                forward, ids, mask, _, target, special = args
+                batch.aopc_bounds = edin_bounds(forward, ids, mask, target, special, **options)
+            value = normalise_aopc(value, batch.aopc_bounds[key].to(value))
+        values[name] = value
+    return values
 
 
 def explain_batch(

@@ -37,6 +37,7 @@ and ``n_tokens_original``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
@@ -68,6 +69,7 @@ from captum_layer_saliency.compare.execute import explain_batch, prepare_method
 from captum_layer_saliency.compare.plan import dls_layers, format_plan, plan_comparison
 from captum_layer_saliency.compare.registries import WORD_SENTIMENT, Registries
 from captum_layer_saliency.compare.report import write_report
+from captum_layer_saliency.metrics import EDIN, ERASER, PROTOCOLS, protocol_metrics
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
 
 __all__ = ["run_comparison"]
@@ -92,6 +94,7 @@ def run_comparison(
     max_length: int | None = None,
     truncation: str = "truncate",
     registries: Registries | None = None,
+    protocol: str = ERASER,
 ) -> Path:
     """Explain every example with every method, score the explanations, write rows and a report.
 
@@ -124,6 +127,11 @@ def run_comparison(
             (refuse to start).
         registries: the methods and metrics to draw from (default: the real registries; tests
             pass small fakes).
+        protocol: how faithfulness is measured: ``"eraser"`` (the default: tokens deleted, bins
+            of 1/5/10/20/50 %) or ``"edin"`` (Edin et al. 2024: words masked by [MASK] along the
+            whole curve, and NAOPC; :mod:`captum_layer_saliency.metrics.edin`), whose metrics
+            are ``comprehensiveness``, ``sufficiency``, ``naopc_comprehensiveness`` and
+            ``naopc_sufficiency``. Part of the configuration.
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -145,6 +153,10 @@ def run_comparison(
     work, and nothing already in ``out_dir`` is touched.
     """
     registries = registries or Registries()
+    if protocol not in PROTOCOLS:
+        raise InvalidComparisonError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == EDIN:
+        registries = dataclasses.replace(registries, metrics=protocol_metrics(EDIN))
     names = list(dict.fromkeys(registries.resolve_method(m) for m in methods))  # keep order
     if not names:
         raise InvalidComparisonError("no methods to run")
@@ -197,6 +209,8 @@ def run_comparison(
         "n_truncated": sum(truncated),
         "versions": _versions(),
     }
+    if protocol != ERASER:  # absent for the default, so earlier runs still resume
+        config["protocol"] = protocol
     results.check_or_write_config(out, config)
 
     # 4. Explain and score every (batch, method) with a row still missing; append the rows.
