@@ -186,7 +186,7 @@ def run_comparison(
     # 2. The batches of this run (or shard), and its plan, printed before any work.
     mine = [(k, b) for k, b in enumerate(batch_plan(texts, batch_size)) if k % world == rank]
     if progress:
-        _print_plan(clf, names, metric_names, options, n_tokens, budget, mine, task)
+        _print_plan(clf, names, metric_names, options, n_tokens, budget, mine, task, protocol)
 
     # 3. The methods, and the configuration a resumed run must match.
     attributors = {
@@ -259,12 +259,14 @@ def _print_plan(
     budget: int,
     mine: Sequence[tuple[int, list[int]]],
     task: str | None,
+    protocol: str = ERASER,
 ) -> None:
     """Print the estimated cost of this run's (or shard's) batches to stderr."""
     count_special = getattr(clf.tokenizer, "num_special_tokens_to_add", lambda: 2)
     n_special = int(count_special())
     share = [max(1, min(n_tokens[i], budget) - n_special) for _, b in mine for i in b]
-    cost = plan_comparison(names, metric_names, share, options, dls_layers(clf.model, names))
+    layers = dls_layers(clf.model, names)
+    cost = plan_comparison(names, metric_names, share, options, layers, protocol)
     print(format_plan(cost, task=task or "custom", model=clf.name), file=sys.stderr)
 
 

@@ -190,3 +190,18 @@ def test_compare_runs_under_the_edin_protocol(
         assert 0.0 <= row["metrics"]["naopc_comprehensiveness"] <= 1.0
     with pytest.raises(InvalidComparisonError, match="protocol must be one of"):
         run_comparison(tiny_classifier, data, ["random"], tmp_path, protocol="ferret")
+
+
+def test_the_plan_counts_the_edin_bounds_once_per_text() -> None:
+    from captum_layer_saliency.compare.plan import edin_bound_passes, plan_comparison
+
+    assert edin_bound_passes(3) == 8  # every subset of 3 words
+    assert edin_bound_passes(14) == 4 * 5 * 14 * 15 // 2  # four beam searches, beam 5
+    plan = plan_comparison(
+        ["random", "loo"],
+        ["comprehensiveness", "naopc_comprehensiveness"],
+        [3, 14],
+        protocol="edin",
+    )
+    assert plan.shared == 2 + 8 + edin_bound_passes(14)  # predictions, then the bounds
+    assert plan.metrics == {"comprehensiveness": 2 * 17.0, "naopc_comprehensiveness": 0.0}

@@ -243,7 +243,8 @@ SPECS: SpecList = [
             DecompXAttributor,
             DECOMPOSITION,
             notes="BERT, RoBERTa and ELECTRA only; activations linearised through the origin, "
-            "biases split by AbsDot",
+            "biases split by AbsDot; its one forward carries seq x seq parts, so its memory and "
+            "work grow with the square of the length (about seq forwards' worth of arithmetic)",
         ),
         ("decomp_x",),
     ),
