@@ -100,3 +100,16 @@ def test_relative_positions_are_refused() -> None:
     model = T.BertForSequenceClassification(config).eval()
     with pytest.raises(UnsupportedModelError, match="absolute"):
         decompose_logits(model, torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3))
+
+
+def test_two_threads_at_once_get_the_one_thread_answer(tiny_classifier: TextClassifier) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = tiny_classifier.encode(["the movie was very good", "boring ."])
+    args = (tiny_classifier.model, enc["input_ids"], enc["attention_mask"])
+    alone = decompose_logits(*args)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: decompose_logits(*args), range(4)))
+    for result in results:
+        torch.testing.assert_close(result, alone)
+    assert not tiny_classifier.model.training
