@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         default=ERASER,
         help=f"how faithfulness is measured ({', '.join(PROTOCOLS)}): eraser (tokens deleted, "
-        "bins 1/5/10/20/50 %%; the default) or edin (Edin et al. 2024: words replaced by [MASK] ([PAD] without one) along "
-        "the whole curve, and NAOPC, exact bounds up to 12 words, beam search 5 above)",
+        "bins 1/5/10/20/50 %%; the default) or edin (Edin et al. 2024: words replaced by "
+        "[MASK] ([PAD] without one) along the whole curve, and NAOPC, exact bounds up to 12 "
+        "words, beam search 5 above)",
     )
     p.add_argument("--shard", help="RANK/WORLD: do only this rank's share (then run merge)")
     run_options(p, demo=False)
