@@ -163,6 +163,7 @@ def _compare_run(args: argparse.Namespace) -> CompareRun:
         split=None if demo else args.split,
         max_length=args.max_length,
         truncation=args.truncation,
+        protocol="eraser" if demo else args.protocol,
     )
 
 

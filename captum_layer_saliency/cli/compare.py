@@ -38,6 +38,7 @@ from captum_layer_saliency.compare.results import check_writable, merge_shards
 from captum_layer_saliency.compare.runner import run_comparison
 from captum_layer_saliency.data import resolve_data_dir
 from captum_layer_saliency.data.table import label_indices, read_table
+from captum_layer_saliency.metrics import PROTOCOLS, protocol_metrics
 
 __all__ = [
     "DEMO_LIMIT",
@@ -70,6 +71,7 @@ class CompareRun:
         split: the task's split.
         max_length: the token budget per text.
         truncation: ``"truncate"`` or ``"error"``.
+        protocol: ``"eraser"`` (the default) or ``"edin"`` (Edin et al.'s faithfulness protocol).
     """
 
     task_name: str | None
@@ -86,6 +88,7 @@ class CompareRun:
     split: str | None
     max_length: int | None
     truncation: str
+    protocol: str = "eraser"
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -197,7 +200,12 @@ def _run_shard(
     names = check_methods(run.methods)
     metric_names = run.metrics
     if task is not None and run.metrics is not None:
-        metric_names = check_metrics(run.metrics, task.has_rationales)
+        if run.protocol not in PROTOCOLS:
+            raise CLIError(
+                f"--protocol must be one of {', '.join(PROTOCOLS)}, got {run.protocol!r}"
+            )
+        table = protocol_metrics(run.protocol)
+        metric_names = check_metrics(run.metrics, task.has_rationales, table=table)
     _check_numbers(run)
     out = check_writable(run.out_dir)
     dataset, task_label = _load_data(run, task)
@@ -234,4 +242,5 @@ def _run_shard(
         shard=shard,
         max_length=run.max_length,
         truncation=run.truncation,
+        protocol=run.protocol,
     )

@@ -2,7 +2,7 @@
 
 The registry (:mod:`captum_layer_saliency.compare.methods.registry`) imports torch and Captum to
 define its factories; ``list-methods`` prints this table instead, and
-``tests/cli/test_method_table.py`` fails, printing the new table, whenever it and the registry
+``tests/cli/test_first_minute.py`` fails, printing the new table, whenever it and the registry
 disagree (after adding or renaming a method, paste the printed table here).
 """
 
@@ -54,6 +54,12 @@ METHOD_TABLE: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ),
     ("kernel_shap", "perturbation", "KernelSHAP over tokens, 25 samples", ("kernelshap", "kshap")),
     (
+        "loo",
+        "perturbation",
+        "leave-one-out: each word replaced by [MASK] ([PAD] without one), n forwards",
+        ("leave_one_out",),
+    ),
+    (
         "attention_cls",
         "attention",
         "last-layer attention from [CLS], mean over heads",
@@ -61,6 +67,12 @@ METHOD_TABLE: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ),
     ("attention_rollout", "attention", "attention rollout from [CLS]", ("rollout",)),
     ("random", "control", "uniform random scores (seeded)", ()),
+    (
+        "decompx",
+        "decomposition",
+        "DecompX (Modarressi et al., 2023): each token's part of the logit, one forward",
+        ("decomp_x",),
+    ),
     (
         "dls",
         "layer",

@@ -132,6 +132,13 @@ def _add_compare(sub: Any) -> None:
         "classifier's pre-trained backbone (needed by DLS for a --model path)",
     )
     p.add_argument("--split", help="the task's split (default: the task's default split)")
+    p.add_argument(
+        "--protocol",
+        default="eraser",
+        help="how faithfulness is measured: eraser (tokens deleted, bins 1/5/10/20/50 %%; the "
+        "default) or edin (Edin et al. 2024: words replaced by [MASK] ([PAD] without one) along "
+        "the whole curve, and NAOPC, exact bounds up to 12 words, beam search 5 above)",
+    )
     p.add_argument("--shard", help="RANK/WORLD: do only this rank's share (then run merge)")
     _run_options(p, demo=False)
 

@@ -8,6 +8,7 @@ directory.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.data.tasks import EmptyDatasetError
 from captum_layer_saliency.errors import CaptumLayerSaliencyError
+from captum_layer_saliency.metrics import METRIC_ALIASES
 from captum_layer_saliency.models.classifier import TRUNCATION_MODES, USER_TEXT, TextClassifier
 
 __all__ = [
@@ -60,19 +62,25 @@ def needs_word_sentiment(metric: Any) -> bool:
     return getattr(metric, "inputs", "rationale") == WORD_SENTIMENT
 
 
-def default_metrics(has_rationales: bool, has_word_sentiment: bool = False) -> list[str]:
+def default_metrics(
+    has_rationales: bool,
+    has_word_sentiment: bool = False,
+    table: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Every faithfulness metric, plus the plausibility ones the data supports.
 
     Args:
         has_rationales: the data has word-level human rationales.
         has_word_sentiment: the rows have SST word sentiments (for ``word_sentiment_r``).
+        table: the metric registry (default :data:`~captum_layer_saliency.metrics.METRICS`; a
+            protocol's own: :func:`~captum_layer_saliency.metrics.protocol_metrics`).
 
     Returns:
         Metric names, in registry order.
     """
     return [
         name
-        for name, metric in metric_registry.METRICS.items()
+        for name, metric in (metric_registry.METRICS if table is None else table).items()
         if metric.kind == "faithfulness"
         or (
             has_rationales
@@ -83,7 +91,10 @@ def default_metrics(has_rationales: bool, has_word_sentiment: bool = False) -> l
 
 
 def check_metrics(
-    names: Sequence[str], has_rationales: bool, has_word_sentiment: bool | None = None
+    names: Sequence[str],
+    has_rationales: bool,
+    has_word_sentiment: bool | None = None,
+    table: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Validate metric names against the registry and the data, dropping repeats.
 
@@ -92,6 +103,8 @@ def check_metrics(
         has_rationales: whether the data has human rationales (needed by plausibility metrics).
         has_word_sentiment: whether the rows have SST word sentiments (needed by
             ``word_sentiment_r``); ``None``: not known yet, not checked.
+        table: the metric registry to check against (default
+            :data:`~captum_layer_saliency.metrics.METRICS`).
 
     Returns:
         The names, in order, without repeats.
@@ -100,12 +113,20 @@ def check_metrics(
         InvalidComparisonError: an unknown name, no names, or a plausibility metric without
             rationales.
     """
-    registry = metric_registry.METRICS
+    registry = metric_registry.METRICS if table is None else table
     if not names:
         raise InvalidComparisonError(f"no metrics given; known metrics: {', '.join(registry)}")
     out = []
     for name in names:
         key = name.strip()
+        if key not in registry and METRIC_ALIASES.get(key) in registry:
+            warnings.warn(
+                f"metric {key!r} is now called {METRIC_ALIASES[key]!r} (its bounds are the "
+                "leave-one-out orderings, not Edin et al.'s NAOPC)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            key = METRIC_ALIASES[key]
         if key not in registry:
             raise InvalidComparisonError(
                 f"unknown metric {name!r}; known metrics: {', '.join(registry)}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,14 @@ from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.batches import EncodedBatch
 from captum_layer_saliency.compare.checks import needs_word_sentiment
+from captum_layer_saliency.metrics import EDIN
+from captum_layer_saliency.metrics.edin import edin_bounds, edin_curves, replacement_token_id
 from captum_layer_saliency.metrics.normalised import aopc_bounds, normalise_aopc
 from captum_layer_saliency.models import passes
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
 from captum_layer_saliency.models.label_sets import attribute_targets
 from captum_layer_saliency.models.targets import target_list
+from captum_layer_saliency.models.words import word_index
 
 __all__ = ["AOPC_METRICS", "NORMALISED_AOPC", "explain_batch", "prepare_method", "score_batch"]
 
@@ -27,8 +30,8 @@ __all__ = ["AOPC_METRICS", "NORMALISED_AOPC", "explain_batch", "prepare_method",
 AOPC_METRICS = ("comprehensiveness", "sufficiency")
 #: AOPC scaled to per-example bounds; the bounds depend on the inputs only (cached per batch).
 NORMALISED_AOPC = {
-    "normalised_comprehensiveness": "comprehensiveness",
-    "normalised_sufficiency": "sufficiency",
+    "loo_bounded_comprehensiveness": "comprehensiveness",
+    "loo_bounded_sufficiency": "sufficiency",
 }
 
 
@@ -63,6 +66,7 @@ def score_batch(
     batch: EncodedBatch,
     scores: Tensor,
     metric_batch_size: int,
+    table: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     """Every requested metric of one method's scores on one batch.
 
@@ -77,6 +81,8 @@ def score_batch(
         batch: the encoded batch.
         scores: ``(batch, seq)`` token scores, zero at pads and specials.
         metric_batch_size: perturbed inputs per forward.
+        table: the metric registry the names come from (default
+            :data:`~captum_layer_saliency.metrics.METRICS`; Edin et al.'s protocol has its own).
 
     Returns:
         Metric name -> ``(batch,)`` values, and the per-bin curves (or ``None`` when no AOPC
@@ -91,6 +97,10 @@ def score_batch(
     }
     inputs = (clf.forward_func, batch.input_ids, batch.attention_mask)
     args = (*inputs, scores, batch.target, batch.special)
+    table = metric_registry.METRICS if table is None else table
+    edin = [n for n in metric_names if getattr(table[n], "protocol", "") == EDIN]
+    if edin:
+        return _score_edin(edin, clf, batch, args, common), None
 
     def leave_one_out() -> Tensor:
         if batch.leave_one_out is None:
@@ -104,7 +114,7 @@ def score_batch(
         curves = metric_registry.aopc_curves(*args, **common)
     values: dict[str, Tensor] = {}
     for name in metric_names:
-        metric = metric_registry.METRICS[name]
+        metric = table[name]
         fn = metric.fn
         if fn is None:
             raise ValueError(f"metric {name!r} has no function")
@@ -132,6 +142,33 @@ def score_batch(
     return values, curves
 
 
+def _score_edin(
+    metric_names: Sequence[str],
+    clf: TextClassifier,
+    batch: EncodedBatch,
+    args: tuple[Any, ...],
+    common: dict[str, Any],
+) -> dict[str, Tensor]:
+    """The metrics of Edin et al.'s protocol: one set of word curves, bounds once per batch."""
+    options = {
+        **common,
+        "word_ids": word_index(clf.tokenizer, batch.input_ids, batch.attention_mask),
+        "mask_token_id": replacement_token_id(clf.tokenizer),
+    }
+    curves = edin_curves(*args, **options)
+    values: dict[str, Tensor] = {}
+    for name in metric_names:
+        key = name.removeprefix("naopc_")
+        value = curves[key].nanmean(-1)
+        if name.startswith("naopc_"):
+            if batch.aopc_bounds is None:
+                forward, ids, mask, _, target, special = args
+                batch.aopc_bounds = edin_bounds(forward, ids, mask, target, special, **options)
+            value = normalise_aopc(value, batch.aopc_bounds[key].to(value))
+        values[name] = value
+    return values
+
+
 def explain_batch(
     clf: TextClassifier,
     attributor: TokenAttributor,
@@ -142,6 +179,7 @@ def explain_batch(
     n_tokens: Sequence[int],
     metric_names: Sequence[str],
     metric_batch_size: int,
+    table: Mapping[str, Any] | None = None,
 ) -> list[results.Row]:
     """One method on one batch: its scores, their metrics, and one row per example.
 
@@ -159,6 +197,7 @@ def explain_batch(
         n_tokens: their token counts before truncation.
         metric_names: the metrics to compute.
         metric_batch_size: perturbed inputs per forward.
+        table: the metric registry the names come from (default: the ERASER protocol's).
 
     Returns:
         One result row per example, in batch order.
@@ -179,7 +218,7 @@ def explain_batch(
     # on a metric through positions that no metric should read.
     scores = scores.detach().float().masked_fill(~batch.valid, 0.0)
     with torch.no_grad():
-        values, curves = score_batch(metric_names, clf, batch, scores, metric_batch_size)
+        values, curves = score_batch(metric_names, clf, batch, scores, metric_batch_size, table)
     keep = batch.keep
     scores_host = scores.cpu()
     metric_values = {name: _finite_list(v.reshape(-1)) for name, v in values.items()}

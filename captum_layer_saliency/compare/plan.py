@@ -29,6 +29,7 @@ from captum_layer_saliency.attr.layer_methods import LayerMethod
 from captum_layer_saliency.attr.layer_selection import stored_selection
 from captum_layer_saliency.compare.methods import METHODS
 from captum_layer_saliency.compare.methods.lafa import FACTORY_DEFAULTS
+from captum_layer_saliency.metrics.edin import BEAM, EDIN, ERASER, EXACT_MAX_WORDS
 from captum_layer_saliency.metrics.faithfulness import ERASER_BINS
 from captum_layer_saliency.models.surgery import find_model_parts
 
@@ -38,6 +39,7 @@ __all__ = [
     "ComparisonPlan",
     "dls_cost",
     "dls_layers",
+    "edin_bound_passes",
     "format_plan",
     "method_passes",
     "metric_passes",
@@ -183,6 +185,8 @@ _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
     "shapley_sampling": lambda n, o: _option("shapley_sampling", "n_samples", o, 25) * n + 1,
     "attention_cls": lambda n, o: 1,
     "attention_rollout": lambda n, o: 1,
+    "decompx": lambda n, o: 1,  # one forward (of parts), no backward
+    "loo": lambda n, o: n + 1,  # the prediction, then one input per word or token left out
     "random": lambda n, o: 0,
     "dls": lambda n, o: dls_cost("dls", o)["forwards"],
     "lafa": _lafa_passes,
@@ -244,6 +248,19 @@ def metric_passes(metric: str, n_tokens: int) -> float:
     )
 
 
+def edin_bound_passes(n_words: int) -> float:
+    """Forward passes of one text's NAOPC bounds under Edin et al.'s protocol (an upper bound).
+
+    Exact up to :data:`~captum_layer_saliency.metrics.edin.EXACT_MAX_WORDS` words (every subset,
+    ``2^n``), beam search above (four searches of ``n`` steps, at most ``BEAM x (n - k)``
+    new subsets each). Counted per token when words are not known, which overestimates.
+    """
+    n = max(1, n_words)
+    if n <= EXACT_MAX_WORDS:
+        return float(2**n)
+    return float(4 * BEAM * n * (n + 1) // 2)
+
+
 def one_off_note(method: str, options: Mapping[str, Any] | None = None) -> str | None:
     """What ``method`` pays once per run, if anything (e.g. a calibration), in words.
 
@@ -288,6 +305,7 @@ def plan_comparison(
     token_counts: Sequence[int],
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     layers: Mapping[str, tuple[int | None, int | None]] | None = None,
+    protocol: str = ERASER,
 ) -> ComparisonPlan:
     """Estimate the forward passes of a comparison.
 
@@ -298,6 +316,8 @@ def plan_comparison(
         method_options: method -> its options.
         layers: DLS method -> ``(depth, n_blocks)`` of its layer where known (a fixed layer or
             a stored selection); see :func:`dls_cost` for the approximation otherwise.
+        protocol: ``"eraser"`` or ``"edin"`` (:func:`edin_passes`; its NAOPC bounds are shared
+            by every method).
 
     Returns:
         The plan.
@@ -308,8 +328,16 @@ def plan_comparison(
     per_method = {
         m: sum(method_passes(m, n, options.get(m), where.get(m)) for n in counts) for m in methods
     }
-    per_metric = {k: sum(metric_passes(k, n) for n in counts) * len(methods) for k in metrics}
+    if protocol == EDIN:
+        per_metric = {
+            k: (0.0 if k.startswith("naopc_") else float(sum(counts))) * len(methods)
+            for k in metrics
+        }
+    else:
+        per_metric = {k: sum(metric_passes(k, n) for n in counts) * len(methods) for k in metrics}
     shared = float(len(counts))  # one prediction per example
+    if protocol == EDIN and any(k.startswith("naopc_") for k in metrics):
+        shared += sum(edin_bound_passes(n) for n in counts)
     if "kendall_tau_loo" in metrics:
         shared += sum(counts)
     notes = {m: note for m in methods if (note := one_off_note(m, options.get(m)))}

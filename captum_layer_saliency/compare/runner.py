@@ -51,7 +51,6 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from captum_layer_saliency import metrics as metric_registry
 from captum_layer_saliency._utils import LOCK_FILE, lock_directory, seed_everything
 from captum_layer_saliency.compare import results
 from captum_layer_saliency.compare.batches import EncodedBatch, batch_plan, derive_seed
@@ -74,6 +73,7 @@ from captum_layer_saliency.compare.execute import explain_batch, prepare_method
 from captum_layer_saliency.compare.methods import registry as method_registry
 from captum_layer_saliency.compare.plan import dls_layers, format_plan, plan_comparison
 from captum_layer_saliency.compare.report import write_report
+from captum_layer_saliency.metrics import ERASER, PROTOCOLS, protocol_metrics
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
 
 __all__ = ["run_comparison"]
@@ -97,6 +97,7 @@ def run_comparison(
     report: bool = True,
     max_length: int | None = None,
     truncation: str = "truncate",
+    protocol: str = ERASER,
 ) -> Path:
     """Explain every example with every method, score the explanations, write rows and a report.
 
@@ -127,6 +128,11 @@ def run_comparison(
         truncation: what to do with texts over the budget: ``"truncate"`` (cut them, warn once,
             and record ``truncated`` and ``n_tokens_original`` in their rows) or ``"error"``
             (refuse to start).
+        protocol: how faithfulness is measured: ``"eraser"`` (the default: tokens deleted, bins
+            of 1/5/10/20/50 %) or ``"edin"`` (Edin et al. 2024: words masked by [MASK] along the
+            whole curve, and NAOPC; :mod:`captum_layer_saliency.metrics.edin`), whose metrics
+            are ``comprehensiveness``, ``sufficiency``, ``naopc_comprehensiveness`` and
+            ``naopc_sufficiency``. Part of the configuration.
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -147,6 +153,9 @@ def run_comparison(
     Every error but the last is raised before any row is computed, so a mistake never costs
     work, and nothing already in ``out_dir`` is touched.
     """
+    if protocol not in PROTOCOLS:
+        raise InvalidComparisonError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    metric_table = protocol_metrics(protocol)
     resolve = method_registry.resolve_method_name
     names = list(dict.fromkeys(resolve(m) for m in methods))  # keep order
     if not names:
@@ -158,8 +167,8 @@ def run_comparison(
     has_rationales = all(c in examples[0] for c in RATIONALE_COLUMNS)
     has_sentiment = has_rationales and WORD_SENTIMENT in examples[0]
     if metrics is None:
-        metrics = default_metrics(has_rationales, has_sentiment)
-    metric_names = check_metrics(metrics, has_rationales, has_sentiment)
+        metrics = default_metrics(has_rationales, has_sentiment, metric_table)
+    metric_names = check_metrics(metrics, has_rationales, has_sentiment, metric_table)
     rank, world = check_shard(shard)
     clf.check_tokenizer()
     check_labels(examples, clf)
@@ -178,7 +187,7 @@ def run_comparison(
     # 2. The batches of this run (or shard), and its plan, printed before any work.
     mine = [(k, b) for k, b in enumerate(batch_plan(texts, batch_size)) if k % world == rank]
     if progress:
-        _print_plan(clf, names, metric_names, options, n_tokens, budget, mine, task)
+        _print_plan(clf, names, metric_names, options, n_tokens, budget, mine, task, protocol)
 
     # 3. The methods, and the configuration a resumed run must match.
     attributors = {name: _build_method(name, clf, seed, options.get(name, {})) for name in names}
@@ -199,6 +208,8 @@ def run_comparison(
         "n_truncated": sum(truncated),
         "versions": _versions(),
     }
+    if protocol != ERASER:  # absent for the default, so earlier runs still resume
+        config["protocol"] = protocol
     # 4. Explain and score every (batch, method) with a row still missing; append the rows.
     own_file = results.rows_path(out, None if shard is None else rank)
     run = _Run(
@@ -211,10 +222,9 @@ def run_comparison(
         seed=seed,
         metric_names=metric_names,
         metric_batch_size=metric_batch_size,
+        metric_table=metric_table,
         with_rationales=has_rationales,
-        with_sentiment=any(
-            needs_word_sentiment(metric_registry.METRICS[name]) for name in metric_names
-        ),
+        with_sentiment=any(needs_word_sentiment(metric_table[name]) for name in metric_names),
         out=out,
     )
     # One process per output directory (per shard): a second one stops here, naming the first.
@@ -225,9 +235,7 @@ def run_comparison(
         )
         # 5. The report (a sharded run is merged first, then reported).
         if report and shard is None:
-            write_report(
-                out, metrics=metric_registry.METRICS, method_order=list(method_registry.METHODS)
-            )
+            write_report(out, metrics=metric_table, method_order=list(method_registry.METHODS))
     return out
 
 
@@ -276,12 +284,14 @@ def _print_plan(
     budget: int,
     mine: Sequence[tuple[int, list[int]]],
     task: str | None,
+    protocol: str = ERASER,
 ) -> None:
     """Print the estimated cost of this run's (or shard's) batches to stderr."""
     count_special = getattr(clf.tokenizer, "num_special_tokens_to_add", lambda: 2)
     n_special = int(count_special())
     share = [max(1, min(n_tokens[i], budget) - n_special) for _, b in mine for i in b]
-    cost = plan_comparison(names, metric_names, share, options, dls_layers(clf.model, names))
+    layers = dls_layers(clf.model, names)
+    cost = plan_comparison(names, metric_names, share, options, layers, protocol)
     print(format_plan(cost, task=task or "custom", model=clf.name), file=sys.stderr)
 
 
@@ -312,6 +322,7 @@ class _Run:
     seed: int
     metric_names: Sequence[str]
     metric_batch_size: int
+    metric_table: Mapping[str, Any]
     with_rationales: bool
     with_sentiment: bool
     out: Path
@@ -354,6 +365,7 @@ class _Run:
                 [self.n_tokens[i] for i in positions],
                 self.metric_names,
                 self.metric_batch_size,
+                self.metric_table,
             )
             yield from (row for row in rows if results.row_key(row) not in done)
 

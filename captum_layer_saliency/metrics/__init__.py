@@ -21,6 +21,17 @@ from captum_layer_saliency.metrics.deletion import (
     top_k_mask,
     valid_token_mask,
 )
+from captum_layer_saliency.metrics.edin import (
+    EDIN,
+    ERASER,
+    PROTOCOLS,
+    edin_bounds,
+    edin_comprehensiveness,
+    edin_curves,
+    edin_sufficiency,
+    naopc_comprehensiveness,
+    naopc_sufficiency,
+)
 from captum_layer_saliency.metrics.faithfulness import (
     ERASER_BINS,
     aopc_curves,
@@ -31,6 +42,8 @@ from captum_layer_saliency.metrics.faithfulness import (
 from captum_layer_saliency.metrics.kendall_loo import kendall_tau_b, kendall_tau_loo, leave_one_out
 from captum_layer_saliency.metrics.normalised import (
     aopc_bounds,
+    loo_bounded_comprehensiveness,
+    loo_bounded_sufficiency,
     normalise_aopc,
     normalised_comprehensiveness,
     normalised_sufficiency,
@@ -65,6 +78,8 @@ class Metric:
         ``fn(scores, rationale, valid_mask)``) or ``"word_sentiment"`` (called as
         ``fn(scores, word_ids, word_sentiment)``; see
         :func:`~captum_layer_saliency.metrics.sentiment_correlation.sentiment_correlation`).
+    protocol: the evaluation protocol the metric belongs to: ``"eraser"`` (:data:`METRICS`) or
+        ``"edin"`` (:data:`EDIN_METRICS`, Edin et al. 2024; see :mod:`.edin`).
     """
 
     name: str
@@ -73,6 +88,7 @@ class Metric:
     description: str
     fn: Callable[..., Tensor] | None = None
     inputs: str = "rationale"
+    protocol: str = ERASER
 
 
 METRICS: dict[str, Metric] = {
@@ -93,20 +109,20 @@ METRICS: dict[str, Metric] = {
             sufficiency,
         ),
         Metric(
-            "normalised_comprehensiveness",
+            "loo_bounded_comprehensiveness",
             True,
             FAITHFULNESS,
-            "comprehensiveness scaled to its per-example bounds (Edin et al. 2024; "
-            "leave-one-out orderings as the bounds)",
-            normalised_comprehensiveness,
+            "comprehensiveness scaled between the AOPCs of the leave-one-out orderings (not "
+            "Edin et al.'s NAOPC, whose bounds are the best and worst orderings)",
+            loo_bounded_comprehensiveness,
         ),
         Metric(
-            "normalised_sufficiency",
+            "loo_bounded_sufficiency",
             False,
             FAITHFULNESS,
-            "sufficiency scaled to its per-example bounds (Edin et al. 2024; "
-            "leave-one-out orderings as the bounds)",
-            normalised_sufficiency,
+            "sufficiency scaled between the AOPCs of the leave-one-out orderings (not "
+            "Edin et al.'s NAOPC, whose bounds are the best and worst orderings)",
+            loo_bounded_sufficiency,
         ),
         Metric(
             "deletion_auc",
@@ -169,6 +185,71 @@ METRICS: dict[str, Metric] = {
 }
 
 
+#: The faithfulness metrics of Edin et al.'s protocol (words masked by [MASK], the whole curve,
+#: NAOPC with exact or beam-search bounds): ``compare(..., protocol="edin")`` scores these.
+EDIN_METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "comprehensiveness",
+            True,
+            FAITHFULNESS,
+            "Edin et al.: mean over k = 1..n words of p(x) - p(top-k words masked by [MASK])",
+            edin_comprehensiveness,
+            protocol=EDIN,
+        ),
+        Metric(
+            "sufficiency",
+            False,
+            FAITHFULNESS,
+            "Edin et al.: mean over k = 1..n words of p(x) - p(only the top-k words kept)",
+            edin_sufficiency,
+            protocol=EDIN,
+        ),
+        Metric(
+            "naopc_comprehensiveness",
+            True,
+            FAITHFULNESS,
+            "Edin et al.'s NAOPC: comprehensiveness between its best and worst word orderings "
+            "(exact up to 12 words, beam search 5 above)",
+            naopc_comprehensiveness,
+            protocol=EDIN,
+        ),
+        Metric(
+            "naopc_sufficiency",
+            False,
+            FAITHFULNESS,
+            "Edin et al.'s NAOPC: sufficiency between its best and worst word orderings "
+            "(exact up to 12 words, beam search 5 above)",
+            naopc_sufficiency,
+            protocol=EDIN,
+        ),
+    )
+}
+
+
+#: Deprecated metric names -> their names now (the leave-one-out-bounded normalisation was
+#: called "normalised", which is Edin et al.'s name for exact bounds).
+METRIC_ALIASES: dict[str, str] = {
+    "normalised_comprehensiveness": "loo_bounded_comprehensiveness",
+    "normalised_sufficiency": "loo_bounded_sufficiency",
+}
+
+
+def protocol_metrics(protocol: str) -> dict[str, Metric]:
+    """The metric registry of an evaluation protocol.
+
+    Args:
+        protocol: ``"eraser"`` (token bins, deletion; the default) or ``"edin"``.
+
+    Raises:
+        ValueError: an unknown protocol.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return EDIN_METRICS if protocol == EDIN else METRICS
+
+
 def metrics_of_kind(kind: str) -> list[Metric]:
     """The metrics of one kind, in :data:`METRICS` order.
 
@@ -184,10 +265,15 @@ def metrics_of_kind(kind: str) -> list[Metric]:
 
 
 __all__ = [
+    "EDIN",
+    "EDIN_METRICS",
+    "ERASER",
     "ERASER_BINS",
     "FAITHFULNESS",
     "METRICS",
     "PLAUSIBILITY",
+    "PROTOCOLS",
+    "METRIC_ALIASES",
     "Metric",
     "aopc_bounds",
     "aopc_curves",
@@ -195,17 +281,26 @@ __all__ = [
     "average_precision",
     "comprehensiveness",
     "deletion_auc",
+    "edin_bounds",
+    "edin_comprehensiveness",
+    "edin_curves",
+    "edin_sufficiency",
     "insertion_auc",
     "iou_f1",
     "kendall_tau_b",
     "kendall_tau_loo",
     "leave_one_out",
+    "loo_bounded_comprehensiveness",
+    "loo_bounded_sufficiency",
     "log_odds",
     "merge_to_words",
     "metrics_of_kind",
+    "naopc_comprehensiveness",
+    "naopc_sufficiency",
     "normalise_aopc",
     "normalised_comprehensiveness",
     "normalised_sufficiency",
+    "protocol_metrics",
     "sentiment_correlation",
     "sufficiency",
     "token_f1_at_k",

@@ -1,4 +1,8 @@
-"""Normalised AOPC (Edin et al., 2024): AOPC scaled between its per-example bounds.
+"""Leave-one-out-bounded AOPC: AOPC scaled between the AOPCs of the leave-one-out orderings.
+
+(Until issue 23 these were ``normalised_comprehensiveness`` and ``normalised_sufficiency``; the
+old names remain as deprecated aliases. Edin et al.'s NAOPC, with the exact or beam-searched
+best and worst orderings as the bounds, is :mod:`captum_layer_saliency.metrics.edin`.)
 
 Raw AOPC (ERASER comprehensiveness and sufficiency) mixes how good an explanation is with how
 much the model's output *can* move on that example: a short, confidently classified sentence
@@ -28,6 +32,7 @@ does not move) gets NaN.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +46,8 @@ from captum_layer_saliency.metrics.kendall_loo import leave_one_out
 __all__ = [
     "aopc_bounds",
     "beyond_bounds",
+    "loo_bounded_comprehensiveness",
+    "loo_bounded_sufficiency",
     "normalise_aopc",
     "normalised_comprehensiveness",
     "normalised_sufficiency",
@@ -158,7 +165,7 @@ def _normalised(
     return normalise_aopc(curves[key].mean(-1), bounds[key])
 
 
-def normalised_comprehensiveness(
+def loo_bounded_comprehensiveness(
     forward: ForwardFunc,
     input_ids: Tensor,
     attention_mask: Tensor,
@@ -198,7 +205,7 @@ def normalised_comprehensiveness(
     return _normalised("comprehensiveness", args, bins, {**common, **model_inputs}, bounds, loo)
 
 
-def normalised_sufficiency(
+def loo_bounded_sufficiency(
     forward: ForwardFunc,
     input_ids: Tensor,
     attention_mask: Tensor,
@@ -216,19 +223,19 @@ def normalised_sufficiency(
     """Sufficiency scaled to its per-example bounds: 0 = the best ordering (↓ better).
 
     Args:
-        forward: as for :func:`normalised_comprehensiveness`.
-        input_ids: as for :func:`normalised_comprehensiveness`.
-        attention_mask: as for :func:`normalised_comprehensiveness`.
-        scores: as for :func:`normalised_comprehensiveness`.
-        target: as for :func:`normalised_comprehensiveness`.
-        special_mask: as for :func:`normalised_comprehensiveness`.
-        bins: as for :func:`normalised_comprehensiveness`.
-        batch_size: as for :func:`normalised_comprehensiveness`.
-        pad_token_id: as for :func:`normalised_comprehensiveness`.
-        replacement: as for :func:`normalised_comprehensiveness`.
-        bounds: as for :func:`normalised_comprehensiveness`.
-        loo: as for :func:`normalised_comprehensiveness`.
-        **model_inputs: as for :func:`normalised_comprehensiveness`.
+        forward: as for :func:`loo_bounded_comprehensiveness`.
+        input_ids: as for :func:`loo_bounded_comprehensiveness`.
+        attention_mask: as for :func:`loo_bounded_comprehensiveness`.
+        scores: as for :func:`loo_bounded_comprehensiveness`.
+        target: as for :func:`loo_bounded_comprehensiveness`.
+        special_mask: as for :func:`loo_bounded_comprehensiveness`.
+        bins: as for :func:`loo_bounded_comprehensiveness`.
+        batch_size: as for :func:`loo_bounded_comprehensiveness`.
+        pad_token_id: as for :func:`loo_bounded_comprehensiveness`.
+        replacement: as for :func:`loo_bounded_comprehensiveness`.
+        bounds: as for :func:`loo_bounded_comprehensiveness`.
+        loo: as for :func:`loo_bounded_comprehensiveness`.
+        **model_inputs: as for :func:`loo_bounded_comprehensiveness`.
 
     Returns:
         ``(batch,)`` in ``[0, 1]``, NaN where undefined.
@@ -236,3 +243,25 @@ def normalised_sufficiency(
     args = (forward, input_ids, attention_mask, scores, target, special_mask)
     common = {"batch_size": batch_size, "pad_token_id": pad_token_id, "replacement": replacement}
     return _normalised("sufficiency", args, bins, {**common, **model_inputs}, bounds, loo)
+
+
+def normalised_comprehensiveness(*args: Any, **kwargs: Any) -> Tensor:
+    """Deprecated name of :func:`loo_bounded_comprehensiveness` (renamed in issue 23)."""
+    warnings.warn(
+        "normalised_comprehensiveness is now loo_bounded_comprehensiveness (its bounds are the "
+        "leave-one-out orderings; Edin et al.'s NAOPC is naopc_comprehensiveness)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return loo_bounded_comprehensiveness(*args, **kwargs)
+
+
+def normalised_sufficiency(*args: Any, **kwargs: Any) -> Tensor:
+    """Deprecated name of :func:`loo_bounded_sufficiency` (renamed in issue 23)."""
+    warnings.warn(
+        "normalised_sufficiency is now loo_bounded_sufficiency (its bounds are the leave-one-out "
+        "orderings; Edin et al.'s NAOPC is naopc_sufficiency)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return loo_bounded_sufficiency(*args, **kwargs)

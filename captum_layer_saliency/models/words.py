@@ -35,6 +35,7 @@ __all__ = [
     "aggregate_to_words",
     "align_words",
     "reduce_to_words",
+    "word_index",
 ]
 
 
@@ -268,3 +269,54 @@ def aggregate_to_words(
         )
         out.append(WordScores(alignment.words, word_scores, alignment.token_words, reduce))
     return out
+
+
+def _row_words(tokenizer: Any, fast: Any, ids: list[int], special: set[int]) -> list[int]:
+    """The word index of each token of one row (``-1``: special), from the ids alone."""
+    out = [-1] * len(ids)
+    offset, start = 0, 0
+    for end in [*(i for i, t in enumerate(ids) if t in special), len(ids)]:
+        run = ids[start:end]
+        if run:
+            text = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens(run))
+            enc = fast(text, add_special_tokens=False, verbose=False)
+            words = enc.word_ids()
+            if list(enc["input_ids"]) != run or any(w is None for w in words):
+                words = list(range(len(run)))  # no round trip: each token is its own word
+            first = {w: n for n, w in enumerate(dict.fromkeys(words))}
+            renumbered = [offset + first[w] for w in words]
+            out[start:end] = renumbered
+            offset = max(renumbered) + 1
+        start = end + 1
+    return out
+
+
+def word_index(tokenizer: Any, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    """The word of every token of a batch, from the token ids alone (no text needed).
+
+    Each run of real non-special tokens is decoded and re-encoded by the fast tokenizer, whose
+    ``word_ids()`` give the words (BERT: sub-words ``##..`` join the word before them); a run that
+    does not re-encode to the same ids (rare: an ``[UNK]`` or a normaliser that changes the text)
+    counts each of its tokens as a word of its own.
+
+    Args:
+        tokenizer: the model's tokenizer (fast, or convertible to fast).
+        input_ids: ``(batch, seq)``.
+        attention_mask: ``(batch, seq)``, 1 on real tokens (default: all real).
+
+    Returns:
+        ``(batch, seq)`` long: words numbered ``0..n-1`` in order along each row, ``-1`` on
+        special tokens and padding. A row's numbering does not depend on its batch.
+    """
+    fast = _fast_tokenizer(tokenizer)
+    special = set(special_token_ids(tokenizer))
+    ids = input_ids.reshape(-1, input_ids.shape[-1])
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask.reshape(ids.shape)
+    out = torch.full(ids.shape, -1, dtype=torch.long)
+    for row in range(ids.shape[0]):
+        real = mask[row].bool().cpu()
+        row_ids = [int(i) for i in ids[row].cpu()[real]]
+        out[row, real] = torch.tensor(
+            _row_words(tokenizer, fast, row_ids, special), dtype=torch.long
+        )
+    return out.to(input_ids.device).reshape(input_ids.shape)

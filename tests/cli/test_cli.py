@@ -303,3 +303,25 @@ def test_compare_on_the_real_sst2_rows(
     rows = load_rows(out)
     assert len(rows) == 3 and all("overlap" in r["metrics"] for r in rows)
     assert all(len(r["rationale"]) == len(r["tokens"]) for r in rows)
+
+
+def test_compare_under_the_edin_protocol_then_rebuild_the_report(
+    toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "edin"
+    assert cli.main(_compare(out, "--protocol", "edin")) == 0
+    rows = load_rows(out)
+    assert len(rows) == 5 * 3
+    assert set(rows[0]["metrics"]) == {
+        "comprehensiveness",
+        "sufficiency",
+        "naopc_comprehensiveness",
+        "naopc_sufficiency",
+    }
+    assert json.loads((out / "run.json").read_text())["protocol"] == "edin"
+    (out / "summary.md").unlink()
+    assert cli.main(["report", "--out", str(out)]) == 0
+    assert "naopc_comprehensiveness" in (out / "summary.md").read_text("utf-8")
+    capsys.readouterr()
+    assert cli.main(_compare(out, "--protocol", "ferret")) == 2
+    assert "protocol must be one of ('eraser', 'edin')" in _error_line(capsys)

@@ -58,8 +58,11 @@ def test_registry_lists_every_issue_method() -> None:
         "attention_rollout",
         "random",
         "dls",
+        "decompx",
+        "loo",
     }
     assert expected <= set(B.available_methods())
+    assert B.resolve_method_name("leave-one-out") == "loo"
     for spec in B.METHODS.values():
         assert spec.kind in METHOD_KINDS
         assert spec.description

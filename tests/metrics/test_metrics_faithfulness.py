@@ -318,8 +318,8 @@ def test_metric_metadata() -> None:
     assert {m.name for m in metrics_of_kind("faithfulness")} == {
         "comprehensiveness",
         "sufficiency",
-        "normalised_comprehensiveness",
-        "normalised_sufficiency",
+        "loo_bounded_comprehensiveness",
+        "loo_bounded_sufficiency",
         "deletion_auc",
         "insertion_auc",
         "log_odds",

@@ -1,4 +1,4 @@
-"""Normalised AOPC (Edin et al. 2024) on the bag-of-tokens forward of the faithfulness tests."""
+"""Leave-one-out-bounded AOPC on the bag-of-tokens forward of the faithfulness tests."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from captum_layer_saliency.metrics import (
     aopc_bounds,
     aopc_curves,
     leave_one_out,
+    loo_bounded_comprehensiveness,
+    loo_bounded_sufficiency,
     normalise_aopc,
-    normalised_comprehensiveness,
-    normalised_sufficiency,
 )
 from captum_layer_saliency.metrics.normalised import beyond_bounds
 
@@ -58,8 +58,8 @@ def test_leave_one_out_order_scores_one_and_its_reverse_zero() -> None:
     for scores, comp, suff in ((good, 1.0, 0.0), (bad, 0.0, 1.0)):
         forward, ids, mask, s, target = _args(scores)
         args = (forward, ids, mask, s, target, _special(scores))
-        assert normalised_comprehensiveness(*args).item() == pytest.approx(comp)
-        assert normalised_sufficiency(*args).item() == pytest.approx(suff)
+        assert loo_bounded_comprehensiveness(*args).item() == pytest.approx(comp)
+        assert loo_bounded_sufficiency(*args).item() == pytest.approx(suff)
 
 
 def test_a_middle_ordering_is_between_and_matches_the_formula() -> None:
@@ -69,7 +69,7 @@ def test_a_middle_ordering_is_between_and_matches_the_formula() -> None:
     raw = aopc_curves(*args)["comprehensiveness"].mean(-1)
     bounds = aopc_bounds(forward, ids, mask, target, _special(scores))["comprehensiveness"]
     expected = (raw - bounds[:, 0]) / (bounds[:, 1] - bounds[:, 0])
-    value = normalised_comprehensiveness(*args)
+    value = loo_bounded_comprehensiveness(*args)
     assert 0.0 < value.item() < 1.0
     torch.testing.assert_close(value, expected.to(value))
 
@@ -97,8 +97,8 @@ def test_precomputed_loo_gives_the_same_bounds() -> None:
 
 
 def test_registered_with_their_direction() -> None:
-    assert METRICS["normalised_comprehensiveness"].higher_is_better
-    assert not METRICS["normalised_sufficiency"].higher_is_better
+    assert METRICS["loo_bounded_comprehensiveness"].higher_is_better
+    assert not METRICS["loo_bounded_sufficiency"].higher_is_better
 
 
 def test_the_compare_harness_reports_them(tiny_classifier: Any, tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_the_compare_harness_reports_them(tiny_classifier: Any, tmp_path: Path) 
     ]
     import datasets
 
-    names = ["comprehensiveness", "normalised_comprehensiveness", "normalised_sufficiency"]
+    names = ["comprehensiveness", "loo_bounded_comprehensiveness", "loo_bounded_sufficiency"]
     run_comparison(
         tiny_classifier,
         datasets.Dataset.from_list(data),
@@ -123,5 +123,18 @@ def test_the_compare_harness_reports_them(tiny_classifier: Any, tmp_path: Path) 
     rows = load_rows(tmp_path)
     assert len(rows) == 6
     for row in rows:
-        value = row["metrics"]["normalised_comprehensiveness"]
+        value = row["metrics"]["loo_bounded_comprehensiveness"]
         assert value is None or 0.0 <= value <= 1.0
+
+
+def test_the_old_names_still_work_with_a_deprecation_warning() -> None:
+    from captum_layer_saliency.compare.checks import check_metrics
+    from captum_layer_saliency.metrics import normalised_comprehensiveness
+
+    scores = [0.0, 3.0, 1.0, 2.0, 0.5, 0.0]
+    args = (*_args(scores), _special(scores))
+    with pytest.warns(DeprecationWarning, match="loo_bounded_comprehensiveness"):
+        old = normalised_comprehensiveness(*args)
+    assert old.item() == pytest.approx(loo_bounded_comprehensiveness(*args).item())
+    with pytest.warns(DeprecationWarning, match="now called 'loo_bounded_sufficiency'"):
+        assert check_metrics(["normalised_sufficiency"], False) == ["loo_bounded_sufficiency"]

@@ -10,6 +10,7 @@ from captum_layer_saliency.models.classifier import TokenAttributor
 __all__ = [
     "ATTENTION",
     "CONTROL",
+    "DECOMPOSITION",
     "GRADIENT",
     "LAYER",
     "METHOD_KINDS",
@@ -18,15 +19,16 @@ __all__ = [
     "SpecList",
 ]
 
-GRADIENT, PERTURBATION, ATTENTION, LAYER, CONTROL = (
+GRADIENT, PERTURBATION, ATTENTION, DECOMPOSITION, LAYER, CONTROL = (
     "gradient",
     "perturbation",
     "attention",
+    "decomposition",
     "layer",
     "control",
 )
 #: The kinds of method, in the order reports list them.
-METHOD_KINDS = (GRADIENT, PERTURBATION, ATTENTION, LAYER, CONTROL)
+METHOD_KINDS = (GRADIENT, PERTURBATION, ATTENTION, DECOMPOSITION, LAYER, CONTROL)
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class MethodSpec:
         description: one line for reports.
         factory: ``factory(clf, **options) -> TokenAttributor``; its keyword arguments are the
             method's options and their defaults.
-        kind: one of ``"gradient"``, ``"perturbation"``, ``"attention"``, ``"layer"``,
-            ``"control"``.
+        kind: one of ``"gradient"``, ``"perturbation"``, ``"attention"``,
+            ``"decomposition"``, ``"layer"``, ``"control"``.
         notes: caveats a report should print next to the method's results.
     """
 

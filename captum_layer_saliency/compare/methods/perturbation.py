@@ -1,10 +1,11 @@
-"""The perturbation family of the registry: Occlusion, LIME, Shapley value sampling, KernelSHAP.
+"""The perturbation family: Occlusion, LIME, Shapley value sampling, KernelSHAP, leave-one-out.
 
-Each perturbs whole tokens, one Captum feature per token, by *replacing* them with ``[PAD]``
-(the PAD baseline); special tokens and padding are never perturbed. (The metrics in
-:mod:`captum_layer_saliency.metrics` *delete* tokens instead.) Examples are explained one at a
-time, cut to their real tokens and seeded by content, so a sentence's scores do not depend on
-its batch.
+The Captum methods perturb whole tokens, one Captum feature per token, by *replacing* them with
+``[PAD]`` (the PAD baseline); leave-one-out replaces one word (or token) at a time by ``[MASK]``
+(``[PAD]`` where the tokenizer has no mask token); special tokens and padding are never perturbed.
+(The ERASER metrics in :mod:`captum_layer_saliency.metrics` *delete* tokens instead.) The Captum
+methods explain one example at a time, cut to its real tokens and seeded by content, so a
+sentence's scores do not depend on its batch.
 """
 
 from __future__ import annotations
@@ -20,15 +21,33 @@ from torch import Tensor
 from captum_layer_saliency.attr.attributor import Attributor, pad_baseline, resolve_token_id
 from captum_layer_saliency.compare.methods._spec import PERTURBATION, MethodSpec, SpecList
 from captum_layer_saliency.models.classifier import TextClassifier
+from captum_layer_saliency.models.inputs import forward_args
+from captum_layer_saliency.models.words import word_index
 
 __all__ = [
     "SPECS",
     "KernelShapAttributor",
+    "LeaveOneOutAttributor",
     "LimeAttributor",
     "OcclusionAttributor",
     "ShapleySamplingAttributor",
+    "mask_token_id",
     "token_feature_mask",
 ]
+
+#: The units leave-one-out removes one at a time.
+LOO_UNITS = ("word", "token")
+
+
+def mask_token_id(clf: TextClassifier, token_id: int | None = None) -> int:
+    """``token_id``, else the tokenizer's ``[MASK]``, else its ``[PAD]``.
+
+    Raises:
+        ValueError: the tokenizer has neither (pass ``token_id``).
+    """
+    if token_id is None and getattr(clf.tokenizer, "mask_token_id", None) is not None:
+        return int(clf.tokenizer.mask_token_id)
+    return resolve_token_id(clf, token_id)
 
 
 def token_feature_mask(valid: Tensor) -> Tensor:
@@ -258,6 +277,91 @@ class KernelShapAttributor(_SampledAttributor):
         return KernelShap(self.forward)
 
 
+class LeaveOneOutAttributor(Attributor):
+    """Leave-one-out: the drop of the target logit when one word (or token) is replaced.
+
+    Each unit (by default a word, as the tokenizer's word ids group the sub-words) is replaced in
+    turn by ``[MASK]`` (``[PAD]`` where the tokenizer has no mask token), ``n`` inputs per example,
+    run in batches of ``batch_size``. A word's drop is shared equally among its tokens, so the
+    token scores of a word sum to its drop. Special tokens and padding are never replaced.
+
+    Examples::
+
+        >>> from captum_layer_saliency.compare import get_method
+        >>> loo = get_method("loo", clf, unit="token")
+        >>> scores = loo.attribute(enc["input_ids"], enc["attention_mask"], target=1)
+    """
+
+    def __init__(
+        self,
+        clf: TextClassifier,
+        *,
+        seed: int = 0,
+        unit: str = "word",
+        baseline_token_id: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        """Choose the unit and the replacement token.
+
+        Args:
+            clf: the classifier bundle.
+            seed: recorded for reports (leave-one-out is deterministic).
+            unit: ``"word"`` (default) or ``"token"``.
+            baseline_token_id: the replacement (default ``[MASK]``, else ``[PAD]``).
+            batch_size: perturbed inputs per forward call.
+
+        Raises:
+            ValueError: an unknown unit, a batch size below 1, or no replacement token.
+        """
+        if unit not in LOO_UNITS:
+            raise ValueError(f"unit must be one of {LOO_UNITS}, got {unit!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        token = mask_token_id(clf, baseline_token_id)
+        super().__init__(clf, seed, unit=unit, baseline_token_id=token, batch_size=batch_size)
+        self.unit, self.token_id, self.batch_size = unit, token, batch_size
+
+    def _scores(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        target: Tensor,
+        special: Tensor,
+        valid: Tensor,
+    ) -> Tensor:
+        if self.unit == "word":
+            units = word_index(self.clf.tokenizer, input_ids, attention_mask)
+            units = torch.where(valid, units, torch.full_like(units, -1))
+        else:
+            units = torch.where(valid, valid.long().cumsum(-1) - 1, torch.full_like(input_ids, -1))
+        rows, left_out, ids = [], [], []
+        for b in range(input_ids.shape[0]):
+            for u in range(int(units[b].max()) + 1):
+                rows.append(b)
+                left_out.append(units[b] == u)
+                ids.append(torch.where(left_out[-1], self.token_id, input_ids[b]))
+        out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+        if not rows:
+            return out
+        index = torch.tensor(rows, device=input_ids.device)
+        with torch.no_grad():
+            base = self.clf.forward_func(input_ids, *self._args(attention_mask))
+            base = base.gather(-1, target.view(-1, 1))[:, 0]
+            drops = []
+            for start in range(0, len(rows), self.batch_size):
+                at = index[start : start + self.batch_size]
+                inputs = {k: v[at] for k, v in self._inputs.items()}
+                logits = self.clf.forward_func(
+                    torch.stack(ids[start : start + self.batch_size]),
+                    *forward_args(attention_mask[at], inputs),
+                )
+                drops.append(base[at] - logits.gather(-1, target[at].view(-1, 1))[:, 0])
+        drop = torch.cat(drops)
+        for n, (b, where) in enumerate(zip(rows, left_out, strict=True)):
+            out[b, where] = drop[n].float() / where.sum()
+        return out
+
+
 #: The perturbation methods, in the order they are listed.
 SPECS: SpecList = [
     (
@@ -292,5 +396,14 @@ SPECS: SpecList = [
             PERTURBATION,
         ),
         ("kshap", "kernelshap"),
+    ),
+    (
+        MethodSpec(
+            "loo",
+            "leave-one-out: each word replaced by [MASK] ([PAD] without one), n forwards",
+            LeaveOneOutAttributor,
+            PERTURBATION,
+        ),
+        ("leave_one_out",),
     ),
 ]

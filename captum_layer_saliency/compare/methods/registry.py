@@ -29,7 +29,8 @@ Batching: IG takes ``internal_batch_size``; the perturbation methods ``perturbat
 
 The methods live in one module per family: :mod:`~captum_layer_saliency.compare.methods.gradient`,
 :mod:`~captum_layer_saliency.compare.methods.perturbation`,
-:mod:`~captum_layer_saliency.compare.methods.attention` (with the ``random`` control), and this
+:mod:`~captum_layer_saliency.compare.methods.attention` (with the ``random`` control),
+:mod:`~captum_layer_saliency.compare.methods.decomposition` (DecompX), and this
 project's own in :mod:`~captum_layer_saliency.compare.methods.ours` (DLS) and
 :mod:`~captum_layer_saliency.compare.methods.lafa`. This module assembles :data:`METHODS` from
 them, in that order, and resolves names.
@@ -46,7 +47,14 @@ from typing import Any
 
 from torch import nn
 
-from captum_layer_saliency.compare.methods import attention, gradient, lafa, ours, perturbation
+from captum_layer_saliency.compare.methods import (
+    attention,
+    decomposition,
+    gradient,
+    lafa,
+    ours,
+    perturbation,
+)
 from captum_layer_saliency.compare.methods._spec import LAYER, METHOD_KINDS, MethodSpec
 from captum_layer_saliency.compare.methods.ours import ExplainerAttributor, dls_factory
 from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
@@ -191,6 +199,6 @@ def register_dls_layers(model_or_count: nn.Module | int) -> list[str]:
     return names
 
 
-for _family in (gradient, perturbation, attention, ours, lafa):
+for _family in (gradient, perturbation, attention, decomposition, ours, lafa):
     for _spec, _aliases in _family.SPECS:
         register_method(_spec, _aliases)

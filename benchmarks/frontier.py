@@ -1,0 +1,307 @@
+"""Quality against cost: DLS and the field's cheap explainers under both protocols (issue 23).
+
+Every method explains the same batches for the predicted class of the default model; each
+explanation is scored under ERASER (tokens deleted, bins 1/5/10/20/50 %) and under Edin et al.'s
+protocol (words masked by [MASK] along the whole curve, NAOPC with exact bounds up to 12 words
+and beam search above; :mod:`captum_layer_saliency.metrics.edin`):
+
+    python benchmarks/frontier.py --task sst2 --split test --stop 100
+    python benchmarks/frontier.py --task sst2 --split test --stop 200 --max-words 10  # short set
+    python benchmarks/frontier.py --task ag_news --start 200 --stop 1200
+    python benchmarks/frontier.py --task hatexplain --split test
+
+Tuning sets (choose DLS settings there only): SST-2 validation, AG News rows 0-199. Cost: seconds
+per example relative to Input x Gradient *from the same run*, and forward/backward passes per
+example (:class:`~captum_layer_saliency.models.passes.PassCounter`). Rows are appended batch by
+batch to ``<out>/rows.jsonl`` (rerun to resume; ``--summary-only`` to re-summarise); the summary,
+with paired 95 % bootstrap CIs (scipy) of DLS minus each method, goes to ``<out>/summary.json``,
+``summary.md`` and ``frontier.png`` (quality against cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from tqdm.auto import tqdm
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+COST_REFERENCE = "input_x_gradient"
+#: name -> (registry method, options)
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dls": ("dls", {}),
+    "dls_gradient": ("dls", {"layer_method": "gradient"}),
+    "integrated_gradients": ("integrated_gradients", {}),
+    "input_x_gradient": ("input_x_gradient", {}),
+    "gradient_shap": ("gradient_shap", {}),
+    "lime": ("lime", {}),
+    "occlusion": ("occlusion", {}),
+    "loo": ("loo", {}),
+    "decompx": ("decompx", {}),
+    "random": ("random", {}),
+}
+REFERENCES = ("dls", "dls_gradient")
+METRICS = (
+    "eraser_comprehensiveness",
+    "eraser_sufficiency",
+    "edin_comprehensiveness",
+    "edin_sufficiency",
+    "naopc_comprehensiveness",
+    "naopc_sufficiency",
+)
+HIGHER_IS_BETTER = {m: "comprehensiveness" in m for m in METRICS}
+#: Rows are explained in chunks of this many consecutive rows, so a prefix of a run is a prefix
+#: of the data (not its longest texts).
+CHUNK = 32
+
+
+def load_texts(task: str, split: str | None, start: int, stop: int | None) -> list[str]:
+    """The texts of a task's split, rows ``start:stop``, through the package's loaders."""
+    if task == "sst2":
+        from captum_layer_saliency.data.sst2 import load_sst2
+
+        data = load_sst2(split or "validation")
+    elif task == "ag_news":
+        from captum_layer_saliency.data.ag_news import load_ag_news
+
+        data = load_ag_news(split or "heldout")
+    else:
+        from captum_layer_saliency.data.hatexplain import load_hatexplain
+
+        data = load_hatexplain(split or "test")
+    return list(data["text"])[start:stop]
+
+
+def _scores(clf: Any, ids: torch.Tensor, mask: torch.Tensor, special: torch.Tensor, target: Any):
+    """Both protocols' metrics of ``scores`` -> a function of the method's scores."""
+    from captum_layer_saliency.metrics import aopc_curves
+    from captum_layer_saliency.metrics.edin import edin_bounds, edin_curves, replacement_token_id
+    from captum_layer_saliency.metrics.normalised import normalise_aopc
+    from captum_layer_saliency.models.words import word_index
+
+    forward = clf.forward_func
+    pad = clf.tokenizer.pad_token_id
+    edin = {
+        "word_ids": word_index(clf.tokenizer, ids, mask),
+        "mask_token_id": replacement_token_id(clf.tokenizer),
+    }
+    bounds = edin_bounds(forward, ids, mask, target, special, **edin)
+
+    def metrics(scores: torch.Tensor) -> dict[str, list[float]]:
+        eraser = aopc_curves(forward, ids, mask, scores, target, special, pad_token_id=pad)
+        curves = edin_curves(forward, ids, mask, scores, target, special, **edin)
+        out: dict[str, list[float]] = {}
+        for key in ("comprehensiveness", "sufficiency"):
+            value = curves[key].nanmean(-1)
+            out[f"eraser_{key}"] = eraser[key].mean(-1).tolist()
+            out[f"edin_{key}"] = value.tolist()
+            out[f"naopc_{key}"] = normalise_aopc(value, bounds[key].to(value)).tolist()
+        return out
+
+    return metrics, bounds["exact"].tolist()
+
+
+def run(args: argparse.Namespace) -> None:
+    """Explain and score every batch not yet in ``rows.jsonl``."""
+    from captum_layer_saliency import load_default
+    from captum_layer_saliency.compare.methods.registry import PassCounter, get_method
+    from captum_layer_saliency.compare.runner import batch_plan
+
+    clf = load_default(args.task)
+    texts = load_texts(args.task, args.split, args.start, args.stop)
+    rows_index = [args.start + i for i in range(len(texts))]
+    if args.max_words:  # Edin et al.'s "short" sets: texts whose NAOPC bounds are exact
+        kept = [i for i, t in enumerate(texts) if len(t.split()) <= args.max_words]
+        texts, rows_index = [texts[i] for i in kept], [rows_index[i] for i in kept]
+    names = args.methods.split(",") if args.methods else list(METHODS)
+    methods = {n: get_method(METHODS[n][0], clf, **METHODS[n][1]) for n in names}
+    for method in methods.values():
+        prepare = getattr(method, "prepare", None)
+        if callable(prepare):
+            prepare([])  # the default models carry DLS's layer choice
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k != "summary_only"}
+    config.update(methods=names, n_texts=len(texts))
+    rows_path = out / "rows.jsonl"
+    if rows_path.exists() and (out / "config.json").exists():
+        old = json.loads((out / "config.json").read_text())
+        keys = ("task", "split", "start", "stop", "methods", "batch_size", "max_words")
+        if any(old.get(k) != config.get(k) for k in keys):
+            raise SystemExit(f"{out} holds rows of another configuration; use another --out")
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    done: set[int] = set()
+    if rows_path.exists():
+        for line in rows_path.read_text().splitlines():
+            try:
+                done.add(json.loads(line)["batch"])
+            except (json.JSONDecodeError, KeyError):
+                continue  # a torn last line: that batch reruns
+    plan = [
+        [start + i for i in batch]
+        for start in range(0, len(texts), CHUNK)
+        for batch in batch_plan(texts[start : start + CHUNK], args.batch_size)
+    ]
+    with rows_path.open("a") as sink:
+        for batch_no, positions in enumerate(tqdm(plan, desc=args.task)):
+            if batch_no in done:
+                continue
+            enc = clf.encode([texts[i] for i in positions], truncation="truncate")
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            special = clf.special_mask(ids)
+            with torch.no_grad():
+                target = clf.forward_func(ids, mask).argmax(-1)
+            metrics, exact = _scores(clf, ids, mask, special, target)
+            row: dict[str, Any] = {
+                "batch": batch_no,
+                "index": [rows_index[i] for i in positions],
+                "n_tokens": mask.sum(-1).tolist(),
+                "exact_bounds": exact,
+                "methods": {},
+            }
+            for name, method in methods.items():
+                t0 = time.perf_counter()
+                with PassCounter(clf.model) as counter:
+                    scores = method.attribute(ids, mask, target)
+                seconds = time.perf_counter() - t0
+                scores = scores.float().masked_fill(~(mask.bool() & ~special), 0.0)
+                with torch.no_grad():
+                    values = metrics(scores)
+                row["methods"][name] = {
+                    "seconds": seconds / len(positions),
+                    **counter.per_example(len(positions)),
+                    **values,
+                }
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+
+
+def _paired_ci(diff: np.ndarray) -> tuple[float, float, float]:
+    diff = diff[np.isfinite(diff)]
+    if diff.size < 2:
+        return float("nan"), float("nan"), float("nan")
+    res = stats.bootstrap(
+        (diff,), np.mean, n_resamples=2000, method="percentile", random_state=0
+    ).confidence_interval
+    return float(diff.mean()), float(res.low), float(res.high)
+
+
+def summarise(out: Path) -> dict[str, Any]:
+    """Means, cost relative to Input x Gradient, paired CIs of DLS minus each method."""
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line]
+    names = list(rows[0]["methods"])
+    per: dict[str, dict[str, np.ndarray]] = {}
+    for name in names:
+        cols = {m: [] for m in (*METRICS, "seconds", "forwards", "backwards")}
+        for row in rows:
+            r = row["methods"][name]
+            n = len(row["index"])
+            for m in METRICS:
+                cols[m] += [np.nan if v is None else v for v in r[m]]
+            for m in ("seconds", "forwards", "backwards"):
+                cols[m] += [r.get(m, np.nan)] * n
+        per[name] = {m: np.asarray(v, dtype=np.float64) for m, v in cols.items()}
+    ref_seconds = per[COST_REFERENCE]["seconds"].mean() if COST_REFERENCE in per else np.nan
+    summary: dict[str, Any] = {
+        "n": len(per[names[0]]["seconds"]),
+        "exact_bounds": int(sum(sum(r["exact_bounds"]) for r in rows)),
+        "methods": {},
+    }
+    for name in names:
+        entry = {m: float(np.nanmean(per[name][m])) for m in METRICS}
+        entry["seconds"] = float(per[name]["seconds"].mean())
+        entry["cost_vs_ixg"] = float(entry["seconds"] / ref_seconds)
+        entry["forwards"] = float(np.nanmean(per[name]["forwards"]))
+        entry["backwards"] = float(np.nanmean(per[name]["backwards"]))
+        for ref in REFERENCES:
+            if ref in per and ref != name:
+                entry[f"{ref}_minus"] = {m: _paired_ci(per[ref][m] - per[name][m]) for m in METRICS}
+        summary["methods"][name] = entry
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(markdown(summary))
+    _plot(summary, out / "frontier.png")
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as markdown tables (one per protocol)."""
+    lines = [f"n = {summary['n']} (exact NAOPC bounds for {summary['exact_bounds']})", ""]
+    for title, keys in (
+        ("ERASER", ("eraser_comprehensiveness", "eraser_sufficiency")),
+        ("Edin", ("edin_comprehensiveness", "edin_sufficiency", "naopc_comprehensiveness")),
+    ):
+        head = " | ".join(k.split("_", 1)[1] if title == "ERASER" else k for k in keys)
+        lines += [
+            f"**{title}**",
+            "",
+            f"| method | cost vs IxG | {head} | DLS - method ({keys[0]}) [95 % CI] |",
+            "|---|---|" + "---|" * len(keys) + "---|",
+        ]
+        ordered = sorted(summary["methods"].items(), key=lambda kv: -kv[1][keys[0]])
+        for name, e in ordered:
+            ci = e.get("dls_minus", {}).get(keys[0])
+            diff = f"{ci[0]:+.3f} [{ci[1]:+.3f}, {ci[2]:+.3f}]" if ci else "—"
+            vals = " | ".join(f"{e[k]:.3f}" for k in keys)
+            lines.append(f"| {name} | {e['cost_vs_ixg']:.2f}x | {vals} | {diff} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("eraser_comprehensiveness", "naopc_comprehensiveness"), strict=True):
+        for name, e in summary["methods"].items():
+            ax.scatter(e["cost_vs_ixg"], e[key])
+            ax.annotate(name, (e["cost_vs_ixg"], e[key]), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per example / Input x Gradient's (log)")
+        ax.set_ylabel(key.replace("_", " "))
+    fig.suptitle(f"quality against cost (n = {summary['n']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Parse the arguments, run (unless ``--summary-only``) and summarise."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", choices=("sst2", "ag_news", "hatexplain"), default="sst2")
+    p.add_argument("--split")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--stop", type=int)
+    p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--max-words",
+        type=int,
+        help="keep only the texts of at most this many (whitespace) words, as Edin et al.'s "
+        "short sets (exact NAOPC bounds up to 12 words; beam search costs ~10 n^2 forwards)",
+    )
+    p.add_argument("--out")
+    p.add_argument("--summary-only", action="store_true")
+    args = p.parse_args()
+    if args.out is None:
+        args.out = f"benchmarks/results/frontier/{args.task}_{args.split}_{args.start}_{args.stop}"
+    torch.set_num_threads(1)
+    if not args.summary_only:
+        run(args)
+    print(markdown(summarise(Path(args.out))))
+
+
+if __name__ == "__main__":
+    main()
