@@ -273,6 +273,7 @@ def build_defaults(
     fast: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     num_threads: int | None = None,
+    backbone: str = "minilm",
 ) -> dict[str, Any]:
     """Build the MLM head and the classifiers for ``tasks`` into an artifact directory.
 
@@ -293,6 +294,10 @@ def build_defaults(
             more threads than free cores torch's threads wait on each other and training slows
             down several times (measured on a shared 2-core machine: 5 vs 1.5 head steps/s),
             and because floating-point results, hence the artifacts' bits, depend on it.
+        backbone: ``"minilm"`` (the defaults above) or ``"smollm2"``: LoRA on SmolLM2-135M's
+            top blocks and a score head for ``sst2`` / ``ag_news``
+            (:func:`captum_layer_saliency.zoo.smollm2.build_smollm2`; needs the extra
+            ``smollm2``), written with ``smollm2_manifest.json`` into the same directory.
 
     Returns:
         ``{"dir", "built", "entries", "coherence"}``: the directory, what was (re)built, and
@@ -301,6 +306,10 @@ def build_defaults(
     Raises:
         ValueError: an unknown task.
     """
+    if backbone == "smollm2":
+        return _build_smollm2_defaults(tasks, force, fast, cache_dir, num_threads)
+    if backbone != "minilm":
+        raise ValueError(f"unknown backbone {backbone!r}; expected 'minilm' or 'smollm2'")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; expected some of {TASKS}")
@@ -340,6 +349,42 @@ def build_defaults(
     }
 
 
+def _build_smollm2_defaults(
+    tasks: Sequence[str],
+    force: bool,
+    fast: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    num_threads: int | None,
+) -> dict[str, Any]:
+    """The ``backbone="smollm2"`` branch of :func:`build_defaults`."""
+    from captum_layer_saliency.zoo import smollm2
+
+    unknown = [t for t in tasks if t not in smollm2.SMOLLM2_LABELS]
+    if unknown:
+        raise ValueError(
+            f"no SmolLM2 default for task(s) {unknown}; expected some of "
+            f"{list(smollm2.SMOLLM2_LABELS)}"
+        )
+    config = smollm2.SmolLM2BuildConfig.tiny() if fast else smollm2.SmolLM2BuildConfig()
+    directory = resolve_cache_dir(cache_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads or 1)
+    built: list[str] = []
+    entries: dict[str, Any] = {}
+    try:
+        for task in tasks:
+            if not force and smollm2.artifact_valid(directory, task, config):
+                continue
+            logger.info("building the SmolLM2 %s classifier into %s", task, directory)
+            entries[task] = smollm2.build_smollm2(
+                task, directory, config, cache_dir=cache_dir, log=logger.info
+            )["measurements"]
+            built.append(task)
+    finally:
+        torch.set_num_threads(threads)
+    return {"dir": str(directory), "built": built, "entries": entries, "coherence": None}
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -356,6 +401,12 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     parser.add_argument(
+        "--backbone",
+        default="minilm",
+        choices=("minilm", "smollm2"),
+        help="minilm (default) or smollm2: LoRA on SmolLM2-135M (sst2, ag_news; extra smollm2)",
+    )
+    parser.add_argument(
         "--cache-dir",
         default=None,
         help=f"output directory (default ${CACHE_ENV} or {DEFAULT_CACHE_DIR})",
@@ -369,7 +420,7 @@ def build_options(args: argparse.Namespace) -> dict[str, Any]:
         args: parsed by a parser given :func:`add_build_arguments`.
 
     Returns:
-        ``tasks``, ``force``, ``fast``, ``cache_dir`` and ``num_threads``.
+        ``tasks``, ``force``, ``fast``, ``cache_dir``, ``num_threads`` and ``backbone``.
     """
     return {
         "tasks": list(args.tasks),
@@ -377,6 +428,7 @@ def build_options(args: argparse.Namespace) -> dict[str, Any]:
         "fast": args.fast,
         "cache_dir": args.cache_dir,
         "num_threads": args.threads,
+        "backbone": getattr(args, "backbone", "minilm"),
     }
 
 

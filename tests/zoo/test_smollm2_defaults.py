@@ -1,0 +1,85 @@
+"""The SmolLM2 defaults: the cached-lower-states training path equals the full model (tiny random
+Llama), artifacts are named after the classifier's own linears, loading never trains; and the
+shipped classifier on real weights where the extra is installed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers as T
+from tiny_models import family_configs
+
+from captum_layer_saliency.zoo import smollm2 as Z
+from captum_layer_saliency.zoo._lora import add_lora, lora_state, merge_lora
+from captum_layer_saliency.zoo.load import CorruptArtifactError, MissingArtifactError
+
+
+@pytest.fixture(scope="module")
+def tiny() -> T.LlamaForSequenceClassification:
+    config = family_configs()["llama"]
+    config.num_labels = 3
+    config.pad_token_id = 0
+    config.num_hidden_layers = 4
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return T.LlamaForSequenceClassification(config).eval()
+
+
+def right_padded() -> tuple[torch.Tensor, torch.Tensor]:
+    rows = [[5, 9, 13, 7, 22], [31, 4], [8, 8, 40]]
+    ids = torch.tensor([r + [0] * (5 - len(r)) for r in rows])
+    return ids, torch.tensor([len(r) for r in rows])
+
+
+@pytest.mark.parametrize("split", [0, 2, 3])
+def test_lower_states_then_upper_stack_equal_the_full_model(tiny, split: int) -> None:
+    ids, lengths = right_padded()
+    with torch.no_grad():
+        expected = tiny(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        lower = Z._run_blocks(tiny, tiny.model.embed_tokens(ids), 0, split)
+        got = Z._UpperStack(tiny, split)(lower, lengths)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_trained_factors_merge_into_the_classifiers_own_linears(tiny) -> None:
+    """Factors saved under the block-list index are renamed to ``model.layers.<i>`` and merging
+    them into a plain copy reproduces the adapted upper stack."""
+    split = 2
+    adapted = T.LlamaForSequenceClassification(tiny.config).eval()
+    adapted.load_state_dict(tiny.state_dict())
+    upper = Z._UpperStack(adapted, split)
+    add_lora(upper.blocks, Z._LORA_TARGETS, rank=2, alpha=4.0)
+    with torch.no_grad():
+        for name, p in upper.blocks.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.1)
+    ids, lengths = right_padded()
+    with torch.no_grad():
+        expected = upper(Z._run_blocks(adapted, adapted.model.embed_tokens(ids), 0, split), lengths)
+    state = {Z._rename(k, split): v for k, v in lora_state(upper.blocks).items()}
+    assert all(".model.layers.2." in k or ".model.layers.3." in k for k in state)
+    plain = T.LlamaForSequenceClassification(tiny.config).eval()
+    plain.load_state_dict(tiny.state_dict())
+    assert merge_lora(plain, state, 2.0) == 2 * len(Z._LORA_TARGETS)
+    with torch.no_grad():
+        got = plain(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_loading_never_trains_missing_and_corrupt_artifacts(tmp_path) -> None:
+    with pytest.raises(MissingArtifactError, match="build-defaults --backbone smollm2"):
+        Z.load_smollm2_default("sst2", artifacts_dir=tmp_path)
+    (tmp_path / Z.SMOLLM2_MANIFEST).write_text(json.dumps({"entries": {}}))
+    with pytest.raises(MissingArtifactError, match="no SmolLM2 sst2 entry"):
+        Z.load_smollm2_default("sst2", artifacts_dir=tmp_path)
+    entry = {"file": Z.smollm2_artifact_name("sst2"), "sha256": "0" * 64}
+    (tmp_path / Z.SMOLLM2_MANIFEST).write_text(json.dumps({"entries": {"sst2": entry}}))
+    with pytest.raises(MissingArtifactError, match="is missing"):
+        Z.load_smollm2_default("sst2", artifacts_dir=tmp_path)
+    (tmp_path / entry["file"]).write_bytes(b"not the trained file")
+    with pytest.raises(CorruptArtifactError, match="sha256"):
+        Z.load_smollm2_default("sst2", artifacts_dir=tmp_path)
+    with pytest.raises(ValueError, match="no SmolLM2 default for task 'hatexplain'"):
+        Z.load_smollm2_default("hatexplain", artifacts_dir=tmp_path)
