@@ -54,6 +54,7 @@ __all__ = [
     "SmolLM2BuildConfig",
     "artifact_valid",
     "build_smollm2",
+    "fit_smollm2_selection",
     "load_smollm2_default",
     "smollm2_artifact_name",
     "smollm2_directory",
@@ -401,7 +402,7 @@ def _save(
 def artifact_valid(directory: Path, task: str, config: SmolLM2BuildConfig) -> bool:
     """Whether ``directory`` holds a checked artifact of ``task`` built with ``config``."""
     try:
-        entry = _entry(directory, task)
+        _, entry = _entry(directory, task)
     except (MissingArtifactError, CorruptArtifactError):
         return False
     return bool(entry.get("config") == asdict(config))
@@ -410,7 +411,7 @@ def artifact_valid(directory: Path, task: str, config: SmolLM2BuildConfig) -> bo
 # -- loading (never trains) ----------------------------------------------------------------------
 
 
-def _entry(directory: Path, task: str) -> dict[str, Any]:
+def _entry(directory: Path, task: str) -> tuple[dict[str, Any], dict[str, Any]]:
     fix = f"Build it with `{_BUILD.format(task=task)}`"
     manifest_path = directory / SMOLLM2_MANIFEST
     if not manifest_path.is_file():
@@ -467,6 +468,15 @@ def load_smollm2_default(
         MissingArtifactError / CorruptArtifactError / StaleArtifactError: see
             :mod:`captum_layer_saliency.zoo.load`; loading never trains.
     """
+    return _load(task, artifacts_dir, cache_dir, stored_selection=True)
+
+
+def _load(
+    task: str,
+    artifacts_dir: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    stored_selection: bool,
+) -> TextClassifier:
     _check_task(task)
     from safetensors import safe_open
 
@@ -478,7 +488,7 @@ def load_smollm2_default(
     )
 
     directory = Path(artifacts_dir) if artifacts_dir is not None else PACKAGED_DIR
-    entry = _entry(directory, task)
+    manifest, entry = _entry(directory, task)
     path = directory / entry["file"]
     fix = f"Rebuild it with `{_BUILD.format(task=task)}`"
     gguf = smollm2_gguf()
@@ -501,6 +511,11 @@ def load_smollm2_default(
     merge_lora(model, tensors, config.scaling)
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {name: i for i, name in enumerate(labels)}
+    if stored_selection:
+        # Imported here: load.py imports this module on use.
+        from captum_layer_saliency.zoo.load import apply_stored_selection
+
+        apply_stored_selection(model, manifest, task)
     return TextClassifier(
         model=model.eval(),
         tokenizer=smollm2_tokenizer("right", cache_dir=cache_dir),
@@ -509,3 +524,59 @@ def load_smollm2_default(
         name=f"smollm2-{task}",
         max_length=128,
     )
+
+
+#: Unlabelled training texts that fix each SmolLM2 default's stored layer selection.
+SELECTION_TEXTS = {"sst2": 128, "ag_news": 32}
+
+
+def fit_smollm2_selection(
+    task: str,
+    artifacts_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    n_texts: int | None = None,
+) -> dict[str, Any]:
+    """Choose a SmolLM2 default's DLS layer on unlabelled training texts and store it.
+
+    The score is the family's (:func:`~captum_layer_saliency.attr.coherence.
+    default_coherence_score`: ``next_token_recovery`` for Llama) with the library's default
+    rule; the texts are the task's default corpus (training texts, seed 0; labels unused).
+    The selection goes into ``smollm2_manifest.json`` under ``"selection"``, tied to the
+    artifact's sha256, and :func:`load_smollm2_default` puts it in the model's config.
+
+    Args:
+        task: ``"sst2"`` or ``"ag_news"``.
+        artifacts_dir: the artifact directory (default: the packaged one).
+        cache_dir: the package cache (the dequantised backbone).
+        n_texts: calibration texts (default :data:`SELECTION_TEXTS`).
+
+    Returns:
+        The stored selection.
+    """
+    from captum_layer_saliency.attr.coherence import (
+        LayerCoherenceSelector,
+        default_coherence_score,
+    )
+    from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
+    from captum_layer_saliency.data.corpora import default_corpus
+
+    directory = Path(artifacts_dir) if artifacts_dir is not None else PACKAGED_DIR
+    clf = _load(task, directory, cache_dir, stored_selection=False)
+    assert clf.lm_head is not None
+    texts = default_corpus(task, size=n_texts or SELECTION_TEXTS[task])
+    selector = LayerCoherenceSelector(score=default_coherence_score(clf.model))
+    dls = DecodedLayerSaliency.for_model(
+        clf.model, clf.lm_head, clf.tokenizer, selector=selector, calibration_texts=texts
+    )
+    assert dls.selection_ is not None
+    selection = dls.selection_.to_dict()
+    selection["calibration"] = (
+        f"{len(texts)} unlabelled {task} training texts (default_corpus, seed 0; "
+        f"{selection['n_positions']} word tokens)"
+    )
+    manifest, entry = _entry(directory, task)
+    selection["model_sha256"] = entry["sha256"]
+    manifest.setdefault("selection", {})[task] = selection
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    atomic_write(directory / SMOLLM2_MANIFEST, lambda p: p.write_text(text))
+    return selection

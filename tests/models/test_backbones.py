@@ -115,3 +115,31 @@ def test_tiny_llama_pads_left_or_right_alike() -> None:
     with torch.no_grad():
         one = torch.cat([forward(torch.tensor([r]), torch.ones(1, len(r)).long()) for r in rows])
     torch.testing.assert_close(out["left"], one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_llama_layer_gradients_equal_under_eager_and_sdpa(side: str) -> None:
+    """DLS reads gradients at a block; they must not depend on the attention kernel."""
+    from captum_layer_saliency.models.capture import layer_gradients_and_outputs
+
+    config = family_configs()["llama"]
+    config.num_labels = 2
+    config.pad_token_id = 0
+    config.num_hidden_layers = 3
+    grads = {}
+    for kernel in ("eager", "sdpa"):
+        config._attn_implementation = kernel
+        torch.manual_seed(0)
+        model = T.LlamaForSequenceClassification(config).eval()
+        forward = TextClassifier(model, None).forward_func
+        rows = [[5, 9, 13, 7, 22], [31, 4]]
+        padded = [
+            [0] * (5 - len(r)) + r if side == "left" else r + [0] * (5 - len(r)) for r in rows
+        ]
+        ids = torch.tensor(padded)
+        layers = find_model_parts(model).layers
+        grads[kernel], _ = layer_gradients_and_outputs(
+            forward, layers, ids, target=1, additional_forward_args=((ids != 0).long(),)
+        )
+    for eager, sdpa in zip(grads["eager"], grads["sdpa"], strict=True):
+        torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-6)

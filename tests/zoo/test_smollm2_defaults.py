@@ -83,3 +83,31 @@ def test_loading_never_trains_missing_and_corrupt_artifacts(tmp_path) -> None:
         Z.load_smollm2_default("sst2", artifacts_dir=tmp_path)
     with pytest.raises(ValueError, match="no SmolLM2 default for task 'hatexplain'"):
         Z.load_smollm2_default("hatexplain", artifacts_dir=tmp_path)
+
+
+def _shipped(task: str) -> bool:
+    from captum_layer_saliency.models import backbones
+
+    manifest = Z.PACKAGED_DIR / Z.SMOLLM2_MANIFEST
+    return (
+        backbones.smollm2_available()
+        and manifest.is_file()
+        and task in json.loads(manifest.read_text()).get("entries", {})
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not _shipped("sst2"), reason="the extra `smollm2` or the SmolLM2 SST-2 artifact is missing"
+)
+def test_load_default_smollm2_sst2_on_real_weights() -> None:
+    from captum_layer_saliency.zoo.load import load_default
+
+    clf = load_default("sst2", backbone="smollm2")
+    assert clf.labels == ["negative", "positive"] and not clf.model.training
+    assert clf.model.config.model_type == "llama" and clf.lm_head is not None
+    assert clf.model.config._attn_implementation == "eager"
+    got = clf.predict(["a gripping , funny and moving film .", "a dull , lifeless mess ."])
+    assert got == ["positive", "negative"]
+    entry = json.loads((Z.PACKAGED_DIR / Z.SMOLLM2_MANIFEST).read_text())["entries"]["sst2"]
+    assert entry["bytes"] < 5e6 and entry["measurements"]["eval_accuracy"] >= 0.80
