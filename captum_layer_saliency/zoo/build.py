@@ -397,7 +397,11 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="tiny build for tests (useless models)")
     parser.add_argument("--force", action="store_true", help="rebuild even valid artifacts")
     parser.add_argument(
-        "--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="the classifiers to build"
+        "--tasks",
+        nargs="+",
+        default=None,
+        choices=TASKS,
+        help="the classifiers to build (default: every task of the backbone)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     parser.add_argument(
@@ -422,13 +426,20 @@ def build_options(args: argparse.Namespace) -> dict[str, Any]:
     Returns:
         ``tasks``, ``force``, ``fast``, ``cache_dir``, ``num_threads`` and ``backbone``.
     """
+    backbone = getattr(args, "backbone", "minilm")
+    if args.tasks is not None:
+        tasks = list(args.tasks)
+    elif backbone == "smollm2":
+        tasks = ["sst2", "ag_news"]
+    else:
+        tasks = list(TASKS)
     return {
-        "tasks": list(args.tasks),
+        "tasks": tasks,
         "force": args.force,
         "fast": args.fast,
         "cache_dir": args.cache_dir,
         "num_threads": args.threads,
-        "backbone": getattr(args, "backbone", "minilm"),
+        "backbone": backbone,
     }
 
 

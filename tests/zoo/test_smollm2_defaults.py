@@ -111,3 +111,22 @@ def test_load_default_smollm2_sst2_on_real_weights() -> None:
     assert got == ["positive", "negative"]
     entry = json.loads((Z.PACKAGED_DIR / Z.SMOLLM2_MANIFEST).read_text())["entries"]["sst2"]
     assert entry["bytes"] < 5e6 and entry["measurements"]["eval_accuracy"] >= 0.80
+
+
+def test_build_options_and_bad_backbone_inputs() -> None:
+    import argparse
+
+    from captum_layer_saliency.zoo import build
+    from captum_layer_saliency.zoo.load import TASKS, load_default
+
+    parser = argparse.ArgumentParser()
+    build.add_build_arguments(parser)
+    assert build.build_options(parser.parse_args([]))["tasks"] == list(TASKS)
+    options = build.build_options(parser.parse_args(["--backbone", "smollm2"]))
+    assert options["tasks"] == ["sst2", "ag_news"] and options["backbone"] == "smollm2"
+    with pytest.raises(ValueError, match="no SmolLM2 default for task"):
+        build.build_defaults(tasks=["hatexplain"], backbone="smollm2")
+    with pytest.raises(ValueError, match="unknown backbone 'gpt'"):
+        build.build_defaults(backbone="gpt")
+    with pytest.raises(ValueError, match="unknown backbone 'gpt'"):
+        load_default("sst2", backbone="gpt")
