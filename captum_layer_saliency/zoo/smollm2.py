@@ -527,7 +527,7 @@ def _load(
 
 
 #: Unlabelled training texts that fix each SmolLM2 default's stored layer selection.
-SELECTION_TEXTS = {"sst2": 128, "ag_news": 32}
+SELECTION_TEXTS = {"sst2": 64, "ag_news": 32}
 
 
 def fit_smollm2_selection(
