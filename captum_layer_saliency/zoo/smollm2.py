@@ -428,7 +428,7 @@ def _entry(directory: Path, task: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise MissingArtifactError(f"{path} is missing", path, fix)
     if sha256_file(path) != entry["sha256"]:
         raise CorruptArtifactError(f"{path}'s sha256 differs from {SMOLLM2_MANIFEST}'s", path, fix)
-    return entry
+    return manifest, entry
 
 
 def smollm2_directory(task: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
