@@ -4,6 +4,7 @@ shipped classifier on real weights where the extra is installed."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -130,3 +131,38 @@ def test_build_options_and_bad_backbone_inputs() -> None:
         build.build_defaults(backbone="gpt")
     with pytest.raises(ValueError, match="unknown backbone 'gpt'"):
         load_default("sst2", backbone="gpt")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not _shipped("sst2"), reason="the extra `smollm2` or the SmolLM2 SST-2 artifact is missing"
+)
+def test_smollm2_default_layer_gradients_equal_under_eager_and_sdpa() -> None:
+    """The shipped model uses eager attention; SDPA (transformers' default) gives the same
+    gradients at every layer, with right or left padding."""
+    from captum_layer_saliency.models.capture import layer_gradients_and_outputs
+    from captum_layer_saliency.models.classifier import TextClassifier
+    from captum_layer_saliency.models.surgery import find_model_parts
+    from captum_layer_saliency.zoo.load import load_default
+
+    eager = load_default("sst2", backbone="smollm2")
+    sdpa = copy.deepcopy(eager.model)
+    sdpa.set_attn_implementation("sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    texts = ["a gripping , funny film .", "dull .", "not bad at all , and often moving ."]
+    for side in ("right", "left"):
+        eager.tokenizer.padding_side = side
+        enc = eager.tokenizer(texts, padding=True, return_tensors="pt")
+        grads = []
+        for model in (eager.model, sdpa):
+            forward = TextClassifier(model, eager.tokenizer).forward_func
+            g, _ = layer_gradients_and_outputs(
+                forward,
+                find_model_parts(model).layers,
+                enc["input_ids"],
+                target=1,
+                additional_forward_args=(enc["attention_mask"],),
+            )
+            grads.append(g)
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5 * float(a.abs().max()))
