@@ -112,6 +112,10 @@ def test_load_default_smollm2_sst2_on_real_weights() -> None:
     assert got == ["positive", "negative"]
     entry = json.loads((Z.PACKAGED_DIR / Z.SMOLLM2_MANIFEST).read_text())["entries"]["sst2"]
     assert entry["bytes"] < 5e6 and entry["measurements"]["eval_accuracy"] >= 0.80
+    # the stored selection: the family's score, 31 candidate layers, not the embeddings
+    stored = clf.model.config.dls_layer_selection
+    assert stored["score"] == "next_token_recovery" and len(stored["scores"]) == 31
+    assert stored["layer"] != 0
 
 
 def test_build_options_and_bad_backbone_inputs() -> None:
