@@ -17,7 +17,7 @@ from captum_layer_saliency.attr import _calibration as cal
 from captum_layer_saliency.attr._aggregation import AGGREGATIONS
 from captum_layer_saliency.attr._layers import check_layers_in_model, model_layers, resolve_layers
 from captum_layer_saliency.attr._mapping import check_mapping_options
-from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
+from captum_layer_saliency.attr.coherence import LayerCoherenceSelector, default_coherence_score
 from captum_layer_saliency.models.classifier import classifier_forward, special_token_ids
 from captum_layer_saliency.models.heads import check_head_compatible, load_lm_head
 from captum_layer_saliency.models.inputs import check_not_data_parallel
@@ -107,7 +107,9 @@ def for_model_parts(
     chosen = resolve_layers(layers, modules, names, indices)
     check_layers_in_model(chosen, model)
     if selector == "default":
-        selector = LayerCoherenceSelector(head) if len(chosen) > 1 else None
+        # The family's coherence score: next-token recovery for causal LMs (issue 24).
+        score = default_coherence_score(model)
+        selector = LayerCoherenceSelector(head, score=score) if len(chosen) > 1 else None
     elif isinstance(selector, str):
         raise ValueError("selector must be a LayerCoherenceSelector, None or 'default'")
     if tokenizer is not None and "special_token_ids" not in options:

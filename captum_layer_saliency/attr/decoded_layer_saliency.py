@@ -298,7 +298,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerMethodMixin, LayerAttribution, G
             layers: one layer index (0 = embeddings, ``l`` = block ``l``) or module, which gives
                 a single map (a tensor); or a list of them as candidates; default: all layers.
             selector: a selector, ``None`` for one map per layer, or ``"default"`` for
-                ``LayerCoherenceSelector()`` (``self_recovery`` score, ``elbow`` rule).
+                ``LayerCoherenceSelector()`` (the family's score: ``self_recovery``, or
+                ``next_token_recovery`` for a causal LM; ``elbow`` rule).
             calibration_texts: unlabelled in-domain texts (plain strings) to choose the layer
                 from at construction; they override a stored selection. They should hold at
                 least ``calibration_tokens`` word tokens (default 2,000, about 100 SST-2

@@ -145,3 +145,16 @@ def test_selector_fit_matches_a_hand_count_and_batches_alike(tiny_llama) -> None
             hits = (top1[:, :-1] == padded[:, 1:]) & mask[:, 1:].bool()
             expected.append(float(hits.sum()) / float(mask.sum()))
     torch.testing.assert_close(batched.scores_[:-1], torch.tensor(expected))
+
+
+def test_for_model_picks_the_familys_score(tiny_llama) -> None:
+    from tiny_models import tiny_bert
+
+    from captum_layer_saliency import DecodedLayerSaliency
+
+    clf, lm = tiny_llama
+    dls = DecodedLayerSaliency.for_model(clf, load_lm_head(lm, model=clf))
+    assert dls.selector is not None and dls.selector.score == "next_token_recovery"
+    bert, mlm = tiny_bert()
+    dls = DecodedLayerSaliency.for_model(bert, load_lm_head(mlm, model=bert))
+    assert dls.selector is not None and dls.selector.score == "self_recovery"
