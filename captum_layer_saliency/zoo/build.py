@@ -296,7 +296,7 @@ def build_defaults(
             and because floating-point results, hence the artifacts' bits, depend on it.
         backbone: ``"minilm"`` (the defaults above) or ``"smollm2"``: LoRA on SmolLM2-135M's
             top blocks and a score head for ``sst2`` / ``ag_news``
-            (:func:`captum_layer_saliency.zoo.smollm2.build_smollm2`; needs the extra
+            (the states below them computed once and cached; needs the extra
             ``smollm2``), written with ``smollm2_manifest.json`` into the same directory.
 
     Returns:
@@ -357,7 +357,7 @@ def _build_smollm2_defaults(
     num_threads: int | None,
 ) -> dict[str, Any]:
     """The ``backbone="smollm2"`` branch of :func:`build_defaults`."""
-    from captum_layer_saliency.zoo import smollm2
+    from captum_layer_saliency.zoo import _smollm2_build, smollm2
 
     unknown = [t for t in tasks if t not in smollm2.SMOLLM2_LABELS]
     if unknown:
@@ -376,7 +376,7 @@ def _build_smollm2_defaults(
             if not force and smollm2.artifact_valid(directory, task, config):
                 continue
             logger.info("building the SmolLM2 %s classifier into %s", task, directory)
-            entries[task] = smollm2.build_smollm2(
+            entries[task] = _smollm2_build.build_smollm2(
                 task, directory, config, cache_dir=cache_dir, log=logger.info
             )["measurements"]
             built.append(task)

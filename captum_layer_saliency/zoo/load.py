@@ -307,9 +307,17 @@ def load_default(
     """
     if backbone == "smollm2":
         # Imported here: the SmolLM2 defaults need the optional extra.
-        from captum_layer_saliency.zoo.smollm2 import load_smollm2_default, smollm2_directory
+        from captum_layer_saliency.zoo.smollm2 import (
+            SMOLLM2_MANIFEST,
+            load_smollm2_default,
+            smollm2_directory,
+        )
 
-        return load_smollm2_default(task, smollm2_directory(task, cache_dir), cache_dir)
+        directory = smollm2_directory(task, cache_dir)
+        clf = load_smollm2_default(task, directory, cache_dir)  # checks the manifest and file
+        manifest = json.loads((directory / SMOLLM2_MANIFEST).read_text())
+        apply_stored_selection(clf.model, manifest, task)
+        return clf
     if backbone != "minilm":
         raise ValueError(f"unknown backbone {backbone!r}; expected 'minilm' or 'smollm2'")
     if task not in TASKS:

@@ -12,6 +12,7 @@ import torch
 import transformers as T
 from tiny_models import family_configs
 
+from captum_layer_saliency.zoo import _smollm2_build as B
 from captum_layer_saliency.zoo import smollm2 as Z
 from captum_layer_saliency.zoo._lora import add_lora, lora_state, merge_lora
 from captum_layer_saliency.zoo.load import CorruptArtifactError, MissingArtifactError
@@ -39,8 +40,8 @@ def test_lower_states_then_upper_stack_equal_the_full_model(tiny, split: int) ->
     ids, lengths = right_padded()
     with torch.no_grad():
         expected = tiny(input_ids=ids, attention_mask=(ids != 0).long()).logits
-        lower = Z._run_blocks(tiny, tiny.model.embed_tokens(ids), 0, split)
-        got = Z._UpperStack(tiny, split)(lower, lengths)
+        lower = B._run_blocks(tiny, tiny.model.embed_tokens(ids), 0, split)
+        got = B._UpperStack(tiny, split)(lower, lengths)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -50,20 +51,20 @@ def test_trained_factors_merge_into_the_classifiers_own_linears(tiny) -> None:
     split = 2
     adapted = T.LlamaForSequenceClassification(tiny.config).eval()
     adapted.load_state_dict(tiny.state_dict())
-    upper = Z._UpperStack(adapted, split)
-    add_lora(upper.blocks, Z._LORA_TARGETS, rank=2, alpha=4.0)
+    upper = B._UpperStack(adapted, split)
+    add_lora(upper.blocks, B.LORA_TARGETS, rank=2, alpha=4.0)
     with torch.no_grad():
         for name, p in upper.blocks.named_parameters():
             if "lora_" in name:
                 p.normal_(0, 0.1)
     ids, lengths = right_padded()
     with torch.no_grad():
-        expected = upper(Z._run_blocks(adapted, adapted.model.embed_tokens(ids), 0, split), lengths)
-    state = {Z._rename(k, split): v for k, v in lora_state(upper.blocks).items()}
+        expected = upper(B._run_blocks(adapted, adapted.model.embed_tokens(ids), 0, split), lengths)
+    state = {B._rename(k, split): v for k, v in lora_state(upper.blocks).items()}
     assert all(".model.layers.2." in k or ".model.layers.3." in k for k in state)
     plain = T.LlamaForSequenceClassification(tiny.config).eval()
     plain.load_state_dict(tiny.state_dict())
-    assert merge_lora(plain, state, 2.0) == 2 * len(Z._LORA_TARGETS)
+    assert merge_lora(plain, state, 2.0) == 2 * len(B.LORA_TARGETS)
     with torch.no_grad():
         got = plain(input_ids=ids, attention_mask=(ids != 0).long()).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
