@@ -5,6 +5,13 @@ the input: the paper's observation is that fine-tuning erodes this in the last l
 saliency is best read where coherence still holds. Scores are averaged over the real,
 non-special positions (the rows of actual words); special tokens ([CLS], [SEP]) decode to
 nothing in the input and would only add noise.
+
+What "gives back the input" means depends on the family. A masked LM's hidden state at
+position ``i`` is trained to decode to token ``i`` (``self_recovery``); a causal LM's hidden
+state at position ``i`` is trained to predict token ``i + 1`` (``next_token_recovery``, the
+logit lens of nostalgebraist, 2020). :func:`default_coherence_score` picks the one that fits the
+model's family, and :func:`coherence_retention` compares a classifier's per-layer coherence with
+its pre-trained backbone's, which shows what fine-tuning eroded. See ``docs/method.md``.
 """
 
 from __future__ import annotations
@@ -23,12 +30,16 @@ from captum_layer_saliency.attr.decoding import (
     decode_top1,
 )
 from captum_layer_saliency.models.capture import layer_outputs
+from captum_layer_saliency.models.surgery import FAMILIES
 
 __all__ = [
     "COHERENCE_SCORES",
     "SELECTION_RULES",
     "LayerCoherenceSelector",
+    "coherence_retention",
+    "default_coherence_score",
     "layer_position_coherence",
+    "next_token_hits",
     "position_coherence",
 ]
 
@@ -49,6 +60,40 @@ def _neg_entropy(decoded: DecodedLayer, input_ids: Tensor) -> Tensor:
     return -decoded.entropy
 
 
+def next_token_hits(top1: Tensor, input_ids: Tensor, candidates: Tensor) -> Tensor:
+    """``1`` where position ``i``'s top decoded token is input token ``i + 1``, else ``0``.
+
+    Only a next position that is itself a candidate (real, non-special) can be hit, so a
+    decoded end-of-sequence token never matches right padding, and the last real position
+    always scores 0: its share is the same at every layer, so the selection rules (which
+    compare layers) do not see it.
+
+    Args:
+        top1: ``(B, n)`` most probable decoded token of every position.
+        input_ids: ``(B, n)``.
+        candidates: ``(B, n)`` bool: real, non-special positions.
+
+    Returns:
+        ``(B, n)`` float.
+
+    Examples::
+
+        >>> ids = torch.tensor([[5, 6, 7, 0]])
+        >>> top1 = torch.tensor([[6, 9, 0, 0]])   # position 0 predicts 6, position 2 predicts pad
+        >>> next_token_hits(top1, ids, ids != 0)
+        tensor([[1., 0., 0., 0.]])
+    """
+    hits = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    hits[:, :-1] = ((top1[:, :-1] == input_ids[:, 1:]) & candidates[:, 1:].bool()).float()
+    return hits
+
+
+def _next_token_recovery(decoded: DecodedLayer, input_ids: Tensor) -> Tensor:
+    # A candidate column j of the contributions holds P_i[t_j] > 0 for some row i.
+    candidates = decoded.contributions.amax(1) > 0
+    return next_token_hits(decoded.top1, input_ids, candidates)
+
+
 #: Per-position coherence scores; higher means more coherent.
 COHERENCE_SCORES: dict[str, Callable[[DecodedLayer, Tensor], Tensor]] = {
     # How much of the decoded distribution lies on tokens of the input.
@@ -59,7 +104,88 @@ COHERENCE_SCORES: dict[str, Callable[[DecodedLayer, Tensor], Tensor]] = {
     "own_prob": _own_prob,
     # Minus the entropy of the decoded distribution (nats).
     "neg_entropy": _neg_entropy,
+    # Whether the top decoded token is the next input token (causal LMs: the logit lens).
+    "next_token_recovery": _next_token_recovery,
 }
+
+#: Coherence score per LM-head kind (:class:`~captum_layer_saliency.models.surgery.FamilySpec`).
+_SCORE_FOR_HEAD = {"masked": "self_recovery", "causal": "next_token_recovery"}
+
+
+def default_coherence_score(model_or_config: Any) -> str:
+    """The coherence score that fits a model's family: what its pre-trained head was trained for.
+
+    Masked-LM families (BERT, RoBERTa, MiniLM, ...) decode position ``i`` to token ``i``:
+    ``"self_recovery"``. Causal families (GPT-2, Llama, Mistral, Qwen2) decode position ``i``
+    to token ``i + 1``: ``"next_token_recovery"``; their self-recovery falls to a few per cent
+    after the first block of a pre-trained model, before any fine-tuning, so it cannot show
+    what fine-tuning erodes. Anything else (no Hugging Face config, an unknown family) gets
+    ``"self_recovery"``.
+
+    Args:
+        model_or_config: a Hugging Face model, its config, or a ``model_type`` string.
+
+    Returns:
+        A key of :data:`COHERENCE_SCORES`.
+
+    Examples::
+
+        >>> default_coherence_score("llama")
+        'next_token_recovery'
+        >>> default_coherence_score(transformers.BertConfig(num_hidden_layers=2))
+        'self_recovery'
+    """
+    if isinstance(model_or_config, str):
+        model_type: Any = model_or_config
+    else:
+        config = getattr(model_or_config, "config", model_or_config)
+        model_type = getattr(config, "model_type", None)
+    spec = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    return _SCORE_FOR_HEAD.get(spec.head, "self_recovery") if spec else "self_recovery"
+
+
+def coherence_retention(
+    classifier_scores: Sequence[float] | Tensor,
+    backbone_scores: Sequence[float] | Tensor,
+    floor: float = 1e-3,
+) -> Tensor:
+    """Per-layer coherence of a classifier as a share of its pre-trained backbone's.
+
+    ``r_l = c_l(classifier) / max(c_l(backbone), floor)``: 1 where fine-tuning kept what the
+    backbone's layer ``l`` decodes, below 1 where it eroded it. On a causal LM the backbone's
+    next-token recovery varies with depth (low in the middle blocks, highest at the top), so
+    the ratio separates fine-tuning's erosion from the backbone's own curve.
+
+    Args:
+        classifier_scores: ``(L,)`` mean coherence of the classifier's layers (e.g. a fitted
+            :class:`LayerCoherenceSelector`'s ``scores_``).
+        backbone_scores: ``(L,)`` the same score of the pre-trained backbone's layers, on the
+            same texts.
+        floor: the smallest backbone score divided by (layers the backbone itself cannot
+            decode give no meaningful ratio).
+
+    Returns:
+        ``(L,)`` float ratios.
+
+    Raises:
+        ValueError: the two curves have different lengths, or ``floor`` is not positive.
+
+    Examples::
+
+        >>> coherence_retention([0.05, 0.10, 0.02], [0.05, 0.20, 0.20])
+        tensor([1.0000, 0.5000, 0.1000])
+    """
+    ours = torch.as_tensor(classifier_scores, dtype=torch.float32).flatten()
+    base = torch.as_tensor(backbone_scores, dtype=torch.float32).flatten()
+    if ours.shape != base.shape:
+        raise ValueError(
+            f"the classifier's curve has {ours.numel()} layers and the backbone's "
+            f"{base.numel()}: score the same candidate layers of both"
+        )
+    if floor <= 0:
+        raise ValueError(f"floor must be positive, got {floor}")
+    return ours / base.clamp_min(floor)
+
 
 SELECTION_RULES = ("elbow", "deepest", "argmax", "fixed", "weighted")
 
@@ -87,7 +213,8 @@ def layer_position_coherence(
 
     It decodes only what the score needs.
 
-    ``self_recovery`` needs only each position's most probable token (:func:`decode_top1`),
+    ``self_recovery`` and ``next_token_recovery`` need only each position's most probable
+    token (:func:`decode_top1`),
     which skips the normalisation of the ``positions x V`` logits that the other scores need;
     they go through the full :func:`decode_layer`. Either way the values equal
     ``position_coherence(decode_layer(...), input_ids, score)``.
@@ -106,6 +233,9 @@ def layer_position_coherence(
     """
     if score == "self_recovery":
         return (decode_top1(hidden, input_ids, lm_head, chunk_size) == input_ids).float()
+    if score == "next_token_recovery":
+        top1 = decode_top1(hidden, input_ids, lm_head, chunk_size)
+        return next_token_hits(top1, input_ids, candidates)
     decoded = decode_layer(hidden, input_ids, attention_mask, candidates, lm_head, chunk_size)
     return position_coherence(decoded, input_ids, score)
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.attr import layer_selection as cal
-from captum_layer_saliency.attr.coherence import LayerCoherenceSelector
+from captum_layer_saliency.attr.coherence import LayerCoherenceSelector, default_coherence_score
 from captum_layer_saliency.attr.decoding import (
     AGGREGATIONS,
     DEFAULT_DECODE_CHUNK,
@@ -340,7 +340,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             layers: one layer index (0 = embeddings, ``l`` = block ``l``) or module, which gives
                 a single map (a tensor); or a list of them as candidates; default: all layers.
             selector: a selector, ``None`` for one map per layer, or ``"default"`` for
-                ``LayerCoherenceSelector()`` (``self_recovery`` score, ``elbow`` rule).
+                ``LayerCoherenceSelector()`` (the family's score: ``self_recovery``, or
+                ``next_token_recovery`` for a causal LM; ``elbow`` rule).
             calibration_texts: unlabelled in-domain texts (plain strings) to choose the layer
                 from at construction; they override a stored selection. They should hold at
                 least ``calibration_tokens`` word tokens (default 2,000, about 100 SST-2
@@ -834,7 +835,9 @@ def for_model_parts(
     chosen = resolve_layers(layers, modules, names, indices)
     check_layers_in_model(chosen, model)
     if selector == "default":
-        selector = LayerCoherenceSelector(head) if len(chosen) > 1 else None
+        # The family's coherence score: next-token recovery for causal LMs (issue 24).
+        score = default_coherence_score(model)
+        selector = LayerCoherenceSelector(head, score=score) if len(chosen) > 1 else None
     elif isinstance(selector, str):
         raise ValueError("selector must be a LayerCoherenceSelector, None or 'default'")
     if tokenizer is not None and "special_token_ids" not in options:

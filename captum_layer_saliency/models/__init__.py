@@ -10,6 +10,7 @@
 * :mod:`.capture`: one forward and one backward over several layers; hooks always removed.
 * :mod:`.passes`: forward/backward pass counting in full-pass equivalents.
 * :mod:`.words`: word-level scores from the tokenizer's own word ids.
+* :mod:`.backbones`: real pre-trained backbones loaded offline (SmolLM2-135M from its GGUF).
 
 Nothing here imports the methods, the data, the default models, the harness or the CLI.
 """

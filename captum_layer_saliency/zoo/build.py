@@ -274,6 +274,7 @@ def build_defaults(
     fast: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     num_threads: int | None = None,
+    backbone: str = "minilm",
 ) -> dict[str, Any]:
     """Build the MLM head and the classifiers for ``tasks`` into an artifact directory.
 
@@ -294,6 +295,10 @@ def build_defaults(
             more threads than free cores torch's threads wait on each other and training slows
             down several times (measured on a shared 2-core machine: 5 vs 1.5 head steps/s),
             and because floating-point results, hence the artifacts' bits, depend on it.
+        backbone: ``"minilm"`` (the defaults above) or ``"smollm2"``: LoRA on SmolLM2-135M's
+            top blocks and a score head for ``sst2`` / ``ag_news``
+            (the states below them computed once and cached; needs the extra
+            ``smollm2``), written with ``smollm2_manifest.json`` into the same directory.
 
     Returns:
         ``{"dir", "built", "entries", "coherence"}``: the directory, what was (re)built, and
@@ -304,6 +309,10 @@ def build_defaults(
         OutputDirError: the directory cannot be created or written (checked before training).
         OutputLockedError: another process is building into the same directory.
     """
+    if backbone == "smollm2":
+        return _build_smollm2_defaults(tasks, force, fast, cache_dir, num_threads)
+    if backbone != "minilm":
+        raise ValueError(f"unknown backbone {backbone!r}; expected 'minilm' or 'smollm2'")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; expected some of {TASKS}")
@@ -349,6 +358,42 @@ def _build(
         "entries": {k: v["metrics"] for k, v in manifest["entries"].items()},
         "coherence": manifest.get("coherence"),
     }
+
+
+def _build_smollm2_defaults(
+    tasks: Sequence[str],
+    force: bool,
+    fast: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    num_threads: int | None,
+) -> dict[str, Any]:
+    """The ``backbone="smollm2"`` branch of :func:`build_defaults`."""
+    from captum_layer_saliency.zoo import _smollm2_build, smollm2
+
+    unknown = [t for t in tasks if t not in smollm2.SMOLLM2_LABELS]
+    if unknown:
+        raise ValueError(
+            f"no SmolLM2 default for task(s) {unknown}; expected some of "
+            f"{list(smollm2.SMOLLM2_LABELS)}"
+        )
+    config = smollm2.SmolLM2BuildConfig.tiny() if fast else smollm2.SmolLM2BuildConfig()
+    directory = resolve_cache_dir(cache_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads or 1)
+    built: list[str] = []
+    entries: dict[str, Any] = {}
+    try:
+        for task in tasks:
+            if not force and smollm2.artifact_valid(directory, task, config):
+                continue
+            logger.info("building the SmolLM2 %s classifier into %s", task, directory)
+            entries[task] = _smollm2_build.build_smollm2(
+                task, directory, config, cache_dir=cache_dir, log=logger.info
+            )["measurements"]
+            built.append(task)
+    finally:
+        torch.set_num_threads(threads)
+    return {"dir": str(directory), "built": built, "entries": entries, "coherence": None}
 
 
 # --------------------------------------------------------------------------- command line

@@ -264,8 +264,10 @@ def apply_stored_selection(model: nn.Module, manifest: dict[str, Any], task: str
     setattr(model.config, CONFIG_KEY, {k: v for k, v in stored.items() if k != "model_sha256"})
 
 
-def load_default(task: str, cache_dir: str | os.PathLike[str] | None = None) -> TextClassifier:
-    """A pre-trained MiniLM classifier for ``task``, with the pre-trained encoder's MLM head.
+def load_default(
+    task: str, cache_dir: str | os.PathLike[str] | None = None, backbone: str = "minilm"
+) -> TextClassifier:
+    """A pre-trained MiniLM (or SmolLM2) classifier for ``task``, with its backbone's LM head.
 
     Offline and fast (a few seconds): the bundled all-MiniLM-L6-v2 weights plus the small
     artifacts (from the package, or from a user cache named with ``cache_dir`` or
@@ -279,9 +281,15 @@ def load_default(task: str, cache_dir: str | os.PathLike[str] | None = None) -> 
             evaluated on test).
         cache_dir: the user cache directory (default ``$CAPTUM_LAYER_SALIENCY_CACHE`` or
             ``~/.cache/captum_layer_saliency``).
+        backbone: ``"minilm"`` (the default) or ``"smollm2"``: SmolLM2-135M (Llama family,
+            30 blocks) with LoRA on its top blocks and a score head, for ``"sst2"`` and
+            ``"ag_news"``; needs the extra ``smollm2`` (see
+            :func:`captum_layer_saliency.zoo.smollm2.load_smollm2_default`; an artifact in
+            ``cache_dir`` is preferred to the packaged one).
 
     Returns:
-        A :class:`~captum_layer_saliency.models.classifier.TextClassifier` whose ``.model`` is an
+        For ``backbone="minilm"``, a
+        :class:`~captum_layer_saliency.models.classifier.TextClassifier` whose ``.model`` is an
         eval-mode ``BertForSequenceClassification`` and whose ``.lm_head`` maps hidden states
         ``(..., 384)`` to vocabulary logits ``(..., 30522)``; the head's decoder shares the
         model's (unchanged, pre-trained) word embeddings. The model's config carries its
@@ -297,6 +305,21 @@ def load_default(task: str, cache_dir: str | os.PathLike[str] | None = None) -> 
         StaleArtifactError: a user cache was built by another version (manifest format or
             encoder).
     """
+    if backbone == "smollm2":
+        # Imported here: the SmolLM2 defaults need the optional extra.
+        from captum_layer_saliency.zoo.smollm2 import (
+            SMOLLM2_MANIFEST,
+            load_smollm2_default,
+            smollm2_directory,
+        )
+
+        directory = smollm2_directory(task, cache_dir)
+        clf = load_smollm2_default(task, directory, cache_dir)  # checks the manifest and file
+        manifest = json.loads((directory / SMOLLM2_MANIFEST).read_text())
+        apply_stored_selection(clf.model, manifest, task)
+        return clf
+    if backbone != "minilm":
+        raise ValueError(f"unknown backbone {backbone!r}; expected 'minilm' or 'smollm2'")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     artifacts = _locate([HEAD, task], cache_dir)
