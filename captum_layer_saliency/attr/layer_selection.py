@@ -17,9 +17,9 @@ the gradients of one backward pass and never chosen: its identity map would be a
 The pieces, in order: the stored selection, the calibration budget, reachability and the
 warnings (:class:`LayerSelection`, :class:`Calibrator`, :func:`builtin_calibration_texts`); the
 candidate layers' one naming scheme, resolution and check (:func:`name_layers`,
-:func:`resolve_layers`, :func:`check_layers_in_model`); how a call picks its map among layers
-(:class:`LayerChoiceMixin`); and the per-model choice, its calibration and its records
-(:class:`SelectionMixin`).
+:func:`resolve_layers`, :func:`check_layers_in_model`); and :class:`LayerChooser`, the one
+collaborator DLS holds as ``layer_selection``: the per-model choice, its calibration and its
+records, and how a call picks its map among layers.
 """
 
 from __future__ import annotations
@@ -58,10 +58,9 @@ __all__ = [
     "DEFAULT_CALIBRATION_TOKENS",
     "DEFAULT_POSITION_SAMPLE",
     "DEGENERATE_COHERENCE",
-    "LayerChoiceMixin",
+    "LayerChooser",
     "LayerSelection",
     "SELECTIONS",
-    "SelectionMixin",
     "builtin_calibration_texts",
     "check_layers_in_model",
     "model_layers",
@@ -550,271 +549,6 @@ def name_layers(
     return list(range(len(layers))), names, paths
 
 
-# -- the call's choice among layers ------------------------------------------------------
-
-
-class LayerChoiceMixin:
-    """The per-call part of the layer selection."""
-
-    # Set by DecodedLayerSaliency and SelectionMixin.
-    selector: LayerCoherenceSelector | None
-    layer: Any
-    lm_head: nn.Module
-    layer_indices: list[int]
-    selection: str
-    position_sample: float | None
-    decode_chunk_size: int
-    aggregation: str
-    last_selected_: list[list[int]] | None
-    last_layer_scores_: Tensor | None
-    _frozen: bool
-    _calibrator: Calibrator
-    layer_name: Callable[[int], str]
-    _note_reach: Callable[..., None]
-    _freeze: Callable[[str, str], None]
-    unreachable_layers_: list[int] | None
-
-    def _position_scores(
-        self,
-        hidden: list[Tensor],
-        decoded: list[Any] | None,
-        ids: Tensor,
-        mask: Tensor,
-        words: Tensor,
-        sample: bool,
-    ) -> tuple[list[Tensor], Tensor]:
-        """Per-position coherence of every candidate layer, and the rows they cover.
-
-        Per-example selection with ``self_recovery`` and no decoded maps scores a sample of
-        each example's word positions (``position_sample``), which bounds its decoding cost.
-        """
-        assert self.selector is not None
-        score = self.selector.score
-        if decoded is not None:
-            return [position_coherence(d, ids, score) for d in decoded], words
-        if sample and self.position_sample is not None and score == "self_recovery":
-            rows = sample_positions(words, self.position_sample)
-            return sampled_self_recovery(
-                hidden, ids, rows, self.lm_head, self.decode_chunk_size
-            ), rows
-        return [
-            layer_position_coherence(
-                h, ids, mask, words, self.lm_head, score, self.decode_chunk_size
-            )
-            for h in hidden
-        ], words
-
-    def _select(
-        self,
-        maps: list[Tensor],
-        position_scores: list[Tensor] | None,
-        candidates: Tensor,
-        online: bool,
-        run_idx: list[int],
-    ) -> Tensor:
-        assert self.selector is not None
-        stacked = torch.stack(maps, dim=1)  # (B, L, n)
-        if not online:
-            assert self.selector.weights_ is not None
-            weights = self.selector.weights_.to(stacked)
-            self.last_selected_ = [[self.layer_indices[i] for i in run_idx]] * stacked.shape[0]
-            self.last_layer_scores_ = None
-            return _fuse(stacked, weights)
-        assert position_scores is not None
-        per_example = _layer_means(position_scores, candidates)  # (B, L)
-        out = torch.zeros_like(stacked[:, 0])
-        chosen: list[list[int]] = []
-        # The selector's rules run on the host: one copy for the batch, not one sync per example.
-        per_example_host = per_example.detach().cpu()
-        for b in range(stacked.shape[0]):
-            picked, weights = self.selector.select(per_example_host[b])
-            out[b] = _fuse(stacked[b : b + 1, picked], weights.to(stacked))[0]
-            chosen.append([self.layer_indices[i] for i in picked])
-        self.last_layer_scores_ = per_example.detach()
-        self.last_selected_ = chosen
-        return out
-
-    def _plan(
-        self,
-        forward: Callable[..., Tensor],
-        call: tuple[Any, Tensor | None, Any],
-        *,
-        ids: Tensor,
-        mask: Tensor,
-        words: Tensor,
-        to_input: bool,
-        costly: bool,
-    ) -> tuple[str, list[int], tuple[list[Tensor], Tensor, dict[str, float]] | None]:
-        """The call's mode, the candidates to attribute at, and a choice made first (or None).
-
-        ``mode`` is ``"all"`` (one map per layer), ``"frozen"``, ``"calibrate"`` or
-        ``"example"``. With a ``costly`` layer method (anything but the gradient, identity
-        mapping), a calibration step or per-example choice is made from the layers' states
-        before attributing (:meth:`_choose_first`); a calibration step then reads as
-        ``"frozen"`` for the rest of the call. The choice comes with its coherence, rows and
-        extra passes per example (``{"forwards": f, "backwards": b}``).
-        """
-        mode = self._mode()
-        run_idx = list(range(len(self.layer) if not isinstance(self.layer, nn.Module) else 1))
-        if mode == "frozen":
-            assert self.selector is not None and self.selector.selected_ is not None
-            return mode, list(self.selector.selected_), None
-        if not costly or mode not in ("calibrate", "example") or len(self.layer) < 2:
-            return mode, run_idx, None
-        inputs, targets, args = call
-        run_idx, (scores, rows), backward = self._choose_first(
-            mode, forward, inputs, targets, args, ids=ids, mask=mask, words=words, to_input=to_input
-        )
-        extra = {"forwards": 1.0, "backwards": 1.0 if backward else 0.0}
-        return ("frozen" if mode == "calibrate" else mode), run_idx, (scores, rows, extra)
-
-    def _choose_first(
-        self,
-        mode: str,
-        forward: Callable[..., Tensor],
-        inputs: Tensor | tuple[Tensor, ...],
-        targets: Tensor | None,
-        additional_forward_args: Any,
-        *,
-        ids: Tensor,
-        mask: Tensor,
-        words: Tensor,
-        to_input: bool,
-    ) -> tuple[list[int], tuple[list[Tensor], Tensor], bool]:
-        """Choose the layers from their states before attributing (costly layer methods).
-
-        Under a layer method other than the gradient, attributing at every candidate costs
-        several passes per layer; the choice needs only the states (and, once, the gradients,
-        which show the unreachable layers). So a calibration step or a per-example choice is
-        made first, and the layer method then runs at the chosen layers only: the same maps as
-        running it at every layer and choosing afterwards.
-
-        Args:
-            mode: ``"calibrate"`` or ``"example"``.
-            forward: the checked forward (the prediction's logit when ``targets`` is None).
-            inputs: the forward's inputs.
-            targets: ``(B,)`` targets, or ``None`` (the prediction).
-            additional_forward_args: the forward's further arguments.
-            ids: ``(B, n)`` token ids.
-            mask: ``(B, n)`` attention mask.
-            words: ``(B, n)`` bool, the real non-special positions.
-            to_input: the layers' inputs rather than their outputs.
-
-        Returns:
-            ``(run_idx, (position_scores, rows), backward)``: the candidate indices to attribute
-            at, the coherence the choice used, and whether a backward pass was spent (the
-            reachability check of the first call).
-        """
-        assert self.selector is not None
-        layers = list(self.layer)
-        backward = self.unreachable_layers_ is None
-        if backward:
-            grads, hidden = layer_gradients_and_outputs(
-                forward, layers, inputs, targets, additional_forward_args, to_input=to_input
-            )
-            self._note_reach(grads, words)
-        else:
-            hidden = states_until(forward, layers, inputs, additional_forward_args, to_input)
-        check_hidden_states(hidden, ids, self.lm_head)
-        scores, rows = self._position_scores(
-            hidden, None, ids, mask, words, sample=mode == "example"
-        )
-        if mode == "calibrate":
-            self._calibration_step(scores, rows)
-            assert self.selector.selected_ is not None
-            return list(self.selector.selected_), (scores, rows), backward
-        per_example = _layer_means(scores, rows).cpu()
-        chosen = {i for b in range(ids.shape[0]) for i in self.selector.select(per_example[b])[0]}
-        return sorted(chosen), (scores, rows), backward
-
-    def _finish(
-        self,
-        maps: list[Tensor],
-        grads: list[Tensor],
-        hidden: list[Tensor],
-        decoded: list[Any] | None,
-        ids: Tensor,
-        mask: Tensor,
-        words: Tensor,
-        mode: str,
-        run_idx: list[int],
-        chosen_first: tuple[list[Tensor], Tensor] | None = None,
-    ) -> Tensor | list[Tensor]:
-        """The call's output from the maps of the layers that ran (``run_idx``), detached.
-
-        One layer: its map (warning when empty). Several without a selector: one map per
-        layer. With a selector: the frozen choice, or a calibration step or per-example choice
-        from the layers' coherence (the gradients show which layers reach the tokens), unless
-        :meth:`_choose_first` made it (``chosen_first``: its coherence and rows).
-        """
-        if isinstance(self.layer, nn.Module):
-            warn_zero_maps(maps[0], words, self.layer_name(self.layer_indices[0]), self.aggregation)
-            return maps[0].detach()
-        if self.selector is None:
-            return [m.detach() for m in maps]
-        position_scores: list[Tensor] | None = None
-        rows = words
-        if chosen_first is not None:  # the layers were chosen before attributing
-            position_scores, rows = chosen_first
-            if mode == "example":  # maps of the layers no example chose are never read
-                full = [torch.zeros_like(maps[0]) for _ in self.layer]
-                for k, i in enumerate(run_idx):
-                    full[i] = maps[k]
-                maps = full
-        elif mode in ("calibrate", "example") and len(self.layer) > 1:
-            self._note_reach(grads, words)
-            position_scores, rows = self._position_scores(
-                hidden, decoded, ids, mask, words, sample=mode == "example"
-            )
-        return self._choose(maps, position_scores, rows, mode, run_idx, words).detach()
-
-    def _choose(
-        self,
-        maps: list[Tensor],
-        position_scores: list[Tensor] | None,
-        rows: Tensor,
-        mode: str,
-        run_idx: list[int],
-        words: Tensor,
-    ) -> Tensor:
-        """One map per example from the candidates' maps; warns on empty maps.
-
-        The map is the frozen layer's, the current choice after a calibration step, or each
-        example's own choice.
-        """
-        assert self.selector is not None
-        if mode == "calibrate" and len(maps) > 1:
-            assert position_scores is not None
-            self._calibration_step(position_scores, rows)
-            assert self.selector.selected_ is not None
-            run_idx = list(self.selector.selected_)
-            maps = [maps[i] for i in run_idx]
-        out = self._select(maps, position_scores, rows, mode == "example", run_idx)
-        where = (
-            "the layers chosen per example"
-            if mode == "example"
-            else ", ".join(self.layer_name(self.layer_indices[i]) for i in run_idx)
-        )
-        warn_zero_maps(out, words, where, self.aggregation)
-        return out
-
-    def _mode(self) -> str:
-        if isinstance(self.layer, nn.Module) or self.selector is None:
-            return "all"
-        if self._frozen and self.selector.fitted:
-            return "frozen"
-        return "calibrate" if self.selection == "model" else "example"
-
-    def _calibration_step(self, position_scores: Sequence[Tensor], rows: Tensor) -> None:
-        assert self.selector is not None
-        self.selector.update(*self.selector.layer_sums(position_scores, rows.float()))
-        if self._calibrator.add(int(rows.sum())):
-            self._freeze(
-                f"the first {self._calibrator.seen} word tokens explained (auto-calibration)",
-                "auto-calibrated",
-            )
-
-
 def _fuse(maps: Tensor, weights: Tensor) -> Tensor:
     """Weighted sum of per-layer maps ``(B, L, n)``.
 
@@ -835,7 +569,7 @@ def _layer_means(position_scores: Sequence[Tensor], rows: Tensor) -> Tensor:
     )
 
 
-# -- the per-model choice -----------------------------------------------------------------
+# -- the layer choice, DecodedLayerSaliency's collaborator ----------------------------------------
 
 
 Batch = Mapping[str, Tensor] | tuple[Tensor, Tensor]
@@ -844,28 +578,60 @@ Batch = Mapping[str, Tensor] | tuple[Tensor, Tensor]
 _CHOOSING = threading.Lock()
 
 
-class SelectionMixin(LayerChoiceMixin):
-    """Per-model (default) or per-example layer selection, calibration and its records."""
+class LayerChooser:
+    """Which layer a :class:`~captum_layer_saliency.DecodedLayerSaliency` explains at.
 
-    # Set by DecodedLayerSaliency (and declared by LayerChoiceMixin: selector, layer, ...).
-    forward_func: Callable[..., Any]
-    special_token_ids: list[int]
-    model: nn.Module | None
-    _checked_forward: Callable[..., Any]
+    One collaborator, held by DLS as ``layer_selection`` and wired by its constructor: the
+    per-model (default) or per-example choice, its calibration and its records
+    (``selection_``, ``last_selected_``), and, per call, the plan of the layers to attribute at
+    (:meth:`plan`) and the one map per example chosen from their maps (:meth:`finish`).
 
-    def _init_selection(
+    Args:
+        layer: the layer, or the candidate layers from shallow to deep.
+        forward_func: the model or forward function (the selector's fit runs it).
+        lm_head: the decoding head.
+        selector: picks among several layers (``None``: one map per layer).
+        explained_forward: returns the forward of the explained scalar (the prediction's
+            logit), whose gradients show which layers reach the input tokens.
+        selection: ``"model"`` or ``"example"``.
+        calibration_tokens: word tokens an automatic calibration scores before freezing.
+        position_sample: per-example selection's sampled fraction of word positions.
+        decode_chunk_size: rows decoded at once.
+        aggregation: the explainer's aggregation (named by the empty-map warning).
+        special_token_ids: ids that are never word positions.
+    """
+
+    def __init__(
         self,
-        layers: Sequence[nn.Module],
-        forward_func: Any,
-        selection: str,
-        calibrator: Calibrator,
-        position_sample: float | None,
+        layer: nn.Module | Sequence[nn.Module],
+        forward_func: Callable[..., Any],
+        lm_head: nn.Module,
+        selector: LayerCoherenceSelector | None,
+        explained_forward: Callable[[], Callable[..., Tensor]],
+        *,
+        selection: str = "model",
+        calibration_tokens: int = DEFAULT_CALIBRATION_TOKENS,
+        position_sample: float | None = DEFAULT_POSITION_SAMPLE,
+        decode_chunk_size: int,
+        aggregation: str,
+        special_token_ids: Sequence[int],
     ) -> None:
-        #: ``"model"`` or ``"example"`` (see the constructor).
+        #: the layer, or the candidate layers shallow to deep (DLS's ``layer``).
+        self.layer: Any = layer
+        self.forward_func = forward_func
+        self.lm_head = lm_head
+        self.selector = selector
+        # The explained scalar's forward (the prediction's logit), for the reachability check.
+        self._explained_forward = explained_forward
+        self.decode_chunk_size = decode_chunk_size
+        self.aggregation = aggregation
+        self.special_token_ids = list(special_token_ids)
+        #: ``"model"`` or ``"example"`` (see DecodedLayerSaliency's constructor).
         self.selection = selection
         self.position_sample = position_sample
-        self._calibrator = calibrator
-        indices, names, paths = name_layers(layers, owner_model(forward_func))
+        #: counts the word tokens an automatic calibration has scored.
+        self.calibrator = Calibrator(calibration_tokens)
+        indices, names, paths = name_layers(_as_list(layer), owner_model(forward_func))
         #: each candidate's layer index (0 = embeddings, ``l`` = block ``l``; the position in
         #: ``layer`` when some candidate is neither the embeddings nor a block).
         self.layer_indices: list[int] = indices
@@ -873,8 +639,14 @@ class SelectionMixin(LayerChoiceMixin):
         self.layer_names: list[str] = names
         #: each candidate's module path in the model ("" when unknown).
         self.layer_paths: list[str] = paths
-        #: the tokenizer :meth:`calibrate` uses (set by :meth:`for_model`).
+        #: the Hugging Face model (set by :meth:`attach`, from ``for_model``).
+        self.model: nn.Module | None = None
+        #: the tokenizer :meth:`calibrate` uses (set by :meth:`attach`).
         self.tokenizer: Any = None
+        #: per-example coherence of each candidate layer in the last call ``(B, L)``.
+        self.last_layer_scores_: Tensor | None = None
+        #: per-example selected layer indices in the last call.
+        self.last_selected_: list[list[int]] | None = None
         #: the per-model choice once made (layer, per-layer scores, calibration).
         self.selection_: LayerSelection | None = None
         #: layer indices whose gradient does not reach the input tokens (once checked).
@@ -888,9 +660,7 @@ class SelectionMixin(LayerChoiceMixin):
         k = self.layer_indices.index(index)
         return name_with_path(self.layer_names[k], self.layer_paths[k])
 
-    def fit_selector(
-        self, batches: Iterable[Batch], calibration: str = ""
-    ) -> LayerCoherenceSelector:
+    def fit(self, batches: Iterable[Batch], calibration: str = "") -> LayerCoherenceSelector:
         """Fit the selector once on unlabelled ``(input_ids, attention_mask)`` batches, and freeze.
 
         The first batch also takes one backward pass to find the layers whose gradient does
@@ -985,14 +755,14 @@ class SelectionMixin(LayerChoiceMixin):
                 )
                 yield enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
-        self.fit_selector(batches(), calibration="pending")
+        self.fit(batches(), calibration="pending")
         assert self.selection_ is not None
         self.selection_.calibration = f"{source} ({self.selection_.n_positions} word tokens)"
-        warn_small_calibration(self.selection_.n_positions, len(texts), self._calibrator.budget)
+        warn_small_calibration(self.selection_.n_positions, len(texts), self.calibrator.budget)
         log_selection(self.selection_, "calibrated")
         return self.selection_
 
-    def store_selection(self) -> None:
+    def store(self) -> None:
         """Store the per-model choice in ``model.config``, where ``save_pretrained`` keeps it.
 
         :meth:`for_model` on the saved model then skips calibration.
@@ -1006,7 +776,7 @@ class SelectionMixin(LayerChoiceMixin):
 
     # -- internal ----------------------------------------------------------------------------
 
-    def _choose_before_explaining(self) -> None:
+    def choose_before_explaining(self) -> None:
         """Choose the model's layer on the fixed calibration set, once, before explaining.
 
         The layer is a property of the model, never of the batch: a model without a stored
@@ -1017,14 +787,14 @@ class SelectionMixin(LayerChoiceMixin):
         cannot be encoded: the first calls calibrate on what they explain, as before (call
         :meth:`calibrate` or :meth:`fit_selector` to avoid it).
         """
-        if self._mode() != "calibrate" or self.tokenizer is None:
+        if self.mode() != "calibrate" or self.tokenizer is None:
             return
         with _CHOOSING:
-            if self._mode() != "calibrate":
+            if self.mode() != "calibrate":
                 return  # another thread chose meanwhile
             self.calibrate(None)
 
-    def _attach_model(
+    def attach(
         self,
         model: nn.Module,
         tokenizer: Any,
@@ -1061,7 +831,7 @@ class SelectionMixin(LayerChoiceMixin):
         self._freeze(stored.calibration, "stored with the model")
 
     def _check_reach(self, ids: Tensor, mask: Tensor) -> None:
-        forward, _ = self._checked_forward(None, True)
+        forward = self._explained_forward()
         grads, _ = layer_gradients_and_outputs(forward, _as_list(self.layer), ids, None, (mask,))
         self._note_reach(grads, candidate_mask(ids, mask, self.special_token_ids))
 
@@ -1097,6 +867,247 @@ class SelectionMixin(LayerChoiceMixin):
         if calibration != "pending":
             log_selection(self.selection_, how)
         warn_degenerate_head(selector, self.layer_names)
+
+    def _position_scores(
+        self,
+        hidden: list[Tensor],
+        decoded: list[Any] | None,
+        ids: Tensor,
+        mask: Tensor,
+        words: Tensor,
+        sample: bool,
+    ) -> tuple[list[Tensor], Tensor]:
+        """Per-position coherence of every candidate layer, and the rows they cover.
+
+        Per-example selection with ``self_recovery`` and no decoded maps scores a sample of
+        each example's word positions (``position_sample``), which bounds its decoding cost.
+        """
+        assert self.selector is not None
+        score = self.selector.score
+        if decoded is not None:
+            return [position_coherence(d, ids, score) for d in decoded], words
+        if sample and self.position_sample is not None and score == "self_recovery":
+            rows = sample_positions(words, self.position_sample)
+            return sampled_self_recovery(
+                hidden, ids, rows, self.lm_head, self.decode_chunk_size
+            ), rows
+        return [
+            layer_position_coherence(
+                h, ids, mask, words, self.lm_head, score, self.decode_chunk_size
+            )
+            for h in hidden
+        ], words
+
+    def _select(
+        self,
+        maps: list[Tensor],
+        position_scores: list[Tensor] | None,
+        candidates: Tensor,
+        online: bool,
+        run_idx: list[int],
+    ) -> Tensor:
+        assert self.selector is not None
+        stacked = torch.stack(maps, dim=1)  # (B, L, n)
+        if not online:
+            assert self.selector.weights_ is not None
+            weights = self.selector.weights_.to(stacked)
+            self.last_selected_ = [[self.layer_indices[i] for i in run_idx]] * stacked.shape[0]
+            self.last_layer_scores_ = None
+            return _fuse(stacked, weights)
+        assert position_scores is not None
+        per_example = _layer_means(position_scores, candidates)  # (B, L)
+        out = torch.zeros_like(stacked[:, 0])
+        chosen: list[list[int]] = []
+        # The selector's rules run on the host: one copy for the batch, not one sync per example.
+        per_example_host = per_example.detach().cpu()
+        for b in range(stacked.shape[0]):
+            picked, weights = self.selector.select(per_example_host[b])
+            out[b] = _fuse(stacked[b : b + 1, picked], weights.to(stacked))[0]
+            chosen.append([self.layer_indices[i] for i in picked])
+        self.last_layer_scores_ = per_example.detach()
+        self.last_selected_ = chosen
+        return out
+
+    def plan(
+        self,
+        forward: Callable[..., Tensor],
+        call: tuple[Any, Tensor | None, Any],
+        *,
+        ids: Tensor,
+        mask: Tensor,
+        words: Tensor,
+        to_input: bool,
+        costly: bool,
+    ) -> tuple[str, list[int], tuple[list[Tensor], Tensor, dict[str, float]] | None]:
+        """The call's mode, the candidates to attribute at, and a choice made first (or None).
+
+        ``mode`` is ``"all"`` (one map per layer), ``"frozen"``, ``"calibrate"`` or
+        ``"example"``. With a ``costly`` layer method (anything but the gradient, identity
+        mapping), a calibration step or per-example choice is made from the layers' states
+        before attributing (:meth:`_choose_first`); a calibration step then reads as
+        ``"frozen"`` for the rest of the call. The choice comes with its coherence, rows and
+        extra passes per example (``{"forwards": f, "backwards": b}``).
+        """
+        mode = self.mode()
+        run_idx = list(range(len(self.layer) if not isinstance(self.layer, nn.Module) else 1))
+        if mode == "frozen":
+            assert self.selector is not None and self.selector.selected_ is not None
+            return mode, list(self.selector.selected_), None
+        if not costly or mode not in ("calibrate", "example") or len(self.layer) < 2:
+            return mode, run_idx, None
+        inputs, targets, args = call
+        run_idx, (scores, rows), backward = self._choose_first(
+            mode, forward, inputs, targets, args, ids=ids, mask=mask, words=words, to_input=to_input
+        )
+        extra = {"forwards": 1.0, "backwards": 1.0 if backward else 0.0}
+        return ("frozen" if mode == "calibrate" else mode), run_idx, (scores, rows, extra)
+
+    def _choose_first(
+        self,
+        mode: str,
+        forward: Callable[..., Tensor],
+        inputs: Tensor | tuple[Tensor, ...],
+        targets: Tensor | None,
+        additional_forward_args: Any,
+        *,
+        ids: Tensor,
+        mask: Tensor,
+        words: Tensor,
+        to_input: bool,
+    ) -> tuple[list[int], tuple[list[Tensor], Tensor], bool]:
+        """Choose the layers from their states before attributing (costly layer methods).
+
+        Under a layer method other than the gradient, attributing at every candidate costs
+        several passes per layer; the choice needs only the states (and, once, the gradients,
+        which show the unreachable layers). So a calibration step or a per-example choice is
+        made first, and the layer method then runs at the chosen layers only: the same maps as
+        running it at every layer and choosing afterwards.
+
+        Args:
+            mode: ``"calibrate"`` or ``"example"``.
+            forward: the checked forward (the prediction's logit when ``targets`` is None).
+            inputs: the forward's inputs.
+            targets: ``(B,)`` targets, or ``None`` (the prediction).
+            additional_forward_args: the forward's further arguments.
+            ids: ``(B, n)`` token ids.
+            mask: ``(B, n)`` attention mask.
+            words: ``(B, n)`` bool, the real non-special positions.
+            to_input: the layers' inputs rather than their outputs.
+
+        Returns:
+            ``(run_idx, (position_scores, rows), backward)``: the candidate indices to attribute
+            at, the coherence the choice used, and whether a backward pass was spent (the
+            reachability check of the first call).
+        """
+        assert self.selector is not None
+        layers = list(self.layer)
+        backward = self.unreachable_layers_ is None
+        if backward:
+            grads, hidden = layer_gradients_and_outputs(
+                forward, layers, inputs, targets, additional_forward_args, to_input=to_input
+            )
+            self._note_reach(grads, words)
+        else:
+            hidden = states_until(forward, layers, inputs, additional_forward_args, to_input)
+        check_hidden_states(hidden, ids, self.lm_head)
+        scores, rows = self._position_scores(
+            hidden, None, ids, mask, words, sample=mode == "example"
+        )
+        if mode == "calibrate":
+            self._calibration_step(scores, rows)
+            assert self.selector.selected_ is not None
+            return list(self.selector.selected_), (scores, rows), backward
+        per_example = _layer_means(scores, rows).cpu()
+        chosen = {i for b in range(ids.shape[0]) for i in self.selector.select(per_example[b])[0]}
+        return sorted(chosen), (scores, rows), backward
+
+    def finish(
+        self,
+        maps: list[Tensor],
+        grads: list[Tensor],
+        hidden: list[Tensor],
+        decoded: list[Any] | None,
+        ids: Tensor,
+        mask: Tensor,
+        words: Tensor,
+        mode: str,
+        run_idx: list[int],
+        chosen_first: tuple[list[Tensor], Tensor] | None = None,
+    ) -> Tensor | list[Tensor]:
+        """The call's output from the maps of the layers that ran (``run_idx``), detached.
+
+        One layer: its map (warning when empty). Several without a selector: one map per
+        layer. With a selector: the frozen choice, or a calibration step or per-example choice
+        from the layers' coherence (the gradients show which layers reach the tokens), unless
+        :meth:`_choose_first` made it (``chosen_first``: its coherence and rows).
+        """
+        if isinstance(self.layer, nn.Module):
+            warn_zero_maps(maps[0], words, self.layer_name(self.layer_indices[0]), self.aggregation)
+            return maps[0].detach()
+        if self.selector is None:
+            return [m.detach() for m in maps]
+        position_scores: list[Tensor] | None = None
+        rows = words
+        if chosen_first is not None:  # the layers were chosen before attributing
+            position_scores, rows = chosen_first
+            if mode == "example":  # maps of the layers no example chose are never read
+                full = [torch.zeros_like(maps[0]) for _ in self.layer]
+                for k, i in enumerate(run_idx):
+                    full[i] = maps[k]
+                maps = full
+        elif mode in ("calibrate", "example") and len(self.layer) > 1:
+            self._note_reach(grads, words)
+            position_scores, rows = self._position_scores(
+                hidden, decoded, ids, mask, words, sample=mode == "example"
+            )
+        return self._choose(maps, position_scores, rows, mode, run_idx, words).detach()
+
+    def _choose(
+        self,
+        maps: list[Tensor],
+        position_scores: list[Tensor] | None,
+        rows: Tensor,
+        mode: str,
+        run_idx: list[int],
+        words: Tensor,
+    ) -> Tensor:
+        """One map per example from the candidates' maps; warns on empty maps.
+
+        The map is the frozen layer's, the current choice after a calibration step, or each
+        example's own choice.
+        """
+        assert self.selector is not None
+        if mode == "calibrate" and len(maps) > 1:
+            assert position_scores is not None
+            self._calibration_step(position_scores, rows)
+            assert self.selector.selected_ is not None
+            run_idx = list(self.selector.selected_)
+            maps = [maps[i] for i in run_idx]
+        out = self._select(maps, position_scores, rows, mode == "example", run_idx)
+        where = (
+            "the layers chosen per example"
+            if mode == "example"
+            else ", ".join(self.layer_name(self.layer_indices[i]) for i in run_idx)
+        )
+        warn_zero_maps(out, words, where, self.aggregation)
+        return out
+
+    def mode(self) -> str:
+        """``"all"`` (one map per layer), ``"frozen"``, ``"calibrate"`` or ``"example"``."""
+        if isinstance(self.layer, nn.Module) or self.selector is None:
+            return "all"
+        if self._frozen and self.selector.fitted:
+            return "frozen"
+        return "calibrate" if self.selection == "model" else "example"
+
+    def _calibration_step(self, position_scores: Sequence[Tensor], rows: Tensor) -> None:
+        assert self.selector is not None
+        self.selector.update(*self.selector.layer_sums(position_scores, rows.float()))
+        if self.calibrator.add(int(rows.sum())):
+            self._freeze(
+                f"the first {self.calibrator.seen} word tokens explained (auto-calibration)",
+                "auto-calibrated",
+            )
 
 
 def _as_list(layer: Any) -> list[nn.Module]:

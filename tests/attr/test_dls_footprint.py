@@ -63,7 +63,6 @@ def test_one_attribute_call_on_the_default_model_runs_at_most_7_files(
     assert len(files_run) <= MAX_FILES, sorted(files_run)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21: the layer choice is still SelectionMixin")
 def test_dls_has_no_mixin_in_its_mro() -> None:
     mixins = [c.__name__ for c in DecodedLayerSaliency.__mro__ if "Mixin" in c.__name__]
     assert not mixins
