@@ -57,6 +57,11 @@ from captum_layer_saliency.models.inputs import (
     forward_args,
     logits_of,
 )
+from captum_layer_saliency.models.surgery import (
+    ModelParts,
+    UnsupportedModelError,
+    find_model_parts,
+)
 from captum_layer_saliency.models.targets import (
     check_target_range,
     normalize_target,
@@ -297,6 +302,8 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             special_token_ids=self.special_token_ids,
         )
         self._mask_is_forward_arg = False
+        # The model and its parts (:meth:`_model_parts`), found once per model.
+        self._parts_of: tuple[nn.Module, ModelParts | None] | None = None
         # The module behind the forward, when it is one: checked for training/inference mode.
         self._module = forward_func if isinstance(forward_func, nn.Module) else None
         #: ``"softmax"`` or ``"sigmoid"`` (multi-label): what "the prediction" means.
@@ -494,6 +501,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         dls._mask_is_forward_arg = True
         dls.activation = output_activation(model)
         dls.layer_selection.attach(model, tokenizer, chosen, calibration_texts)
+        dls._model_parts()
         return dls
 
     @log_usage()
@@ -651,6 +659,24 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         return (out, deltas[0].detach()) if deltas is not None else out
 
     # -- pieces --------------------------------------------------------------------------------
+
+    def _model_parts(self) -> ModelParts | None:
+        """The model's embeddings, blocks and head, found once per model (not per call).
+
+        ``None`` without a model or for a family :func:`find_model_parts` does not know (the
+        layer methods then look them up themselves, and say why no upper model runs).
+        """
+        model = self.model
+        if model is None:
+            return None
+        found = self._parts_of
+        if found is None or found[0] is not model:
+            try:
+                parts: ModelParts | None = find_model_parts(model)
+            except UnsupportedModelError:
+                parts = None
+            found = self._parts_of = (model, parts)
+        return found[1]
 
     def _checked_forward(
         self, targets: Tensor | None, explain_prediction: bool
@@ -866,6 +892,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             candidates=candidate_mask(ids, mask, self.special_token_ids),
             pad_token_id=self._pad_token_id,
             model=self.model,
+            parts=self._model_parts(),
             to_input=to_input,
             grad_kwargs=grad_kwargs,
             baseline=baseline,
