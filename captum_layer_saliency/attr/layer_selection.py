@@ -710,7 +710,8 @@ class LayerChooser:
                 SST-2 sentences, the budget of the automatic calibration): with fewer, a
                 ``UserWarning`` says how many were given, since the choice may then differ
                 from a full fit's (BENCHMARKS.md).
-            tokenizer: the model's tokenizer (default: the one given to :meth:`for_model`).
+            tokenizer: the model's tokenizer (default: the one given to
+                ``DecodedLayerSaliency.for_model``).
             batch_size: texts per forward pass.
 
         Returns:
@@ -765,7 +766,7 @@ class LayerChooser:
     def store(self) -> None:
         """Store the per-model choice in ``model.config``, where ``save_pretrained`` keeps it.
 
-        :meth:`for_model` on the saved model then skips calibration.
+        ``DecodedLayerSaliency.for_model`` on the saved model then skips calibration.
 
         Raises:
             ValueError: nothing chosen yet, or no Hugging Face model.
@@ -785,7 +786,7 @@ class LayerChooser:
         its first explanation, whatever texts that explanation is for. One thread chooses;
         the others wait for its choice. Without a tokenizer (the bare constructor) the texts
         cannot be encoded: the first calls calibrate on what they explain, as before (call
-        :meth:`calibrate` or :meth:`fit_selector` to avoid it).
+        :meth:`calibrate` or :meth:`fit` to avoid it).
         """
         if self.mode() != "calibrate" or self.tokenizer is None:
             return
