@@ -29,7 +29,11 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from captum_layer_saliency.models.capture import _with_hidden, thread_keyed
 from captum_layer_saliency.models.passes import partial_passes
-from captum_layer_saliency.models.surgery import UnsupportedModelError, find_model_parts
+from captum_layer_saliency.models.surgery import (
+    ModelParts,
+    UnsupportedModelError,
+    find_model_parts,
+)
 
 __all__ = [
     "UPPER_HEADS",
@@ -56,8 +60,13 @@ UPPER_HEADS = {
 _STATEFUL = {"cache", "past_key_values", "past_key_value", "layer_past"}
 
 
-def upper_model_reason(model: nn.Module | None, layer: nn.Module, to_input: bool) -> str | None:
-    """Why no upper model runs from ``layer`` (``None`` when one does)."""
+def upper_model_reason(
+    model: nn.Module | None, layer: nn.Module, to_input: bool, parts: ModelParts | None = None
+) -> str | None:
+    """Why no upper model runs from ``layer`` (``None`` when one does).
+
+    ``parts`` are ``model``'s parts when already found (else they are looked up).
+    """
     if to_input:
         return "the attributions are to the layer's input"
     if model is None:
@@ -65,14 +74,21 @@ def upper_model_reason(model: nn.Module | None, layer: nn.Module, to_input: bool
     if type(model).__name__ not in UPPER_HEADS:
         return f"the upper model does not know the head of {type(model).__name__}"
     try:
-        parts = find_model_parts(model)
+        parts = parts if parts is not None else find_model_parts(model)
     except UnsupportedModelError as err:
         return str(err)
-    if not any(m is layer for m in parts.layers):
+    if _depth(parts, layer) is None:
         return "the layer is not the embeddings or a block of the model"
     if model._forward_pre_hooks:
         return "the model has forward pre-hooks, which only its own forward can run"
     return None
+
+
+def _depth(parts: ModelParts, layer: nn.Module) -> int | None:
+    """The blocks below ``layer``'s state: 0 for the embeddings, ``l`` for block ``l``."""
+    if layer is parts.embeddings:
+        return 0
+    return next((i + 1 for i, block in enumerate(parts.blocks) if block is layer), None)
 
 
 @contextmanager
@@ -132,12 +148,22 @@ class UpperModel(nn.Module):
         layer: the layer the states belong to (the embeddings or a block).
         calls: per block of the model, its captured ``(args, kwargs)``.
         ids: ``(B, n)`` the token ids of the input (the last-token heads pool by them).
+        parts: ``model``'s parts when already found (else they are looked up).
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Module, calls: list[Any], ids: Tensor) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: nn.Module,
+        calls: list[Any],
+        ids: Tensor,
+        parts: ModelParts | None = None,
+    ) -> None:
         super().__init__()
-        parts = find_model_parts(model)
-        self.depth = next(i for i, m in enumerate(parts.layers) if m is layer)
+        parts = parts if parts is not None else find_model_parts(model)
+        depth = _depth(parts, layer)
+        assert depth is not None, "the layer is not the embeddings or a block"
+        self.depth = depth
         self.n_blocks = len(parts.blocks)
         self._parts = parts
         self._held = (model,)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -40,7 +40,9 @@ from captum_layer_saliency.attr.decoding import (
 )
 from captum_layer_saliency.attr.layer_methods import LayerMethod, layer_method_attributions
 from captum_layer_saliency.attr.layer_selection import (
-    SelectionMixin,
+    Batch,
+    LayerChooser,
+    LayerSelection,
     check_layers_in_model,
     model_layers,
     resolve_layers,
@@ -54,6 +56,11 @@ from captum_layer_saliency.models.inputs import (
     check_not_data_parallel,
     forward_args,
     logits_of,
+)
+from captum_layer_saliency.models.surgery import (
+    ModelParts,
+    UnsupportedModelError,
+    find_model_parts,
 )
 from captum_layer_saliency.models.targets import (
     check_target_range,
@@ -72,7 +79,7 @@ __all__ = [
 ]
 
 
-class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution):
+class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
     r"""Decoded Layer Saliency: gradient saliency at hidden layers, decoded onto input tokens.
 
     For a layer with hidden states ``H`` (``B x n x K``) and ``G = dy_target/dH``:
@@ -279,20 +286,28 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             layer_method, n_steps, layer_baseline, integration, noise, internal_batch_size
         )
         self._pad_token_id: int | None = pad_token_id
-        self._init_selection(
-            layers, forward_func, selection, cal.Calibrator(calibration_tokens), position_sample
+        #: which layer to explain at: the choice, its calibration and its records
+        #: (:class:`~captum_layer_saliency.attr.layer_selection.LayerChooser`).
+        self.layer_selection = LayerChooser(
+            layer if isinstance(layer, nn.Module) else layers,
+            forward_func,
+            lm_head,
+            selector,
+            lambda: self._checked_forward(None, True)[0],
+            selection=selection,
+            calibration_tokens=calibration_tokens,
+            position_sample=position_sample,
+            decode_chunk_size=decode_chunk_size,
+            aggregation=aggregation,
+            special_token_ids=self.special_token_ids,
         )
         self._mask_is_forward_arg = False
-        #: the Hugging Face model, when built with :meth:`for_model`.
-        self.model: nn.Module | None = None
+        # The model and its parts (:meth:`_model_parts`), found once per model.
+        self._parts_of: tuple[nn.Module, ModelParts | None] | None = None
         # The module behind the forward, when it is one: checked for training/inference mode.
         self._module = forward_func if isinstance(forward_func, nn.Module) else None
         #: ``"softmax"`` or ``"sigmoid"`` (multi-label): what "the prediction" means.
         self.activation = output_activation(self._module)
-        #: per-example coherence of each candidate layer in the last call ``(B, L)``.
-        self.last_layer_scores_: Tensor | None = None
-        #: per-example selected candidate indices in the last call.
-        self.last_selected_: list[list[int]] | None = None
         #: what each example was explained for in the last call: ``(B,)`` class indices, or
         #: ``(B, C)`` 0/1 label sets (a multi-label prediction, or the sets given).
         self.last_target_: Tensor | None = None
@@ -306,6 +321,124 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
     def candidate_layers(self) -> list[nn.Module]:
         """The candidate layers, shallow to deep (one for a single layer)."""
         return [self.layer] if isinstance(self.layer, nn.Module) else list(self.layer)
+
+    # -- the layer choice: delegated to ``layer_selection`` ----------------------------------
+
+    def calibrate(
+        self, texts: Sequence[str] | None = None, tokenizer: Any = None, batch_size: int = 32
+    ) -> LayerSelection:
+        """Choose the layer label-free on unlabelled texts, with a progress bar, and freeze.
+
+        Args:
+            texts: plain strings from the task's domain (labels are never used), or ``None``
+                for the built-in general-English texts (what a model without a stored
+                selection is calibrated on before its first explanation); they should hold at
+                least ``calibration_tokens`` word tokens (default 2,000, about 100 SST-2
+                sentences): with fewer, a ``UserWarning`` says how many were given.
+            tokenizer: the model's tokenizer (default: the one given to :meth:`for_model`).
+            batch_size: texts per forward pass.
+
+        Returns:
+            The :class:`~captum_layer_saliency.attr.layer_selection.LayerSelection` (also in
+            ``selection_``).
+
+        Raises:
+            ValueError: no texts, no tokenizer, or no selector.
+        """
+        return self.layer_selection.calibrate(texts, tokenizer, batch_size)
+
+    def fit_selector(
+        self, batches: Iterable[Batch], calibration: str = ""
+    ) -> LayerCoherenceSelector:
+        """Fit the selector once on unlabelled ``(input_ids, attention_mask)`` batches, and freeze.
+
+        The first batch also takes one backward pass to find the layers whose gradient does
+        not reach the input tokens; they are never selected. Afterwards :meth:`attribute`
+        runs only the selected layer(s).
+
+        Args:
+            batches: ``{"input_ids", "attention_mask"}`` dicts or ``(input_ids, mask)`` pairs.
+            calibration: a description of the texts, kept in ``selection_``.
+
+        Returns:
+            The fitted selector (``scores_``, ``selected_``, ``weights_``).
+        """
+        return self.layer_selection.fit(batches, calibration)
+
+    def store_selection(self) -> None:
+        """Store the per-model choice in ``model.config``, where ``save_pretrained`` keeps it.
+
+        Raises:
+            ValueError: nothing chosen yet, or no Hugging Face model.
+        """
+        self.layer_selection.store()
+
+    def layer_name(self, index: int) -> str:
+        """``"block 5 (bert.encoder.layer.4)"`` for the layer of index ``index``."""
+        return self.layer_selection.layer_name(index)
+
+    @property
+    def selection_(self) -> LayerSelection | None:
+        """The per-model choice once made (layer, per-layer scores, calibration)."""
+        return self.layer_selection.selection_
+
+    @property
+    def last_selected_(self) -> list[list[int]] | None:
+        """Per-example selected layer indices in the last call."""
+        return self.layer_selection.last_selected_
+
+    @property
+    def last_layer_scores_(self) -> Tensor | None:
+        """Per-example coherence of each candidate layer in the last call ``(B, L)``."""
+        return self.layer_selection.last_layer_scores_
+
+    @property
+    def unreachable_layers_(self) -> list[int] | None:
+        """Layer indices whose gradient does not reach the input tokens (once checked)."""
+        return self.layer_selection.unreachable_layers_
+
+    @property
+    def layer_indices(self) -> list[int]:
+        """Each candidate's layer index (0 = embeddings, ``l`` = block ``l``)."""
+        return self.layer_selection.layer_indices
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Each candidate's name (``"embeddings"``, ``"block 1"``, ...)."""
+        return self.layer_selection.layer_names
+
+    @property
+    def layer_paths(self) -> list[str]:
+        """Each candidate's module path in the model (``""`` when unknown)."""
+        return self.layer_selection.layer_paths
+
+    @property
+    def selection(self) -> str:
+        """``"model"`` or ``"example"`` (see the constructor)."""
+        return self.layer_selection.selection
+
+    @property
+    def position_sample(self) -> float | None:
+        """Per-example selection's sampled fraction of word positions (see the constructor)."""
+        return self.layer_selection.position_sample
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The Hugging Face model, when built with :meth:`for_model`."""
+        return self.layer_selection.model
+
+    @model.setter
+    def model(self, model: nn.Module | None) -> None:
+        self.layer_selection.model = model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer :meth:`calibrate` uses (set by :meth:`for_model`)."""
+        return self.layer_selection.tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        self.layer_selection.tokenizer = tokenizer
 
     @classmethod
     def for_model(
@@ -368,7 +501,8 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         dls = cls(forward, layer_arg, head, chosen_selector, **options)
         dls._mask_is_forward_arg = True
         dls.activation = output_activation(model)
-        dls._attach_model(model, tokenizer, chosen, calibration_texts)
+        dls.layer_selection.attach(model, tokenizer, chosen, calibration_texts)
+        dls._model_parts()
         return dls
 
     @log_usage()
@@ -461,7 +595,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
                     f"{name!r} (keywords other than its own are the model's tensor inputs)"
                 )
         check_explainable(self.model if self.model is not None else self._module, "the model")
-        self._choose_before_explaining()
+        self.layer_selection.choose_before_explaining()
         ids = token_ids_of(inputs, token_ids)
         mask = attention_mask_of(ids, attention_mask, self._pad_token_id)
         call_method, baseline = self._call_method(
@@ -483,7 +617,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
         forward, predicted = self._checked_forward(targets, summed)
 
         words = candidate_mask(ids, mask, self.special_token_ids)
-        mode, run_idx, first = self._plan(
+        mode, run_idx, first = self.layer_selection.plan(
             self._checked_forward(targets, summed)[0],
             (inputs, None if summed else targets, additional_forward_args),
             ids=ids,
@@ -520,12 +654,30 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             self.last_cost_ = {k: v + first[2][k] for k, v in self.last_cost_.items()}
         maps, decoded = layer_maps(self, grads, acts, hidden, ids, mask, words, self.lm_head)
         chosen_first = first[:2] if first is not None else None
-        out = self._finish(
+        out = self.layer_selection.finish(
             maps, grads, hidden, decoded, ids, mask, words, mode, run_idx, chosen_first
         )
         return (out, deltas[0].detach()) if deltas is not None else out
 
     # -- pieces --------------------------------------------------------------------------------
+
+    def _model_parts(self) -> ModelParts | None:
+        """The model's embeddings, blocks and head, found once per model (not per call).
+
+        ``None`` without a model or for a family :func:`find_model_parts` does not know (the
+        layer methods then look them up themselves, and say why no upper model runs).
+        """
+        model = self.model
+        if model is None:
+            return None
+        found = self._parts_of
+        if found is None or found[0] is not model:
+            try:
+                parts: ModelParts | None = find_model_parts(model)
+            except UnsupportedModelError:
+                parts = None
+            found = self._parts_of = (model, parts)
+        return found[1]
 
     def _checked_forward(
         self, targets: Tensor | None, explain_prediction: bool
@@ -741,6 +893,7 @@ class DecodedLayerSaliency(SelectionMixin, LayerAttribution, GradientAttribution
             candidates=candidate_mask(ids, mask, self.special_token_ids),
             pad_token_id=self._pad_token_id,
             model=self.model,
+            parts=self._model_parts(),
             to_input=to_input,
             grad_kwargs=grad_kwargs,
             baseline=baseline,

@@ -94,7 +94,7 @@ from captum_layer_saliency.models.capture import (
     layer_gradients_and_outputs,
     thread_keyed,
 )
-from captum_layer_saliency.models.surgery import find_model_parts
+from captum_layer_saliency.models.surgery import ModelParts, find_model_parts
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -286,6 +286,7 @@ class LayerRunner:
         to_input: the state replaces the layer's input (generic path only).
         upper_only: ``None`` (fast path when possible), ``True`` (required: ``ValueError``
             otherwise) or ``False`` (always the generic path).
+        parts: ``model``'s parts when already found (else they are looked up).
 
     Raises:
         ValueError: ``upper_only=True`` where the fast path is not possible (the message says
@@ -299,13 +300,15 @@ class LayerRunner:
         model: nn.Module | None,
         to_input: bool,
         upper_only: bool | None,
+        parts: ModelParts | None = None,
     ) -> None:
         self.forward = forward
         self.layer = layer
         self.to_input = to_input
         self.model = model
+        self._parts = parts
         self.upper: UpperModel | None = None
-        reason = upper_model_reason(model, layer, to_input)
+        reason = upper_model_reason(model, layer, to_input, parts)
         if reason is not None and upper_only:
             raise ValueError(f"upper_only=True, but {reason}")
         self.possible = reason is None and upper_only is not False
@@ -315,7 +318,7 @@ class LayerRunner:
         """Build the upper model from the blocks' arguments captured on the input's forward."""
         if self.possible and calls is not None and all(c is not None for c in calls):
             assert self.model is not None
-            self.upper = UpperModel(self.model, self.layer, calls, ids)
+            self.upper = UpperModel(self.model, self.layer, calls, ids, self._parts)
         elif self.required:
             raise ValueError(
                 "upper_only=True, but the inputs are not the token ids (the upper model's "
@@ -485,6 +488,7 @@ def layer_method_attributions(
     candidates: Tensor,
     pad_token_id: int | None,
     model: nn.Module | None = None,
+    parts: ModelParts | None = None,
     to_input: bool = False,
     grad_kwargs: dict[str, Any] | None = None,
     baseline: Tensor | None = None,
@@ -512,6 +516,7 @@ def layer_method_attributions(
             non-special).
         pad_token_id: the padding id (``baseline="pad"``).
         model: the Hugging Face model, for the upper-part-only path.
+        parts: ``model``'s parts when already found (else they are looked up).
         to_input: attribute to the layers' inputs.
         grad_kwargs: passed to ``torch.autograd.grad``.
         baseline: an explicit baseline instead of ``method.baseline``: integer token ids shaped
@@ -543,11 +548,14 @@ def layer_method_attributions(
         return grads, hidden, hidden, method.cost(None, None)
     batch = ids.shape[0]
     runners = [
-        LayerRunner(logits_forward, layer, model, to_input, method.upper_only) for layer in layers
+        LayerRunner(logits_forward, layer, model, to_input, method.upper_only, parts)
+        for layer in layers
     ]
     first = inputs if isinstance(inputs, Tensor) else (inputs[0] if inputs else None)
     upper = model is not None and first is ids and any(r.possible for r in runners)
-    blocks = find_model_parts(model).blocks if upper and model is not None else []
+    if upper and model is not None and parts is None:
+        parts = find_model_parts(model)
+    blocks = parts.blocks if upper and parts is not None else []
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         templates: dict[int, Any] = {}

@@ -17,9 +17,9 @@ the gradients of one backward pass and never chosen: its identity map would be a
 The pieces, in order: the stored selection, the calibration budget, reachability and the
 warnings (:class:`LayerSelection`, :class:`Calibrator`, :func:`builtin_calibration_texts`); the
 candidate layers' one naming scheme, resolution and check (:func:`name_layers`,
-:func:`resolve_layers`, :func:`check_layers_in_model`); how a call picks its map among layers
-(:class:`LayerChoiceMixin`); and the per-model choice, its calibration and its records
-(:class:`SelectionMixin`).
+:func:`resolve_layers`, :func:`check_layers_in_model`); and :class:`LayerChooser`, the one
+collaborator DLS holds as ``layer_selection``: the per-model choice, its calibration and its
+records, and how a call picks its map among layers.
 """
 
 from __future__ import annotations
@@ -58,10 +58,9 @@ __all__ = [
     "DEFAULT_CALIBRATION_TOKENS",
     "DEFAULT_POSITION_SAMPLE",
     "DEGENERATE_COHERENCE",
-    "LayerChoiceMixin",
+    "LayerChooser",
     "LayerSelection",
     "SELECTIONS",
-    "SelectionMixin",
     "builtin_calibration_texts",
     "check_layers_in_model",
     "model_layers",
@@ -550,29 +549,325 @@ def name_layers(
     return list(range(len(layers))), names, paths
 
 
-# -- the call's choice among layers ------------------------------------------------------
+def _fuse(maps: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum of per-layer maps ``(B, L, n)``.
+
+    Gradient scales differ by orders of magnitude across layers, so with several layers each
+    map is first scaled to unit L1 norm per example; otherwise the largest layer would decide.
+    """
+    if maps.shape[1] > 1:
+        maps = maps / maps.abs().sum(-1, keepdim=True).clamp_min(1e-30)
+    return torch.einsum("l,bln->bn", weights.to(maps), maps)
 
 
-class LayerChoiceMixin:
-    """The per-call part of the layer selection."""
+def _layer_means(position_scores: Sequence[Tensor], rows: Tensor) -> Tensor:
+    """Each example's mean coherence per layer ``(B, L)`` over its scored rows."""
+    weights = rows.float()
+    return torch.stack(
+        [(scores * weights).sum(-1) / weights.sum(-1).clamp_min(1) for scores in position_scores],
+        dim=1,
+    )
 
-    # Set by DecodedLayerSaliency and SelectionMixin.
-    selector: LayerCoherenceSelector | None
-    layer: Any
-    lm_head: nn.Module
-    layer_indices: list[int]
-    selection: str
-    position_sample: float | None
-    decode_chunk_size: int
-    aggregation: str
-    last_selected_: list[list[int]] | None
-    last_layer_scores_: Tensor | None
-    _frozen: bool
-    _calibrator: Calibrator
-    layer_name: Callable[[int], str]
-    _note_reach: Callable[..., None]
-    _freeze: Callable[[str, str], None]
-    unreachable_layers_: list[int] | None
+
+# -- the layer choice, DecodedLayerSaliency's collaborator ----------------------------------------
+
+
+Batch = Mapping[str, Tensor] | tuple[Tensor, Tensor]
+
+# One layer choice at a time: two threads' first calls choose once, on the same texts.
+_CHOOSING = threading.Lock()
+
+
+class LayerChooser:
+    """Which layer a :class:`~captum_layer_saliency.DecodedLayerSaliency` explains at.
+
+    One collaborator, held by DLS as ``layer_selection`` and wired by its constructor: the
+    per-model (default) or per-example choice, its calibration and its records
+    (``selection_``, ``last_selected_``), and, per call, the plan of the layers to attribute at
+    (:meth:`plan`) and the one map per example chosen from their maps (:meth:`finish`).
+
+    Args:
+        layer: the layer, or the candidate layers from shallow to deep.
+        forward_func: the model or forward function (the selector's fit runs it).
+        lm_head: the decoding head.
+        selector: picks among several layers (``None``: one map per layer).
+        explained_forward: returns the forward of the explained scalar (the prediction's
+            logit), whose gradients show which layers reach the input tokens.
+        selection: ``"model"`` or ``"example"``.
+        calibration_tokens: word tokens an automatic calibration scores before freezing.
+        position_sample: per-example selection's sampled fraction of word positions.
+        decode_chunk_size: rows decoded at once.
+        aggregation: the explainer's aggregation (named by the empty-map warning).
+        special_token_ids: ids that are never word positions.
+    """
+
+    def __init__(
+        self,
+        layer: nn.Module | Sequence[nn.Module],
+        forward_func: Callable[..., Any],
+        lm_head: nn.Module,
+        selector: LayerCoherenceSelector | None,
+        explained_forward: Callable[[], Callable[..., Tensor]],
+        *,
+        selection: str = "model",
+        calibration_tokens: int = DEFAULT_CALIBRATION_TOKENS,
+        position_sample: float | None = DEFAULT_POSITION_SAMPLE,
+        decode_chunk_size: int,
+        aggregation: str,
+        special_token_ids: Sequence[int],
+    ) -> None:
+        #: the layer, or the candidate layers shallow to deep (DLS's ``layer``).
+        self.layer: Any = layer
+        self.forward_func = forward_func
+        self.lm_head = lm_head
+        self.selector = selector
+        # The explained scalar's forward (the prediction's logit), for the reachability check.
+        self._explained_forward = explained_forward
+        self.decode_chunk_size = decode_chunk_size
+        self.aggregation = aggregation
+        self.special_token_ids = list(special_token_ids)
+        #: ``"model"`` or ``"example"`` (see DecodedLayerSaliency's constructor).
+        self.selection = selection
+        self.position_sample = position_sample
+        #: counts the word tokens an automatic calibration has scored.
+        self.calibrator = Calibrator(calibration_tokens)
+        indices, names, paths = name_layers(_as_list(layer), owner_model(forward_func))
+        #: each candidate's layer index (0 = embeddings, ``l`` = block ``l``; the position in
+        #: ``layer`` when some candidate is neither the embeddings nor a block).
+        self.layer_indices: list[int] = indices
+        #: each candidate's name (``"embeddings"``, ``"block 1"``, ...; another module's path).
+        self.layer_names: list[str] = names
+        #: each candidate's module path in the model ("" when unknown).
+        self.layer_paths: list[str] = paths
+        #: the Hugging Face model (set by :meth:`attach`, from ``for_model``).
+        self.model: nn.Module | None = None
+        #: the tokenizer :meth:`calibrate` uses (set by :meth:`attach`).
+        self.tokenizer: Any = None
+        #: per-example coherence of each candidate layer in the last call ``(B, L)``.
+        self.last_layer_scores_: Tensor | None = None
+        #: per-example selected layer indices in the last call.
+        self.last_selected_: list[list[int]] | None = None
+        #: the per-model choice once made (layer, per-layer scores, calibration).
+        self.selection_: LayerSelection | None = None
+        #: layer indices whose gradient does not reach the input tokens (once checked).
+        self.unreachable_layers_: list[int] | None = None
+        self._frozen = self.selector is not None and self.selector.fitted
+
+    # -- public ------------------------------------------------------------------------------
+
+    def layer_name(self, index: int) -> str:
+        """``"block 5 (bert.encoder.layer.4)"`` for the layer of index ``index``."""
+        k = self.layer_indices.index(index)
+        return name_with_path(self.layer_names[k], self.layer_paths[k])
+
+    def fit(self, batches: Iterable[Batch], calibration: str = "") -> LayerCoherenceSelector:
+        """Fit the selector once on unlabelled ``(input_ids, attention_mask)`` batches, and freeze.
+
+        The first batch also takes one backward pass to find the layers whose gradient does
+        not reach the input tokens; they are never selected. Afterwards :meth:`attribute`
+        runs only the selected layer(s).
+
+        Args:
+            batches: ``{"input_ids", "attention_mask"}`` dicts or ``(input_ids, mask)`` pairs.
+            calibration: a description of the texts, kept in ``selection_``.
+
+        Returns:
+            The fitted selector (``scores_``, ``selected_``, ``weights_``).
+        """
+        selector = self.selector
+        if selector is None:
+            raise ValueError("this DecodedLayerSaliency has no selector to fit")
+        selector.reset()
+
+        def checked(items: Iterable[Batch]) -> Iterator[Batch]:
+            for i, batch in enumerate(items):
+                if i == 0 and self.unreachable_layers_ is None:
+                    ids, mask = _pair(batch)
+                    self._check_reach(ids, mask)
+                yield batch
+
+        selector.fit(
+            self.forward_func,
+            _as_list(self.layer),
+            checked(batches),
+            special_token_ids=self.special_token_ids,
+            lm_head=self.lm_head,
+        )
+        how = calibration or f"fit_selector on {selector.n_positions_} word tokens"
+        self._freeze(how, "fitted")
+        return selector
+
+    def calibrate(
+        self, texts: Sequence[str] | None = None, tokenizer: Any = None, batch_size: int = 32
+    ) -> LayerSelection:
+        """Choose the layer label-free on unlabelled texts, with a progress bar, and freeze.
+
+        Args:
+            texts: plain strings from the task's domain (labels are never used), or ``None``
+                for the built-in general-English texts (what a model without a stored
+                selection is calibrated on before its first explanation); they should
+                hold at least ``calibration_tokens`` word tokens (default 2,000, about 100
+                SST-2 sentences, the budget of the automatic calibration): with fewer, a
+                ``UserWarning`` says how many were given, since the choice may then differ
+                from a full fit's (BENCHMARKS.md).
+            tokenizer: the model's tokenizer (default: the one given to
+                ``DecodedLayerSaliency.for_model``).
+            batch_size: texts per forward pass.
+
+        Returns:
+            The :class:`~captum_layer_saliency.attr.layer_selection.LayerSelection` (also in
+            ``selection_``).
+
+        Raises:
+            ValueError: no texts, no tokenizer, or no selector.
+        """
+        if texts is None:
+            return self._calibrate_on(
+                builtin_calibration_texts(),
+                tokenizer,
+                batch_size,
+                "the built-in unlabelled general-English texts",
+            )
+        texts = [t for t in texts if isinstance(t, str) and t.strip()]
+        return self._calibrate_on(
+            texts, tokenizer, batch_size, f"{len(texts)} unlabelled texts given to calibrate"
+        )
+
+    def _calibrate_on(
+        self, texts: list[str], tokenizer: Any, batch_size: int, source: str
+    ) -> LayerSelection:
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        if tok is None:
+            raise ValueError("calibrate() needs the model's tokenizer (tokenizer=...)")
+        if not texts:
+            raise ValueError("calibrate() got no non-empty texts")
+        device = model_device(self.model) if self.model is not None else torch.device("cpu")
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", 512)
+        starts = range(0, len(texts), batch_size)
+
+        def batches() -> Iterator[tuple[Tensor, Tensor]]:
+            for i in tqdm(starts, desc="DLS layer calibration", unit="batch"):
+                enc = tok(
+                    list(texts[i : i + batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=min(int(limit), 512),
+                    return_tensors="pt",
+                )
+                yield enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+        self.fit(batches(), calibration="pending")
+        assert self.selection_ is not None
+        self.selection_.calibration = f"{source} ({self.selection_.n_positions} word tokens)"
+        warn_small_calibration(self.selection_.n_positions, len(texts), self.calibrator.budget)
+        log_selection(self.selection_, "calibrated")
+        return self.selection_
+
+    def store(self) -> None:
+        """Store the per-model choice in ``model.config``, where ``save_pretrained`` keeps it.
+
+        ``DecodedLayerSaliency.for_model`` on the saved model then skips calibration.
+
+        Raises:
+            ValueError: nothing chosen yet, or no Hugging Face model.
+        """
+        if self.selection_ is None or self.model is None:
+            raise ValueError("no per-model selection to store yet (calibrate first)")
+        store_selection(self.model, self.selection_)
+
+    # -- internal ----------------------------------------------------------------------------
+
+    def choose_before_explaining(self) -> None:
+        """Choose the model's layer on the fixed calibration set, once, before explaining.
+
+        The layer is a property of the model, never of the batch: a model without a stored
+        selection gets its layer from the built-in general-English texts
+        (:func:`~captum_layer_saliency.attr.layer_selection.builtin_calibration_texts`) before
+        its first explanation, whatever texts that explanation is for. One thread chooses;
+        the others wait for its choice. Without a tokenizer (the bare constructor) the texts
+        cannot be encoded: the first calls calibrate on what they explain, as before (call
+        :meth:`calibrate` or :meth:`fit` to avoid it).
+        """
+        if self.mode() != "calibrate" or self.tokenizer is None:
+            return
+        with _CHOOSING:
+            if self.mode() != "calibrate":
+                return  # another thread chose meanwhile
+            self.calibrate(None)
+
+    def attach(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        chosen: Sequence[nn.Module],
+        calibration_texts: Sequence[str] | None,
+    ) -> None:
+        """Name the candidates in the model's scheme, then choose the layer (for_model)."""
+        indices, names, paths = name_layers(chosen, model)
+        self.layer_indices, self.layer_names, self.layer_paths = indices, names, paths
+        self.model = model
+        self.tokenizer = tokenizer
+        if calibration_texts is not None:
+            self.calibrate(calibration_texts)
+        else:
+            self._use_stored_selection(model)
+
+    def _use_stored_selection(self, model: nn.Module) -> None:
+        stored = stored_selection(model)
+        selector = self.selector
+        if (
+            stored is None
+            or selector is None
+            or self.selection != "model"
+            or self._frozen
+            or isinstance(self.layer, nn.Module)
+        ):
+            return
+        if stored.layer_indices != self.layer_indices or stored.score != selector.score:
+            return  # scored on other candidates or with another score: calibrate anew
+        selector.reset()
+        self.unreachable_layers_ = list(stored.unreachable)
+        selector.exclude(self.layer_indices.index(i) for i in stored.unreachable)
+        selector.restore(stored.scores, stored.n_positions)
+        self._freeze(stored.calibration, "stored with the model")
+
+    def _check_reach(self, ids: Tensor, mask: Tensor) -> None:
+        forward = self._explained_forward()
+        grads, _ = layer_gradients_and_outputs(forward, _as_list(self.layer), ids, None, (mask,))
+        self._note_reach(grads, candidate_mask(ids, mask, self.special_token_ids))
+
+    def _note_reach(self, grads: Sequence[Tensor], words: Tensor) -> None:
+        if self.unreachable_layers_ is not None or self.selector is None:
+            return
+        out = unreachable_candidates(grads, words)
+        self.unreachable_layers_ = [self.layer_indices[k] for k in out]
+        self.selector.exclude(out)
+
+    def _freeze(self, calibration: str, how: str) -> None:
+        selector = self.selector
+        assert selector is not None and selector.scores_ is not None and selector.selected_
+        self._frozen = True
+        head = self.lm_head
+        self.selection_ = LayerSelection(
+            layer=self.layer_indices[selector.selected_[0]],
+            layer_indices=list(self.layer_indices),
+            layer_names=list(self.layer_names),
+            layer_paths=list(self.layer_paths),
+            scores=[round(float(v), 4) for v in selector.scores_],
+            score=selector.score,
+            rule=selector.rule,
+            unreachable=list(self.unreachable_layers_ or []),
+            n_positions=selector.n_positions_,
+            calibration=calibration,
+            head={
+                "vocab_size": getattr(head, "vocab_size", None),
+                "hidden_size": getattr(head, "hidden_size", None),
+                "source": getattr(head, "source", None),
+            },
+        )
+        if calibration != "pending":
+            log_selection(self.selection_, how)
+        warn_degenerate_head(selector, self.layer_names)
 
     def _position_scores(
         self,
@@ -634,7 +929,7 @@ class LayerChoiceMixin:
         self.last_selected_ = chosen
         return out
 
-    def _plan(
+    def plan(
         self,
         forward: Callable[..., Tensor],
         call: tuple[Any, Tensor | None, Any],
@@ -654,7 +949,7 @@ class LayerChoiceMixin:
         ``"frozen"`` for the rest of the call. The choice comes with its coherence, rows and
         extra passes per example (``{"forwards": f, "backwards": b}``).
         """
-        mode = self._mode()
+        mode = self.mode()
         run_idx = list(range(len(self.layer) if not isinstance(self.layer, nn.Module) else 1))
         if mode == "frozen":
             assert self.selector is not None and self.selector.selected_ is not None
@@ -727,7 +1022,7 @@ class LayerChoiceMixin:
         chosen = {i for b in range(ids.shape[0]) for i in self.selector.select(per_example[b])[0]}
         return sorted(chosen), (scores, rows), backward
 
-    def _finish(
+    def finish(
         self,
         maps: list[Tensor],
         grads: list[Tensor],
@@ -798,7 +1093,8 @@ class LayerChoiceMixin:
         warn_zero_maps(out, words, where, self.aggregation)
         return out
 
-    def _mode(self) -> str:
+    def mode(self) -> str:
+        """``"all"`` (one map per layer), ``"frozen"``, ``"calibrate"`` or ``"example"``."""
         if isinstance(self.layer, nn.Module) or self.selector is None:
             return "all"
         if self._frozen and self.selector.fitted:
@@ -808,295 +1104,11 @@ class LayerChoiceMixin:
     def _calibration_step(self, position_scores: Sequence[Tensor], rows: Tensor) -> None:
         assert self.selector is not None
         self.selector.update(*self.selector.layer_sums(position_scores, rows.float()))
-        if self._calibrator.add(int(rows.sum())):
+        if self.calibrator.add(int(rows.sum())):
             self._freeze(
-                f"the first {self._calibrator.seen} word tokens explained (auto-calibration)",
+                f"the first {self.calibrator.seen} word tokens explained (auto-calibration)",
                 "auto-calibrated",
             )
-
-
-def _fuse(maps: Tensor, weights: Tensor) -> Tensor:
-    """Weighted sum of per-layer maps ``(B, L, n)``.
-
-    Gradient scales differ by orders of magnitude across layers, so with several layers each
-    map is first scaled to unit L1 norm per example; otherwise the largest layer would decide.
-    """
-    if maps.shape[1] > 1:
-        maps = maps / maps.abs().sum(-1, keepdim=True).clamp_min(1e-30)
-    return torch.einsum("l,bln->bn", weights.to(maps), maps)
-
-
-def _layer_means(position_scores: Sequence[Tensor], rows: Tensor) -> Tensor:
-    """Each example's mean coherence per layer ``(B, L)`` over its scored rows."""
-    weights = rows.float()
-    return torch.stack(
-        [(scores * weights).sum(-1) / weights.sum(-1).clamp_min(1) for scores in position_scores],
-        dim=1,
-    )
-
-
-# -- the per-model choice -----------------------------------------------------------------
-
-
-Batch = Mapping[str, Tensor] | tuple[Tensor, Tensor]
-
-# One layer choice at a time: two threads' first calls choose once, on the same texts.
-_CHOOSING = threading.Lock()
-
-
-class SelectionMixin(LayerChoiceMixin):
-    """Per-model (default) or per-example layer selection, calibration and its records."""
-
-    # Set by DecodedLayerSaliency (and declared by LayerChoiceMixin: selector, layer, ...).
-    forward_func: Callable[..., Any]
-    special_token_ids: list[int]
-    model: nn.Module | None
-    _checked_forward: Callable[..., Any]
-
-    def _init_selection(
-        self,
-        layers: Sequence[nn.Module],
-        forward_func: Any,
-        selection: str,
-        calibrator: Calibrator,
-        position_sample: float | None,
-    ) -> None:
-        #: ``"model"`` or ``"example"`` (see the constructor).
-        self.selection = selection
-        self.position_sample = position_sample
-        self._calibrator = calibrator
-        indices, names, paths = name_layers(layers, owner_model(forward_func))
-        #: each candidate's layer index (0 = embeddings, ``l`` = block ``l``; the position in
-        #: ``layer`` when some candidate is neither the embeddings nor a block).
-        self.layer_indices: list[int] = indices
-        #: each candidate's name (``"embeddings"``, ``"block 1"``, ...; another module's path).
-        self.layer_names: list[str] = names
-        #: each candidate's module path in the model ("" when unknown).
-        self.layer_paths: list[str] = paths
-        #: the tokenizer :meth:`calibrate` uses (set by :meth:`for_model`).
-        self.tokenizer: Any = None
-        #: the per-model choice once made (layer, per-layer scores, calibration).
-        self.selection_: LayerSelection | None = None
-        #: layer indices whose gradient does not reach the input tokens (once checked).
-        self.unreachable_layers_: list[int] | None = None
-        self._frozen = self.selector is not None and self.selector.fitted
-
-    # -- public ------------------------------------------------------------------------------
-
-    def layer_name(self, index: int) -> str:
-        """``"block 5 (bert.encoder.layer.4)"`` for the layer of index ``index``."""
-        k = self.layer_indices.index(index)
-        return name_with_path(self.layer_names[k], self.layer_paths[k])
-
-    def fit_selector(
-        self, batches: Iterable[Batch], calibration: str = ""
-    ) -> LayerCoherenceSelector:
-        """Fit the selector once on unlabelled ``(input_ids, attention_mask)`` batches, and freeze.
-
-        The first batch also takes one backward pass to find the layers whose gradient does
-        not reach the input tokens; they are never selected. Afterwards :meth:`attribute`
-        runs only the selected layer(s).
-
-        Args:
-            batches: ``{"input_ids", "attention_mask"}`` dicts or ``(input_ids, mask)`` pairs.
-            calibration: a description of the texts, kept in ``selection_``.
-
-        Returns:
-            The fitted selector (``scores_``, ``selected_``, ``weights_``).
-        """
-        selector = self.selector
-        if selector is None:
-            raise ValueError("this DecodedLayerSaliency has no selector to fit")
-        selector.reset()
-
-        def checked(items: Iterable[Batch]) -> Iterator[Batch]:
-            for i, batch in enumerate(items):
-                if i == 0 and self.unreachable_layers_ is None:
-                    ids, mask = _pair(batch)
-                    self._check_reach(ids, mask)
-                yield batch
-
-        selector.fit(
-            self.forward_func,
-            _as_list(self.layer),
-            checked(batches),
-            special_token_ids=self.special_token_ids,
-            lm_head=self.lm_head,
-        )
-        how = calibration or f"fit_selector on {selector.n_positions_} word tokens"
-        self._freeze(how, "fitted")
-        return selector
-
-    def calibrate(
-        self, texts: Sequence[str] | None = None, tokenizer: Any = None, batch_size: int = 32
-    ) -> LayerSelection:
-        """Choose the layer label-free on unlabelled texts, with a progress bar, and freeze.
-
-        Args:
-            texts: plain strings from the task's domain (labels are never used), or ``None``
-                for the built-in general-English texts (what a model without a stored
-                selection is calibrated on before its first explanation); they should
-                hold at least ``calibration_tokens`` word tokens (default 2,000, about 100
-                SST-2 sentences, the budget of the automatic calibration): with fewer, a
-                ``UserWarning`` says how many were given, since the choice may then differ
-                from a full fit's (BENCHMARKS.md).
-            tokenizer: the model's tokenizer (default: the one given to :meth:`for_model`).
-            batch_size: texts per forward pass.
-
-        Returns:
-            The :class:`~captum_layer_saliency.attr.layer_selection.LayerSelection` (also in
-            ``selection_``).
-
-        Raises:
-            ValueError: no texts, no tokenizer, or no selector.
-        """
-        if texts is None:
-            return self._calibrate_on(
-                builtin_calibration_texts(),
-                tokenizer,
-                batch_size,
-                "the built-in unlabelled general-English texts",
-            )
-        texts = [t for t in texts if isinstance(t, str) and t.strip()]
-        return self._calibrate_on(
-            texts, tokenizer, batch_size, f"{len(texts)} unlabelled texts given to calibrate"
-        )
-
-    def _calibrate_on(
-        self, texts: list[str], tokenizer: Any, batch_size: int, source: str
-    ) -> LayerSelection:
-        tok = tokenizer if tokenizer is not None else self.tokenizer
-        if tok is None:
-            raise ValueError("calibrate() needs the model's tokenizer (tokenizer=...)")
-        if not texts:
-            raise ValueError("calibrate() got no non-empty texts")
-        device = model_device(self.model) if self.model is not None else torch.device("cpu")
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", 512)
-        starts = range(0, len(texts), batch_size)
-
-        def batches() -> Iterator[tuple[Tensor, Tensor]]:
-            for i in tqdm(starts, desc="DLS layer calibration", unit="batch"):
-                enc = tok(
-                    list(texts[i : i + batch_size]),
-                    padding=True,
-                    truncation=True,
-                    max_length=min(int(limit), 512),
-                    return_tensors="pt",
-                )
-                yield enc["input_ids"].to(device), enc["attention_mask"].to(device)
-
-        self.fit_selector(batches(), calibration="pending")
-        assert self.selection_ is not None
-        self.selection_.calibration = f"{source} ({self.selection_.n_positions} word tokens)"
-        warn_small_calibration(self.selection_.n_positions, len(texts), self._calibrator.budget)
-        log_selection(self.selection_, "calibrated")
-        return self.selection_
-
-    def store_selection(self) -> None:
-        """Store the per-model choice in ``model.config``, where ``save_pretrained`` keeps it.
-
-        :meth:`for_model` on the saved model then skips calibration.
-
-        Raises:
-            ValueError: nothing chosen yet, or no Hugging Face model.
-        """
-        if self.selection_ is None or self.model is None:
-            raise ValueError("no per-model selection to store yet (calibrate first)")
-        store_selection(self.model, self.selection_)
-
-    # -- internal ----------------------------------------------------------------------------
-
-    def _choose_before_explaining(self) -> None:
-        """Choose the model's layer on the fixed calibration set, once, before explaining.
-
-        The layer is a property of the model, never of the batch: a model without a stored
-        selection gets its layer from the built-in general-English texts
-        (:func:`~captum_layer_saliency.attr.layer_selection.builtin_calibration_texts`) before
-        its first explanation, whatever texts that explanation is for. One thread chooses;
-        the others wait for its choice. Without a tokenizer (the bare constructor) the texts
-        cannot be encoded: the first calls calibrate on what they explain, as before (call
-        :meth:`calibrate` or :meth:`fit_selector` to avoid it).
-        """
-        if self._mode() != "calibrate" or self.tokenizer is None:
-            return
-        with _CHOOSING:
-            if self._mode() != "calibrate":
-                return  # another thread chose meanwhile
-            self.calibrate(None)
-
-    def _attach_model(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        chosen: Sequence[nn.Module],
-        calibration_texts: Sequence[str] | None,
-    ) -> None:
-        """Name the candidates in the model's scheme, then choose the layer (for_model)."""
-        indices, names, paths = name_layers(chosen, model)
-        self.layer_indices, self.layer_names, self.layer_paths = indices, names, paths
-        self.model = model
-        self.tokenizer = tokenizer
-        if calibration_texts is not None:
-            self.calibrate(calibration_texts)
-        else:
-            self._use_stored_selection(model)
-
-    def _use_stored_selection(self, model: nn.Module) -> None:
-        stored = stored_selection(model)
-        selector = self.selector
-        if (
-            stored is None
-            or selector is None
-            or self.selection != "model"
-            or self._frozen
-            or isinstance(self.layer, nn.Module)
-        ):
-            return
-        if stored.layer_indices != self.layer_indices or stored.score != selector.score:
-            return  # scored on other candidates or with another score: calibrate anew
-        selector.reset()
-        self.unreachable_layers_ = list(stored.unreachable)
-        selector.exclude(self.layer_indices.index(i) for i in stored.unreachable)
-        selector.restore(stored.scores, stored.n_positions)
-        self._freeze(stored.calibration, "stored with the model")
-
-    def _check_reach(self, ids: Tensor, mask: Tensor) -> None:
-        forward, _ = self._checked_forward(None, True)
-        grads, _ = layer_gradients_and_outputs(forward, _as_list(self.layer), ids, None, (mask,))
-        self._note_reach(grads, candidate_mask(ids, mask, self.special_token_ids))
-
-    def _note_reach(self, grads: Sequence[Tensor], words: Tensor) -> None:
-        if self.unreachable_layers_ is not None or self.selector is None:
-            return
-        out = unreachable_candidates(grads, words)
-        self.unreachable_layers_ = [self.layer_indices[k] for k in out]
-        self.selector.exclude(out)
-
-    def _freeze(self, calibration: str, how: str) -> None:
-        selector = self.selector
-        assert selector is not None and selector.scores_ is not None and selector.selected_
-        self._frozen = True
-        head = self.lm_head
-        self.selection_ = LayerSelection(
-            layer=self.layer_indices[selector.selected_[0]],
-            layer_indices=list(self.layer_indices),
-            layer_names=list(self.layer_names),
-            layer_paths=list(self.layer_paths),
-            scores=[round(float(v), 4) for v in selector.scores_],
-            score=selector.score,
-            rule=selector.rule,
-            unreachable=list(self.unreachable_layers_ or []),
-            n_positions=selector.n_positions_,
-            calibration=calibration,
-            head={
-                "vocab_size": getattr(head, "vocab_size", None),
-                "hidden_size": getattr(head, "hidden_size", None),
-                "source": getattr(head, "source", None),
-            },
-        )
-        if calibration != "pending":
-            log_selection(self.selection_, how)
-        warn_degenerate_head(selector, self.layer_names)
 
 
 def _as_list(layer: Any) -> list[nn.Module]:

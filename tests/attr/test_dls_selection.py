@@ -50,15 +50,15 @@ def explain(dls: DecodedLayerSaliency, ids: torch.Tensor, mask: torch.Tensor) ->
 
 def test_calibration_freezes_after_its_budget_and_logs_once(models, caplog, layer_runs) -> None:
     dls = build(models, calibration_tokens=10)
-    assert dls.selection_ is None and dls._mode() == "calibrate"
+    assert dls.selection_ is None and dls.layer_selection.mode() == "calibrate"
     caplog.set_level(logging.INFO, logger="captum_layer_saliency")
     for n_seen in (4, 8):
         explain(dls, *words_batch(4))
-        assert dls._calibrator.seen == n_seen and dls.selection_ is None
+        assert dls.layer_selection.calibrator.seen == n_seen and dls.selection_ is None
         assert dls.selector is not None and dls.selector.n_positions_ == n_seen
     ids, mask = words_batch(4, offset=20)
     dls.attribute(ids, attention_mask=mask)
-    assert dls._calibrator.seen == 12 and dls._mode() == "frozen"
+    assert dls.layer_selection.calibrator.seen == 12 and dls.layer_selection.mode() == "frozen"
     selection = dls.selection_
     assert selection is not None and selection.n_positions == 12
     assert "auto-calibration" in selection.calibration
@@ -77,7 +77,7 @@ def test_calibration_freezes_after_its_budget_and_logs_once(models, caplog, laye
 def test_batched_equals_one_at_a_time_after_the_freeze(models) -> None:
     dls = build(models, calibration_tokens=5)
     explain(dls, *words_batch(6))
-    assert dls._mode() == "frozen"
+    assert dls.layer_selection.mode() == "frozen"
     ids = torch.tensor(
         [[1, 5, 6, 7, 5, 2, 0, 0], [1, 8, 9, 10, 11, 12, 13, 2], [1, 20, 2, 0, 0, 0, 0, 0]]
     )
@@ -150,7 +150,7 @@ def test_calibration_texts_fit_at_construction(tiny_classifier, caplog) -> None:
         dls = DecodedLayerSaliency.for_model(
             clf.model, clf.lm_head, clf.tokenizer, calibration_texts=SENTENCES
         )
-    assert dls._mode() == "frozen" and dls.selection_ is not None
+    assert dls.layer_selection.mode() == "frozen" and dls.selection_ is not None
     assert dls.selection_.calibration.startswith("3 unlabelled texts")
     assert dls.selection_.n_positions == 19  # the sentences' word tokens
     assert sum("DLS uses" in r.getMessage() for r in caplog.records) == 1
@@ -169,7 +169,7 @@ def test_a_stored_selection_survives_save_pretrained(models, tmp_path) -> None:
     delattr(clf.config, cal.CONFIG_KEY)  # leave the shared fixture as found
     reloaded = T.BertForSequenceClassification.from_pretrained(tmp_path).eval()
     again = DecodedLayerSaliency.for_model(reloaded, mlm, special_token_ids=SPECIAL)
-    assert again._mode() == "frozen" and again._calibrator.seen == 0
+    assert again.layer_selection.mode() == "frozen" and again.layer_selection.calibrator.seen == 0
     assert again.selection_ is not None and dls.selection_ is not None
     assert again.selection_.layer == dls.selection_.layer
     assert again.selection_.scores == dls.selection_.scores
@@ -179,7 +179,7 @@ def test_a_stored_selection_survives_save_pretrained(models, tmp_path) -> None:
     )
     # Other candidate layers than those scored: the stored choice does not apply.
     subset = DecodedLayerSaliency.for_model(reloaded, mlm, layers=[0, 1], special_token_ids=SPECIAL)
-    assert subset._mode() == "calibrate"
+    assert subset.layer_selection.mode() == "calibrate"
 
 
 def test_per_example_selection_scores_a_sample_of_positions(models) -> None:

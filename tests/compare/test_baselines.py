@@ -403,7 +403,7 @@ def test_dls_calibrates_its_layer_when_prepared(tiny_classifier, tiny_batch, mon
     explainer = method.explainer  # type: ignore[attr-defined]
     assert explainer.selection_ is None  # nothing is spent before the run needs it
     record = method.prepare(["not used for a default task"])  # type: ignore[attr-defined]
-    assert explainer.selector.fitted and explainer._mode() == "frozen"
+    assert explainer.selector.fitted and explainer.layer_selection.mode() == "frozen"
     assert record["calibration"].startswith("6 unlabelled sst2 training texts")
     assert record["calibration_seconds"] > 0 and record["name"] == explainer.selection_.name
     assert record["layer"] in record["layer_indices"] and len(record["scores"]) == 3
@@ -420,7 +420,7 @@ def test_dls_calibrates_its_layer_when_prepared(tiny_classifier, tiny_batch, mon
     assert record["calibration"].startswith("the built-in unlabelled general-English texts")
     online = B.get_method("dls", clf, calibration=0)
     assert online.prepare(texts) is None  # type: ignore[attr-defined]
-    assert online.explainer._mode() == "calibrate"  # type: ignore[attr-defined]
+    assert online.explainer.layer_selection.mode() == "calibrate"  # type: ignore[attr-defined]
 
 
 def test_dls_task_and_head_are_explicit(tiny_classifier: TextClassifier) -> None:

@@ -53,7 +53,7 @@ def test_the_readme_snippet_runs_the_stored_layer_from_its_first_call(layer_runs
 
     clf = load_default("sst2")
     dls = DecodedLayerSaliency.for_model(clf.model, clf.lm_head, clf.tokenizer)
-    assert dls._mode() == "frozen" and dls._calibrator.seen == 0
+    assert dls.layer_selection.mode() == "frozen" and dls.layer_selection.calibrator.seen == 0
     assert dls.selection_ is not None and dls.selection_.name == "block 5 (bert.encoder.layer.4)"
     layer_runs.clear()
     enc = clf.encode(["bad", "the plot is dull and the jokes fall flat ."])
