@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,8 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+import resumable  # noqa: E402  (sets the offline switches)
 
 COST_REFERENCE = "input_x_gradient"
 #: name -> (registry method, options)
@@ -62,23 +61,6 @@ HIGHER_IS_BETTER = {m: "comprehensiveness" in m for m in METRICS}
 #: Rows are explained in chunks of this many consecutive rows, so a prefix of a run is a prefix
 #: of the data (not its longest texts).
 CHUNK = 32
-
-
-def load_texts(task: str, split: str | None, start: int, stop: int | None) -> list[str]:
-    """The texts of a task's split, rows ``start:stop``, through the package's loaders."""
-    if task == "sst2":
-        from captum_layer_saliency.data.sst2 import load_sst2
-
-        data = load_sst2(split or "validation")
-    elif task == "ag_news":
-        from captum_layer_saliency.data.ag_news import load_ag_news
-
-        data = load_ag_news(split or "heldout")
-    else:
-        from captum_layer_saliency.data.hatexplain import load_hatexplain
-
-        data = load_hatexplain(split or "test")
-    return list(data["text"])[start:stop]
 
 
 def _scores(clf: Any, ids: torch.Tensor, mask: torch.Tensor, special: torch.Tensor, target: Any):
@@ -113,11 +95,10 @@ def _scores(clf: Any, ids: torch.Tensor, mask: torch.Tensor, special: torch.Tens
 def run(args: argparse.Namespace) -> None:
     """Explain and score every batch not yet in ``rows.jsonl``."""
     from captum_layer_saliency import load_default
-    from captum_layer_saliency.compare.methods.registry import PassCounter, get_method
-    from captum_layer_saliency.compare.runner import batch_plan
+    from captum_layer_saliency.compare.methods.registry import get_method
 
     clf = load_default(args.task)
-    texts = load_texts(args.task, args.split, args.start, args.stop)
+    texts = resumable.load_texts(args.task, args.split, args.start, args.stop)
     rows_index = [args.start + i for i in range(len(texts))]
     if args.max_words:  # Edin et al.'s "short" sets: texts whose NAOPC bounds are exact
         kept = [i for i, t in enumerate(texts) if len(t.split()) <= args.max_words]
@@ -128,38 +109,16 @@ def run(args: argparse.Namespace) -> None:
         prepare = getattr(method, "prepare", None)
         if callable(prepare):
             prepare([])  # the default models carry DLS's layer choice
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "summary_only"}
     config.update(methods=names, n_texts=len(texts))
-    rows_path = out / "rows.jsonl"
-    if rows_path.exists() and (out / "config.json").exists():
-        old = json.loads((out / "config.json").read_text())
-        keys = ("task", "split", "start", "stop", "methods", "batch_size", "max_words")
-        if any(old.get(k) != config.get(k) for k in keys):
-            raise SystemExit(f"{out} holds rows of another configuration; use another --out")
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    done: set[int] = set()
-    if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            try:
-                done.add(json.loads(line)["batch"])
-            except (json.JSONDecodeError, KeyError):
-                continue  # a torn last line: that batch reruns
-    plan = [
-        [start + i for i in batch]
-        for start in range(0, len(texts), CHUNK)
-        for batch in batch_plan(texts[start : start + CHUNK], args.batch_size)
-    ]
+    keys = ("task", "split", "start", "stop", "methods", "batch_size", "max_words")
+    rows_path, done = resumable.open_rows(Path(args.out), config, keys)
+    plan = resumable.plan_batches(texts, CHUNK, args.batch_size)
     with rows_path.open("a") as sink:
         for batch_no, positions in enumerate(tqdm(plan, desc=args.task)):
             if batch_no in done:
                 continue
-            enc = clf.encode([texts[i] for i in positions], truncation="truncate")
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-            special = clf.special_mask(ids)
-            with torch.no_grad():
-                target = clf.forward_func(ids, mask).argmax(-1)
+            ids, mask, special, target = resumable.encode_batch(clf, [texts[i] for i in positions])
             metrics, exact = _scores(clf, ids, mask, special, target)
             row: dict[str, Any] = {
                 "batch": batch_no,
@@ -169,21 +128,11 @@ def run(args: argparse.Namespace) -> None:
                 "methods": {},
             }
             for name, method in methods.items():
-                t0 = time.perf_counter()
-                with PassCounter(clf.model) as counter:
-                    scores = method.attribute(ids, mask, target)
-                seconds = time.perf_counter() - t0
-                scores = scores.float().masked_fill(~(mask.bool() & ~special), 0.0)
+                scores, cost = resumable.timed_scores(clf, method, ids, mask, special, target)
                 with torch.no_grad():
                     values = metrics(scores)
-                row["methods"][name] = {
-                    "seconds": seconds / len(positions),
-                    **counter.per_example(len(positions)),
-                    **values,
-                }
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+                row["methods"][name] = {**cost, **values}
+            resumable.append_row(sink, row)
 
 
 def _paired_ci(diff: np.ndarray) -> tuple[float, float, float]:

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+import resumable  # noqa: E402  (sets the offline switches)
 
 REFERENCE = "integrated_gradients"
 COST_REFERENCE = "input_x_gradient"
@@ -82,19 +81,6 @@ SETS = {
 #: Rows are explained in chunks of this many consecutive rows (each sorted by length into
 #: batches), so that any prefix of a run is a prefix of the data, not its longest texts.
 CHUNK = 64
-
-
-def load_texts(task: str, split: str | None, start: int, stop: int | None) -> list[str]:
-    if task == "sst2":
-        from captum_layer_saliency.data.sst2 import load_sst2
-
-        data = load_sst2(split or "validation")
-    else:
-        from captum_layer_saliency.data.ag_news import load_ag_news
-
-        data = load_ag_news(split or "heldout")
-    texts = list(data["text"])
-    return texts[start:stop]
 
 
 class FusedLayers:
@@ -149,49 +135,26 @@ def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str,
 
 def run(args: argparse.Namespace) -> None:
     from captum_layer_saliency import load_default
-    from captum_layer_saliency.compare.methods.registry import PassCounter
-    from captum_layer_saliency.compare.runner import batch_plan
     from captum_layer_saliency.metrics import aopc_bounds, aopc_curves, normalise_aopc
     from captum_layer_saliency.metrics.normalised import beyond_bounds
 
     clf = load_default(args.task)
-    texts = load_texts(args.task, args.split, args.start, args.stop)
+    texts = resumable.load_texts(args.task, args.split, args.start, args.stop)
     names = SETS[args.variants] if args.variants in SETS else args.variants.split(",")
     methods, info = build_methods(clf, names)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "summary_only"}
     config.update(info, methods=list(methods), n_texts=len(texts))
-    if (out / "rows.jsonl").exists() and (out / "config.json").exists():
-        old = json.loads((out / "config.json").read_text())
-        keys = ("task", "split", "start", "stop", "methods", "batch_size")
-        if any(old.get(k) != config.get(k) for k in keys):
-            raise SystemExit(f"{out} holds rows of another configuration; use another --out")
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    rows_path = out / "rows.jsonl"
-    done: set[int] = set()
-    if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            try:
-                done.add(json.loads(line)["batch"])
-            except (json.JSONDecodeError, KeyError):
-                continue  # a torn last line: that batch reruns
-    plan = [
-        [start + i for i in batch]
-        for start in range(0, len(texts), CHUNK)
-        for batch in batch_plan(texts[start : start + CHUNK], args.batch_size)
-    ]
+    keys = ("task", "split", "start", "stop", "methods", "batch_size")
+    rows_path, done = resumable.open_rows(Path(args.out), config, keys)
+    plan = resumable.plan_batches(texts, CHUNK, args.batch_size)
     pad = clf.tokenizer.pad_token_id
     forward = clf.forward_func
     with rows_path.open("a") as sink:
         for batch_no, positions in enumerate(tqdm(plan, desc=f"{args.task} {args.variants}")):
             if batch_no in done:
                 continue
-            enc = clf.encode([texts[i] for i in positions], truncation="truncate")
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-            special = clf.special_mask(ids)
+            ids, mask, special, target = resumable.encode_batch(clf, [texts[i] for i in positions])
             with torch.no_grad():
-                target = forward(ids, mask).argmax(-1)
                 bounds = aopc_bounds(forward, ids, mask, target, special, pad_token_id=pad)
             row: dict[str, Any] = {
                 "batch": batch_no,
@@ -200,19 +163,11 @@ def run(args: argparse.Namespace) -> None:
                 "methods": {},
             }
             for name, method in methods.items():
-                t0 = time.perf_counter()
-                with PassCounter(clf.model) as counter:
-                    scores = method.attribute(ids, mask, target)
-                seconds = time.perf_counter() - t0
-                scores = scores.float().masked_fill(~(mask.bool() & ~special), 0.0)
+                scores, result = resumable.timed_scores(clf, method, ids, mask, special, target)
                 with torch.no_grad():
                     curves = aopc_curves(
                         forward, ids, mask, scores, target, special, pad_token_id=pad
                     )
-                result: dict[str, Any] = {
-                    "seconds": seconds / len(positions),
-                    **counter.per_example(len(positions)),
-                }
                 for key in ("comprehensiveness", "sufficiency"):
                     value = curves[key].mean(-1)
                     result[key] = value.tolist()
@@ -221,9 +176,7 @@ def run(args: argparse.Namespace) -> None:
                     ).tolist()
                     result[f"beyond_{key}"] = beyond_bounds(value, bounds[key]).tolist()
                 row["methods"][name] = result
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            resumable.append_row(sink, row)
 
 
 METRICS = (

@@ -33,7 +33,7 @@ does not move) gets NaN.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -245,23 +245,25 @@ def loo_bounded_sufficiency(
     return _normalised("sufficiency", args, bins, {**common, **model_inputs}, bounds, loo)
 
 
-def normalised_comprehensiveness(*args: Any, **kwargs: Any) -> Tensor:
-    """Deprecated name of :func:`loo_bounded_comprehensiveness` (renamed in issue 23)."""
-    warnings.warn(
-        "normalised_comprehensiveness is now loo_bounded_comprehensiveness (its bounds are the "
-        "leave-one-out orderings; Edin et al.'s NAOPC is naopc_comprehensiveness)",
-        DeprecationWarning,
-        stacklevel=2,
+def _renamed(new: Callable[..., Tensor], old: str, bounds: str) -> Callable[..., Tensor]:
+    """The deprecated name ``old`` of ``new``: warns, then calls ``new``."""
+    message = (
+        f"{old} is now {new.__name__} (its bounds are the leave-one-out orderings; Edin et al.'s "
+        f"NAOPC is {bounds})"
     )
-    return loo_bounded_comprehensiveness(*args, **kwargs)
+
+    def alias(*args: Any, **kwargs: Any) -> Tensor:
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return new(*args, **kwargs)
+
+    alias.__name__ = alias.__qualname__ = old
+    alias.__doc__ = f"Deprecated name of :func:`{new.__name__}` (renamed in issue 23)."
+    return alias
 
 
-def normalised_sufficiency(*args: Any, **kwargs: Any) -> Tensor:
-    """Deprecated name of :func:`loo_bounded_sufficiency` (renamed in issue 23)."""
-    warnings.warn(
-        "normalised_sufficiency is now loo_bounded_sufficiency (its bounds are the leave-one-out "
-        "orderings; Edin et al.'s NAOPC is naopc_sufficiency)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return loo_bounded_sufficiency(*args, **kwargs)
+normalised_comprehensiveness = _renamed(
+    loo_bounded_comprehensiveness, "normalised_comprehensiveness", "naopc_comprehensiveness"
+)
+normalised_sufficiency = _renamed(
+    loo_bounded_sufficiency, "normalised_sufficiency", "naopc_sufficiency"
+)

@@ -138,3 +138,22 @@ def test_the_old_names_still_work_with_a_deprecation_warning() -> None:
     assert old.item() == pytest.approx(loo_bounded_comprehensiveness(*args).item())
     with pytest.warns(DeprecationWarning, match="now called 'loo_bounded_sufficiency'"):
         assert check_metrics(["normalised_sufficiency"], False) == ["loo_bounded_sufficiency"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("normalised_comprehensiveness", "loo_bounded_comprehensiveness"),
+        ("normalised_sufficiency", "loo_bounded_sufficiency"),
+    ],
+)
+def test_each_old_name_warns_at_its_caller_and_equals_the_new(old: str, new: str) -> None:
+    from captum_layer_saliency import metrics
+
+    scores = [0.0, 3.0, 1.0, 2.0, 0.5, 0.0]
+    args = (*_args(scores), _special(scores))
+    with pytest.warns(DeprecationWarning, match=f"{old} is now {new} ") as record:
+        value = getattr(metrics, old)(*args)
+    assert record[0].filename == __file__
+    assert getattr(metrics, old).__name__ == old
+    assert value.item() == pytest.approx(getattr(metrics, new)(*args).item())
