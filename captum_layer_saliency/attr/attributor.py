@@ -257,7 +257,7 @@ class EmbeddingAttributor(Attributor):
         """
         super().__init__(clf, seed, layer=layer, baseline_token_id=baseline_token_id, **options)
         self.layer = embedding_layer(clf.model, layer)
-        self.forward = clf.forward_func
+        self.forward_func = clf.forward_func
         self.baseline_token_id = resolve_token_id(clf, baseline_token_id)
         #: how the hidden dimension is reduced (:mod:`captum_layer_saliency.attr.reductions`)
         self.reduction = check_reduction(options.get("reduction", "sum"))

@@ -51,7 +51,7 @@ class SaliencyAttributor(EmbeddingAttributor):
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
     ) -> Tensor:
-        method = LayerGradientXActivation(self.forward, self.layer, multiply_by_inputs=False)
+        method = LayerGradientXActivation(self.forward_func, self.layer, multiply_by_inputs=False)
         result: Tensor = method.attribute(
             input_ids, target=target, additional_forward_args=self._args(attention_mask)
         )
@@ -94,7 +94,7 @@ class InputXGradientAttributor(EmbeddingAttributor):
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
     ) -> Tensor:
-        result: Tensor = LayerGradientXActivation(self.forward, self.layer).attribute(
+        result: Tensor = LayerGradientXActivation(self.forward_func, self.layer).attribute(
             input_ids, target=target, additional_forward_args=self._args(attention_mask)
         )
         return result
@@ -149,7 +149,7 @@ class IntegratedGradientsAttributor(EmbeddingAttributor):
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
     ) -> Tensor:
-        result: Tensor = LayerIntegratedGradients(self.forward, self.layer).attribute(
+        result: Tensor = LayerIntegratedGradients(self.forward_func, self.layer).attribute(
             input_ids,
             baselines=self._baseline(input_ids, attention_mask, special),
             target=target,

@@ -302,7 +302,7 @@ class LayerRunner:
         upper_only: bool | None,
         parts: ModelParts | None = None,
     ) -> None:
-        self.forward = forward
+        self.forward_func = forward
         self.layer = layer
         self.to_input = to_input
         self.model = model
@@ -361,7 +361,7 @@ class LayerRunner:
             out: Tensor = self.upper(states)
             return out
         with replaced_layer_output(self.layer, states, self.to_input):
-            result: Tensor = _run_forward(self.forward, inputs, additional_forward_args=args)
+            result: Tensor = _run_forward(self.forward_func, inputs, additional_forward_args=args)
         return result
 
 

@@ -96,7 +96,7 @@ class SmoothGradAttributor(EmbeddingAttributor):
         handle = self.layer.register_forward_hook(clean_hook)
         try:
             with torch.no_grad():
-                self.forward(ids, mask)
+                self.forward_func(ids, mask)
         finally:
             handle.remove()
         clean = captured["clean"]  # (1, n, d)
@@ -114,7 +114,7 @@ class SmoothGradAttributor(EmbeddingAttributor):
 
             handle = self.layer.register_forward_hook(noisy_hook)
             try:
-                logits = self.forward(ids.expand(rows, -1), mask.expand(rows, -1))
+                logits = self.forward_func(ids.expand(rows, -1), mask.expand(rows, -1))
             finally:
                 handle.remove()
             picked = logits[:, int(target.reshape(-1)[0])].sum()

@@ -96,7 +96,7 @@ class GradientShapAttributor(EmbeddingAttributor):
 
     def _long_ids_forward(self, input_ids: Tensor, attention_mask: Tensor, *extra: Any) -> Tensor:
         # Captum's noise step turns the ids into floats (the noise itself is zero).
-        return self.forward(input_ids.long(), attention_mask, *extra)
+        return self.forward_func(input_ids.long(), attention_mask, *extra)
 
     def _scores(
         self,

@@ -89,7 +89,7 @@ class _PerturbationAttributor(Attributor):
             baseline_token_id=baseline_token_id,
             **options,
         )
-        self.forward = clf.forward_func
+        self.forward_func = clf.forward_func
         self.perturbations_per_eval = perturbations_per_eval
         self.baseline_token_id = resolve_token_id(clf, baseline_token_id)
 
@@ -163,7 +163,7 @@ class OcclusionAttributor(_PerturbationAttributor):
         valid: Tensor,
     ) -> Tensor:
         window = min(self.window, input_ids.shape[1])
-        result: Tensor = Occlusion(self.forward).attribute(
+        result: Tensor = Occlusion(self.forward_func).attribute(
             input_ids,
             sliding_window_shapes=(window,),
             strides=self.stride,
@@ -229,7 +229,7 @@ class ShapleySamplingAttributor(_SampledAttributor):
     """Shapley value sampling over tokens (``n_samples`` random permutations, 25 by default)."""
 
     def _method(self) -> Any:
-        return ShapleyValueSampling(self.forward)
+        return ShapleyValueSampling(self.forward_func)
 
 
 class LimeAttributor(_SampledAttributor):
@@ -267,14 +267,14 @@ class LimeAttributor(_SampledAttributor):
         self.interpretable_model, self.similarity_func = interpretable_model, similarity_func
 
     def _method(self) -> Any:
-        return Lime(self.forward, self.interpretable_model, self.similarity_func)
+        return Lime(self.forward_func, self.interpretable_model, self.similarity_func)
 
 
 class KernelShapAttributor(_SampledAttributor):
     """KernelSHAP over tokens with 25 coalitions by default (as LIME, for an equal budget)."""
 
     def _method(self) -> Any:
-        return KernelShap(self.forward)
+        return KernelShap(self.forward_func)
 
 
 class LeaveOneOutAttributor(Attributor):
