@@ -14,6 +14,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from importlinter import cli as importlinter_cli
 from importlinter.cli import lint_imports
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
@@ -21,6 +22,13 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 PACKAGE = "captum_layer_saliency"
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / PACKAGE
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """import-linter's dictConfig would disable every logger created so far (the package's too),
+    and later tests that read the package's warnings from the log would see nothing."""
+    monkeypatch.setattr(importlinter_cli, "_configure_logging", lambda verbose: None)
 
 
 def _sources() -> list[Path]:

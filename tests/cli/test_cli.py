@@ -268,8 +268,16 @@ def test_build_defaults_is_passed_through(
             "fast": True,
             "cache_dir": None,
             "num_threads": None,
+            "backbone": "minilm",
         },
-        {"tasks": ["sst2"], "force": False, "fast": False, "cache_dir": "/c", "num_threads": 2},
+        {
+            "tasks": ["sst2"],
+            "force": False,
+            "fast": False,
+            "cache_dir": "/c",
+            "num_threads": 2,
+            "backbone": "minilm",
+        },
     ]
     assert "/cache" in capsys.readouterr().out
 
