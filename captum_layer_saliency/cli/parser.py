@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: The quick, cheap methods of ``demo`` (and ``make demo``): gradient methods that cost about
-#: one backward pass each, so the demo's comparison takes about a minute on two CPU cores.
+#: one backward pass each, so the demo's comparison takes well under a minute on two CPU cores.
 DEMO_METHODS = ("dls", "input_x_gradient", "saliency")
 #: The demo's metrics: the headline faithfulness ones and the (cheap) plausibility ones. The
 #: others (deletion/insertion AUC, Kendall tau against leave-one-out) cost a forward pass per
