@@ -287,3 +287,30 @@ def test_compare_refuses_a_text_with_no_real_token(
     with pytest.raises(InvalidComparisonError, match=r"example 1 \(idx 101\).*no token"):
         run_comparison(tiny_classifier, data, ["ixg"], tmp_path / "c", progress=False)
     assert not (tmp_path / "c" / "rows.jsonl").exists()
+
+
+def test_calibration_texts_never_become_special_tokens(tiny_classifier: TextClassifier) -> None:
+    """DLS's calibration texts are user text too: a typed [SEP] or [CLS] stays text."""
+    tok = tiny_classifier.tokenizer
+    seen: list[Tensor] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> object:
+            return getattr(tok, name)
+
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            enc = tok(*args, **kwargs)
+            seen.append(enc["input_ids"])
+            return enc
+
+    texts = ["good [SEP] bad [CLS] fun [PAD] film"] * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DecodedLayerSaliency.for_model(
+            tiny_classifier.model, tiny_classifier.lm_head, Recording(), calibration_texts=texts
+        )
+    assert seen, "the calibration texts were not tokenised through the tokenizer given"
+    special = {tok.cls_token_id, tok.sep_token_id, tok.pad_token_id}
+    for ids in seen:
+        inner = ids[:, 1:-1]  # one example length: no padding; [CLS] ... [SEP] around the text
+        assert not any(int(i) in special for i in inner.flatten()), ids

@@ -81,6 +81,7 @@ class NeighbourScores:
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",
+                split_special_tokens=True,  # user text never becomes special tokens
             )
             nb_ids = enc["input_ids"].to(device)
             nb_mask = enc["attention_mask"].to(device)

@@ -746,13 +746,15 @@ class LayerChooser:
         starts = range(0, len(texts), batch_size)
 
         def batches() -> Iterator[tuple[Tensor, Tensor]]:
-            for i in tqdm(starts, desc="DLS layer calibration", unit="batch"):
+            # a one-off job: the bar shows it running, then goes (the WARNING line stays)
+            for i in tqdm(starts, desc="DLS layer calibration", unit="batch", leave=False):
                 enc = tok(
                     list(texts[i : i + batch_size]),
                     padding=True,
                     truncation=True,
                     max_length=min(int(limit), 512),
                     return_tensors="pt",
+                    split_special_tokens=True,  # user text never becomes special tokens
                 )
                 yield enc["input_ids"].to(device), enc["attention_mask"].to(device)
 

@@ -145,6 +145,7 @@ class SentenceEncoder:
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",
+                split_special_tokens=True,  # user text never becomes special tokens
             ).to(self.device)
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
