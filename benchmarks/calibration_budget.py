@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_layer_saliency import LayerCoherenceSelector, load_default  # noqa: E402
+from captum_layer_saliency.attr import layer_outputs  # noqa: E402
 from captum_layer_saliency.attr.decoding import candidate_mask, decode_top1  # noqa: E402
 from captum_layer_saliency.data.corpora import default_corpus  # noqa: E402
-from captum_layer_saliency.models.capture import layer_outputs  # noqa: E402
 from captum_layer_saliency.models.surgery import find_model_parts  # noqa: E402
 
 BUDGETS = (250, 500, 1000, 1500, 2000, 3000, 4000)

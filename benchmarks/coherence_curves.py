@@ -33,6 +33,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from captum_layer_saliency.attr import layer_outputs  # noqa: E402
 from captum_layer_saliency.attr.coherence import (  # noqa: E402
     LayerCoherenceSelector,
     coherence_retention,
@@ -40,7 +41,6 @@ from captum_layer_saliency.attr.coherence import (  # noqa: E402
     next_token_hits,
 )
 from captum_layer_saliency.attr.decoding import candidate_mask, decode_top1  # noqa: E402
-from captum_layer_saliency.models.capture import layer_outputs  # noqa: E402
 from captum_layer_saliency.models.surgery import find_model_parts  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

@@ -23,6 +23,7 @@ __all__ = [  # the names of _public, and __version__ (a test checks they agree)
     "DecodedLayerSaliency",
     "Explanation",
     "LAFA",
+    "LAFAConfig",
     "HeadMismatchError",
     "LMHead",
     "LayerCoherenceSelector",

@@ -24,6 +24,9 @@ from captum_layer_saliency.attr.decoded_layer_saliency import (
 from captum_layer_saliency.attr.lafa import (
     LAFA as LAFA,
 )
+from captum_layer_saliency.attr.lafa_setup import (
+    LAFAConfig as LAFAConfig,
+)
 from captum_layer_saliency.explaining import (
     explain as explain,
 )

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from captum_layer_saliency.attr._upper_model import layer_outputs
 from captum_layer_saliency.attr.decoding import (
     DEFAULT_DECODE_CHUNK,
     DecodedLayer,
@@ -29,7 +30,6 @@ from captum_layer_saliency.attr.decoding import (
     decode_layer,
     decode_top1,
 )
-from captum_layer_saliency.models.capture import layer_outputs
 from captum_layer_saliency.models.surgery import FAMILIES
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captum_layer_saliency.models.classifier import special_mask
 from captum_layer_saliency.models.heads import HeadMismatchError
+from captum_layer_saliency.models.inputs import special_mask
 
 __all__ = [
     "AGGREGATIONS",

@@ -30,6 +30,7 @@ explainer's lifetime (every base here is deterministic for a given text and clas
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 
 from captum_layer_saliency.attr._lafa_label_sets import lafa_label_sets
 from captum_layer_saliency.attr._lafa_scores import NeighbourScores
+from captum_layer_saliency.attr._upper_model import layer_outputs
 from captum_layer_saliency.attr.attributor import _ONE_AT_A_TIME
 from captum_layer_saliency.attr.decoded_layer_saliency import attention_mask_of
 from captum_layer_saliency.attr.lafa_aggregation import local_aggregate, paper_aggregate
@@ -47,13 +49,12 @@ from captum_layer_saliency.attr.lafa_setup import (
     BUILD_DEFAULTS,
     DEFAULTS,
     TOKEN_REPRS,
+    LAFAConfig,
     base_method,
-    check_options,
     neighbour_index,
 )
 from captum_layer_saliency.attr.layer_index import LayerIndex, layer_vectors
 from captum_layer_saliency.attr.neighbours import NeighbourIndex
-from captum_layer_saliency.models.capture import layer_outputs
 from captum_layer_saliency.models.classifier import (
     TextClassifier,
     TokenAttributor,
@@ -74,7 +75,7 @@ from captum_layer_saliency.models.targets import (
     predicted_target,
 )
 
-__all__ = ["DEFAULTS", "LAFA", "TOKEN_REPRS"]
+__all__ = ["DEFAULTS", "LAFA", "TOKEN_REPRS", "LAFAConfig"]
 
 
 class LAFA(GradientAttribution):
@@ -148,17 +149,22 @@ class LAFA(GradientAttribution):
                 a ``NeighbourIndex`` without its encoder.
         """
         GradientAttribution.__init__(self, classifier_forward(model, tokenizer))
-        min_similarity = check_options(
+        #: Every setting (:class:`~captum_layer_saliency.attr.lafa_setup.LAFAConfig`);
+        #: ``for_classifier`` fills in what the explainer was built from.
+        self.config = LAFAConfig(
             k=k,
             epsilon=epsilon,
+            same_class=same_class,
             aggregation=aggregation,
-            kernel=kernel,
             lam=lam,
+            kernel=kernel,
             sigma=sigma,
             min_similarity=min_similarity,
             top_matches=top_matches,
             token_repr=token_repr,
+            base="custom",
         )
+        min_similarity = self.config.resolved_min_similarity
         if not callable(getattr(base, "attribute", None)):
             raise ValueError("base must have attribute(input_ids, attention_mask, target)")
         if not isinstance(index, (LayerIndex, NeighbourIndex)):
@@ -280,10 +286,6 @@ class LAFA(GradientAttribution):
         Raises:
             ValueError: neither ``reference_texts`` nor ``index``, or a bad option.
         """
-        if isinstance(base, str):
-            base = base_method(
-                clf, base, reduction=reduction, n_samples=n_samples, noise=noise, seed=seed
-            )
         if options.get("token_repr") == "contextual":
             options.setdefault("repr_layer", find_model_parts(clf.model).layers[-1])
         if index is None:
@@ -302,7 +304,12 @@ class LAFA(GradientAttribution):
                 cache_dir=cache_dir,
                 progress=progress,
             )
-        return cls(
+        name = base if isinstance(base, str) else "custom"
+        if isinstance(base, str):
+            base = base_method(
+                clf, base, reduction=reduction, n_samples=n_samples, noise=noise, seed=seed
+            )
+        explainer = cls(
             clf.model,
             clf.tokenizer,
             base,
@@ -311,6 +318,20 @@ class LAFA(GradientAttribution):
             max_length=clf.max_length,
             **options,
         )
+        if isinstance(index, LayerIndex):  # a prebuilt index's own layer and pooling
+            layer = index.layer if index.layer is not None else layer
+            pooling = index.pooling
+        explainer.config = replace(
+            explainer.config,
+            base=name,
+            reduction=reduction,
+            n_samples=n_samples,
+            noise=noise,
+            neighbours="layer" if isinstance(index, LayerIndex) else "encoder",
+            layer=layer,
+            pooling=pooling,
+        )
+        return explainer
 
     @property
     def is_base(self) -> bool:

@@ -1,8 +1,8 @@
 """LAFA's settings and the parts it is built from (:class:`~captum_layer_saliency.attr.lafa.LAFA`).
 
-* :data:`DEFAULTS`: the paper's settings of the explainer itself, checked by
-  :func:`check_options`; :data:`BUILD_DEFAULTS`: the paper's choices for what the constructor
-  does not hold (the base saliency, where the neighbours come from).
+* :class:`LAFAConfig`: every setting, the paper's by default, checked when built;
+  :data:`DEFAULTS` (the explainer's own settings) and :data:`BUILD_DEFAULTS` (the base saliency,
+  where the neighbours come from) are read from it.
 * :func:`base_method`: a base saliency by name, built from
   :mod:`captum_layer_saliency.attr.gradient_saliency` and
   :mod:`captum_layer_saliency.attr.smoothgrad` (the same classes the comparison registry lists, so
@@ -16,6 +16,7 @@ Everything here needs only the classifier and its reference texts: no dataset, n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from captum_layer_saliency.attr.attributor import Attributor
@@ -34,6 +35,7 @@ __all__ = [
     "BASES",
     "BUILD_DEFAULTS",
     "DEFAULTS",
+    "LAFAConfig",
     "MIN_SIMILARITY",
     "NEIGHBOUR_SOURCES",
     "TOKEN_REPRS",
@@ -42,22 +44,10 @@ __all__ = [
     "neighbour_index",
 ]
 
+#: The settings of what LAFA is built from, not of the explainer itself.
+_BUILD_FIELDS = ("base", "reduction", "n_samples", "noise", "neighbours", "layer", "pooling")
 #: Token representations for the ``weighted_mean`` kernel: word embeddings or a layer's states.
 TOKEN_REPRS = ("embedding", "contextual")
-#: The paper's settings for SST (Zhang et al., 2022, section 5): 10 neighbours, the cut-off at
-#: the 0.39 quantile, lambda = 0.44, an indicator-like kernel on word embeddings, same class.
-DEFAULTS: dict[str, Any] = {
-    "k": 10,
-    "epsilon": 0.39,
-    "same_class": True,
-    "aggregation": "paper",
-    "lam": 0.44,
-    "kernel": "indicator",
-    "sigma": 0.1,
-    "min_similarity": None,  # 0.999 for "paper", 0.5 for "weighted_mean"
-    "top_matches": 1,
-    "token_repr": "embedding",
-}
 #: The default ``min_similarity`` of each aggregation.
 MIN_SIMILARITY = {"paper": 0.999, "weighted_mean": 0.5}
 
@@ -66,44 +56,121 @@ BASES = ("smoothgrad", "saliency", "input_x_gradient", "integrated_gradients")
 #: Where the neighbours come from: a hidden layer of the classifier (the paper) or an external
 #: sentence encoder (all-MiniLM-L6-v2; this project's first variant).
 NEIGHBOUR_SOURCES = ("layer", "encoder")
-#: The paper's choices for what the constructor does not hold: SmoothGrad, the sum of squares,
-#: 25 samples (its SST setting), a middle layer (it recommends DistilBERT's layer 2 of 6 for
-#: SST; ours has 6 too), mean pooling.
+
+
+@dataclass(frozen=True)
+class LAFAConfig:
+    """LAFA's settings: the one source of its defaults, which are the paper's.
+
+    The explainer's own settings are Zhang et al.'s for SST (2022, section 5): 10 neighbours,
+    the cut-off at the 0.39 quantile, lambda = 0.44, an indicator-like kernel on word
+    embeddings, same class. What the constructor does not hold is the paper's choice too:
+    SmoothGrad reduced by the sum of squares, 25 samples (its SST setting), neighbours in a
+    middle layer (it recommends DistilBERT's layer 2 of 6 for SST; ours has 6 too), mean
+    pooling. Building one checks every setting (``ValueError`` naming the first one out of
+    range); :attr:`LAFA.config <captum_layer_saliency.attr.lafa.LAFA.config>` is the
+    explainer's.
+
+    Attributes:
+        k: the most neighbours per input (0 gives the base).
+        epsilon: the cut-off quantile in ``[0, 1]``, or None.
+        same_class: only neighbours the model puts in the explained class.
+        aggregation: ``"paper"`` or ``"weighted_mean"``.
+        lam: lambda of ``"paper"`` (0 gives the base).
+        kernel: ``"indicator"`` or ``"exp"``.
+        sigma: the width of the ``"exp"`` kernel and of ``"weighted_mean"``.
+        min_similarity: the least cosine between two tokens that counts; None for the
+            aggregation's default (:data:`MIN_SIMILARITY`; resolved in
+            :attr:`resolved_min_similarity`).
+        top_matches: tokens of each neighbour matched per input token (``"weighted_mean"``).
+        token_repr: ``"embedding"`` or ``"contextual"`` (``"weighted_mean"``).
+        base: the base saliency, one of :data:`BASES`.
+        reduction: the base's hidden-dimension reduction.
+        n_samples: SmoothGrad's samples.
+        noise: SmoothGrad's relative noise.
+        neighbours: one of :data:`NEIGHBOUR_SOURCES`.
+        layer: the hidden layer of a ``"layer"`` index (0 = embeddings).
+        pooling: ``"mean"`` or ``"cls"``.
+
+    Examples::
+
+        >>> from captum_layer_saliency.attr.lafa_setup import LAFAConfig
+        >>> LAFAConfig().k, LAFAConfig().resolved_min_similarity
+        (10, 0.999)
+        >>> LAFAConfig(k=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: k must be a non-negative int, got -1
+    """
+
+    k: int = 10
+    epsilon: float | None = 0.39
+    same_class: bool = True
+    aggregation: str = "paper"
+    lam: float = 0.44
+    kernel: str = "indicator"
+    sigma: float = 0.1
+    min_similarity: float | None = None
+    top_matches: int = 1
+    token_repr: str = "embedding"
+    base: str = "smoothgrad"
+    reduction: str = "squared_l2"
+    n_samples: int = 25
+    noise: float = 0.1
+    neighbours: str = "layer"
+    layer: int = 2
+    pooling: str = "mean"
+
+    def __post_init__(self) -> None:
+        """Check every setting; the first out of range is named in a ``ValueError``."""
+        k, epsilon = self.k, self.epsilon
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise ValueError(f"k must be a non-negative int, got {k!r}")
+        if epsilon is not None and not 0 <= epsilon <= 1:
+            raise ValueError(f"epsilon is a quantile in [0, 1] (or None), got {epsilon!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"unknown aggregation {self.aggregation!r}; choose from {AGGREGATIONS}"
+            )
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; choose from {KERNELS}")
+        if not self.lam >= 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+        if not -1 <= self.resolved_min_similarity <= 1:
+            raise ValueError(f"min_similarity must lie in [-1, 1], got {self.min_similarity!r}")
+        if not isinstance(self.top_matches, int) or self.top_matches < 1:
+            raise ValueError(f"top_matches must be a positive int, got {self.top_matches!r}")
+        if self.token_repr not in TOKEN_REPRS:
+            raise ValueError(f"unknown token_repr {self.token_repr!r}; choose from {TOKEN_REPRS}")
+        if self.base not in (*BASES, "custom"):
+            raise ValueError(f"unknown base {self.base!r}; choose from {BASES}")
+        if self.neighbours not in NEIGHBOUR_SOURCES:
+            raise ValueError(
+                f"unknown neighbours {self.neighbours!r}; choose from {NEIGHBOUR_SOURCES}"
+            )
+
+    @property
+    def resolved_min_similarity(self) -> float:
+        """``min_similarity``, or the aggregation's default when it is None."""
+        if self.min_similarity is None:
+            return MIN_SIMILARITY[self.aggregation]
+        return float(self.min_similarity)
+
+
+#: The explainer's own settings (the constructor's keyword arguments), from :class:`LAFAConfig`.
+DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(LAFAConfig) if f.name not in _BUILD_FIELDS
+}
+#: What the constructor does not hold (the base saliency, where the neighbours come from).
 BUILD_DEFAULTS: dict[str, Any] = {
-    "base": "smoothgrad",
-    "reduction": "squared_l2",
-    "n_samples": 25,
-    "noise": 0.1,
-    "neighbours": "layer",
-    "layer": 2,
-    "pooling": "mean",
+    f.name: f.default for f in fields(LAFAConfig) if f.name in _BUILD_FIELDS
 }
 
 
-def check_options(
-    *,
-    k: int,
-    epsilon: float | None,
-    aggregation: str,
-    kernel: str,
-    lam: float,
-    sigma: float,
-    min_similarity: float | None,
-    top_matches: int,
-    token_repr: str,
-) -> float:
-    """Check LAFA's options (see :class:`~captum_layer_saliency.attr.lafa.LAFA`).
-
-    Args:
-        k: the most neighbours per input (a non-negative int).
-        epsilon: the cut-off quantile in ``[0, 1]``, or None.
-        aggregation: one of :data:`~captum_layer_saliency.attr.lafa_aggregation.AGGREGATIONS`.
-        kernel: one of :data:`~captum_layer_saliency.attr.lafa_aggregation.KERNELS`.
-        lam: lambda, at least 0.
-        sigma: the kernel width, positive.
-        min_similarity: a cosine in ``[-1, 1]``, or None for the aggregation's default.
-        top_matches: a positive int.
-        token_repr: one of :data:`TOKEN_REPRS`.
+def check_options(**options: Any) -> float:
+    """Check LAFA's options (:class:`LAFAConfig`'s, by keyword).
 
     Returns:
         ``min_similarity``, resolved (:data:`MIN_SIMILARITY` when None).
@@ -111,26 +178,7 @@ def check_options(
     Raises:
         ValueError: the first option out of range or unknown, named in the message.
     """
-    if not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be a non-negative int, got {k!r}")
-    if epsilon is not None and not 0 <= epsilon <= 1:
-        raise ValueError(f"epsilon is a quantile in [0, 1] (or None), got {epsilon!r}")
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; choose from {AGGREGATIONS}")
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; choose from {KERNELS}")
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam!r}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
-    min_similarity = MIN_SIMILARITY[aggregation] if min_similarity is None else min_similarity
-    if not -1 <= min_similarity <= 1:
-        raise ValueError(f"min_similarity must lie in [-1, 1], got {min_similarity!r}")
-    if not isinstance(top_matches, int) or top_matches < 1:
-        raise ValueError(f"top_matches must be a positive int, got {top_matches!r}")
-    if token_repr not in TOKEN_REPRS:
-        raise ValueError(f"unknown token_repr {token_repr!r}; choose from {TOKEN_REPRS}")
-    return float(min_similarity)
+    return LAFAConfig(**options).resolved_min_similarity
 
 
 def base_method(

@@ -14,12 +14,16 @@ decides which ``G`` and ``H`` that aggregation sees:
   of ``H``. With ``grad_x_act``, the attributions summed over positions and hidden units
   approximate ``y(H) - y(H0)`` (completeness at the layer).
 * ``"smoothgrad"``: ``G`` averaged over ``n_steps`` noisy copies ``H + e``,
-  ``e ~ N(0, (noise * std(H))^2)`` (``std`` per example, over its real positions), times ``H``.
-  The noise comes from torch's global generator, drawn for the whole batch: seed it for
-  reproducible scores (the registry's ``dls_*`` methods do), and explain one example at a time
-  if its scores must not depend on the batch it comes in.
-* ``"gradient_shap"``: GradientSHAP at the layer: ``G`` averaged at ``n_steps`` random points
-  ``H0 + a (H - H0) + e`` (``a ~ U(0, 1)``), times ``H - H0``.
+  ``e ~ N(0, (noise * std(H))^2)`` (``std`` per example, over its real positions), times ``H``:
+  Captum's ``NoiseTunnel`` over ``Saliency``.
+* ``"gradient_shap"``: Captum's ``GradientShap`` at the layer: ``G`` averaged at ``n_steps``
+  random points ``H0 + a (H + e - H0)`` (``a ~ U(0, 1)``, ``e`` as for SmoothGrad), times
+  ``H - H0``.
+
+The noise comes from torch's global generator and the GradientSHAP points from NumPy's (as in
+Captum), drawn for the whole batch: seed both for reproducible scores
+(:func:`captum_layer_saliency._utils.seeded` does; the registry's ``dls_*`` methods use it), and
+explain one example at a time if its scores must not depend on the batch it comes in.
 
 Baselines ``H0`` (``baseline``): ``"pad"``, the layer's hidden states for the same input with
 every real non-special token replaced by the padding token (special tokens, padding and the
@@ -54,11 +58,14 @@ step's state, as Captum's layer methods do (forwards ``1 (+1) + n_steps``, backw
 ``n_steps``). Both paths give the same attributions (a test checks it).
 
 **How they run.** :func:`layer_method_attributions` makes one forward for the input's states
-and the prediction, the baseline's states (PAD) up to the deepest layer, then every step's
-gradient, the steps batched. A :class:`LayerRunner` runs each step: on an
-:class:`~._upper_model.UpperModel` (the blocks above the layer only) where possible, else the
-whole network with a thread-keyed hook that replaces the layer's output; :func:`states_until`
-runs the network only as far as the deepest layer needed (the PAD baseline's states).
+and the prediction, the baseline's states (PAD) up to the deepest layer, then hands the rest to
+Captum: its own ``IntegratedGradients``, ``NoiseTunnel`` and ``GradientShap`` run on a
+:class:`LayerRunner` (``multiply_by_inputs=False``: they return ``G``; the aggregation
+multiplies), with Captum's quadrature, expansion of the batch and ``internal_batch_size``. A
+runner maps a layer state to the logits: an :class:`~._upper_model.UpperModel` (the blocks
+above the layer only) where possible, else the whole network with a thread-keyed hook that
+replaces the layer's output; :func:`states_until` runs the network only as far as the deepest
+layer needed (the PAD baseline's states).
 """
 
 from __future__ import annotations
@@ -70,30 +77,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from captum._utils.common import (
-    ExpansionTypes,
-    _expand_additional_forward_args,
-    _expand_target,
-    _run_forward,
-    _select_targets,
-)
+from captum._utils.common import _run_forward, _select_targets
 from captum._utils.typing import TargetType
-from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor, nn
 
 from captum_layer_saliency.attr._upper_model import (
     UpperModel,
     capture_block_calls,
+    capture_layers,
+    layer_gradients_and_outputs,
+    ordered_states,
     replaced_layer_output,
+    thread_keyed,
     upper_model_reason,
 )
 from captum_layer_saliency.models import passes as _passes
-from captum_layer_saliency.models.capture import (
-    _ordered,
-    capture_layers,
-    layer_gradients_and_outputs,
-    thread_keyed,
-)
 from captum_layer_saliency.models.surgery import ModelParts, find_model_parts
 
 __all__ = [
@@ -169,8 +167,20 @@ class LayerMethod:
             self.noise < 0
         ):
             raise ValueError(f"noise must be a finite number >= 0, got {self.noise!r}")
-        if self.integration == "riemann_trapezoid" and self.steps == 1:
-            raise ValueError("integration='riemann_trapezoid' needs n_steps >= 2")
+        if (
+            self.name == "integrated_gradients"
+            and self.steps == 1
+            and self.integration
+            not in (
+                "riemann_middle",
+                "gausslegendre",
+            )
+        ):
+            # Captum's Riemann rules need 2 steps; one Gauss-Legendre node is the midpoint.
+            raise ValueError(
+                f"integration={self.integration!r} needs n_steps >= 2 (one step is the "
+                "midpoint: 'riemann_middle' or 'gausslegendre')"
+            )
         if self.internal_batch_size is not None and self.internal_batch_size < 1:
             raise ValueError(
                 f"internal_batch_size must be positive or None, got {self.internal_batch_size}"
@@ -266,7 +276,7 @@ def states_until(
         finally:
             for handle in handles:
                 handle.remove()
-    return _ordered(saved, len(layers))
+    return ordered_states(saved, len(layers))
 
 
 class LayerRunner:
@@ -345,20 +355,21 @@ class LayerRunner:
         """The share of the network a step runs."""
         return self.upper.fraction if self.upper is not None else 1.0
 
-    def __call__(self, states: Tensor, template: Any, inputs: Any, args: Any) -> Tensor:
+    def __call__(self, states: Tensor, index: Tensor, inputs: Any, args: Any) -> Tensor:
         """The forward's output with the layer's output (or input) replaced by ``states``.
 
         Args:
             states: ``(rows, n, K)`` the layer's states, one row per expanded example.
-            template: the layer's own output in the first forward (unused; kept for callers).
-            inputs: the forward's inputs, expanded to ``rows``.
+            index: ``(rows,)`` the example each row belongs to (the upper model picks each
+                row's masks and positions by it).
+            inputs: the forward's inputs, expanded to ``rows`` (the hook fallback runs them).
             args: its further positional arguments, expanded to ``rows``.
 
         Returns:
             The forward's output (logits) for the ``rows`` states.
         """
         if self.upper is not None:
-            out: Tensor = self.upper(states)
+            out: Tensor = self.upper(states, index)
             return out
         with replaced_layer_output(self.layer, states, self.to_input):
             result: Tensor = _run_forward(self.forward_func, inputs, additional_forward_args=args)
@@ -375,43 +386,121 @@ def _pad_ids(ids: Tensor, candidates: Tensor, pad_token_id: int | None) -> Tenso
     return torch.where(candidates, torch.full_like(ids, pad_token_id), ids)
 
 
-def _points(
-    method: LayerMethod, hidden: Tensor, base: Tensor, mask: Tensor
-) -> tuple[Tensor, Tensor]:
-    """The states ``(S, B, n, K)`` where gradients are taken, and their weights ``(S,)``."""
-    steps = method.steps
-    if method.name == "integrated_gradients":
-        if steps == 1:  # Captum's rules need 2 steps; one point is the rule's own node
-            alpha = {"riemann_left": 0.0, "riemann_right": 1.0}.get(method.integration, 0.5)
-            alpha_list, size_list = [alpha], [1.0]
-        else:
-            sizes, alphas = approximation_parameters(method.integration)
-            alpha_list, size_list = alphas(steps), sizes(steps)
-        a = torch.tensor(alpha_list, dtype=hidden.dtype, device=hidden.device)
-        w = torch.tensor(size_list, dtype=torch.float32, device=hidden.device)
-        return base + a[:, None, None, None] * (hidden - base), w
-    w = torch.full((steps,), 1.0 / steps, device=hidden.device)
+def _noise_scale(hidden: Tensor, mask: Tensor) -> Tensor:
+    """``(B,)`` each example's standard deviation over its real positions and hidden units.
+
+    Floored at a tiny value: a constant state gets (almost) no noise.
+    """
     real = mask.to(hidden.dtype)[..., None]
     count = (real.sum((1, 2)) * hidden.shape[-1]).clamp_min(1)
     mean = (hidden * real).sum((1, 2)) / count
     std = ((((hidden - mean[:, None, None]) * real) ** 2).sum((1, 2)) / count).sqrt()
-    noise = torch.randn((steps, *hidden.shape), dtype=hidden.dtype, device=hidden.device)
-    noise = noise * (method.noise * std)[None, :, None, None]
-    if method.name == "smoothgrad":
-        return hidden[None] + noise, w
-    a = torch.rand((steps, hidden.shape[0], 1, 1), dtype=hidden.dtype, device=hidden.device)
-    return base + a * (hidden - base) + noise, w
+    return std.clamp_min(torch.finfo(hidden.dtype).tiny ** 0.5)
 
 
-def _explained(out: Tensor, target: TargetType, k: int) -> Tensor:
-    """The explained output per row of ``k`` stacked copies of the batch.
+def _explained(out: Tensor, weights: Tensor | None) -> Tensor:
+    """The output Captum's target picks from: the logits, or the label-weighted sum ``(rows,)``.
 
     A floating-point ``(B, C)`` target holds label weights (a multi-label prediction): the
     explained output is then ``sum_c w_bc * logit_bc``.
     """
-    if isinstance(target, Tensor) and target.is_floating_point():
-        return (out * target.repeat(k, 1).to(out)).sum(-1)
-    return _select_targets(out, _expand_target(target, k, ExpansionTypes.repeat))
+    return out if weights is None else (out * weights.to(out)).sum(-1)
+
+
+def _captum_gradients(
+    method: LayerMethod,
+    runner: LayerRunner,
+    hidden: Tensor,
+    base: Tensor,
+    mask: Tensor,
+    target: TargetType,
+    inputs: Any,
+    args: Any,
+    grad_kwargs: dict[str, Any] | None,
+) -> Tensor:
+    """The effective gradient ``G`` ``(B, n, K)`` at one layer, from Captum's own methods.
+
+    Captum's :class:`~captum.attr.IntegratedGradients`, :class:`~captum.attr.NoiseTunnel` over
+    :class:`~captum.attr.Saliency` (SmoothGrad) and :class:`~captum.attr.GradientShap` run on
+    the runner's forward from the layer's state, with ``multiply_by_inputs=False`` (the
+    aggregation multiplies). Each row of their expanded batches carries its example's index
+    (an additional forward argument that Captum expands as it expands the states), so the upper
+    model and the hook fallback pick each row's masks and inputs whatever Captum's order. The
+    noise methods run in units of each example's standard deviation (``z = h / s``, so that
+    Captum's one ``stdevs`` is ``noise * s_b`` for every example ``b``), and the gradient is
+    brought back to the state's units.
+    """
+    from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Saliency
+
+    batch = hidden.shape[0]
+    rows = torch.arange(batch, device=hidden.device)
+    weights = target if isinstance(target, Tensor) and target.is_floating_point() else None
+    captum_target = None if weights is not None else target
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs or ())
+    args = () if args is None else (args if isinstance(args, tuple) else (args,))
+    scale = _noise_scale(hidden.float(), mask).to(hidden.dtype)[:, None, None]
+    shift = base.to(hidden.dtype) if method.name == "gradient_shap" else torch.zeros_like(hidden)
+    units = scale if method.name != "integrated_gradients" else torch.ones_like(scale)
+
+    def forward(states: Tensor, index: Tensor, unit: Tensor, origin: Tensor, *rest: Any) -> Tensor:
+        row_weights = None if weights is None else weights.to(states.device)[index]
+        ins, more = rest[: len(inputs)], rest[len(inputs) :]
+        out = runner(origin + states * unit, index, ins, more or None)
+        return _explained(out, row_weights)
+
+    extra = (rows, units, shift, *inputs, *args)
+    common: dict[str, Any] = {"target": captum_target, "additional_forward_args": extra}
+    if method.name == "integrated_gradients":
+        ig = IntegratedGradients(forward, multiply_by_inputs=False)
+        _with_grad_kwargs(ig, grad_kwargs)
+        steps, rule = method.steps, method.integration
+        if steps == 1:  # Captum's Riemann rules need 2 steps; Gauss-Legendre's one is the midpoint
+            rule = "gausslegendre"
+        grads = ig.attribute(
+            hidden,
+            baselines=base.to(hidden.dtype),
+            n_steps=steps,
+            method=rule,
+            internal_batch_size=method.internal_batch_size,
+            **common,
+        )
+    elif method.name == "smoothgrad":
+        saliency = Saliency(forward)
+        _with_grad_kwargs(saliency, grad_kwargs)
+        grads = NoiseTunnel(saliency).attribute(
+            hidden / scale,
+            nt_type="smoothgrad",
+            nt_samples=method.steps,
+            nt_samples_batch_size=_per_call(method, batch),
+            stdevs=float(method.noise),
+            abs=False,
+            **common,
+        )
+    else:
+        shap = GradientShap(forward, multiply_by_inputs=False)
+        _with_grad_kwargs(shap, grad_kwargs)
+        grads = shap.attribute(
+            (hidden - shift) / scale,
+            baselines=torch.zeros_like(hidden[:1]),
+            n_samples=method.steps,
+            stdevs=float(method.noise),
+            **common,
+        )
+    return (grads / units).detach()
+
+
+def _per_call(method: LayerMethod, batch: int) -> int | None:
+    """Noise samples per forward call under ``internal_batch_size`` (rows per call)."""
+    if method.internal_batch_size is None:
+        return None
+    return max(1, method.internal_batch_size // batch)
+
+
+def _with_grad_kwargs(attribution: Any, grad_kwargs: dict[str, Any] | None) -> None:
+    """Pass ``grad_kwargs`` to ``torch.autograd.grad`` in the Captum method's gradients."""
+    if grad_kwargs:
+        gradient_func = attribution.gradient_func
+        attribution.gradient_func = lambda *a, **k: gradient_func(*a, **k, grad_kwargs=grad_kwargs)
 
 
 def _convergence_delta(
@@ -419,58 +508,20 @@ def _convergence_delta(
     hidden: Tensor,
     base: Tensor,
     attributions: Tensor,
-    template: Any,
     inputs: Any,
     args: Any,
     target: TargetType,
 ) -> Tensor:
     """Captum's convergence delta at the layer: ``sum(attributions) - (F(H) - F(H0))``, ``(B,)``."""
-    expanded_inputs = (inputs,) if isinstance(inputs, Tensor) else inputs
+    inputs = (inputs,) if isinstance(inputs, Tensor) else inputs
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    weights = target if isinstance(target, Tensor) and target.is_floating_point() else None
     with torch.no_grad():
-        ends = [
-            _explained(runner(state, template, expanded_inputs, args), target, 1).float()
-            for state in (hidden, base.to(hidden.dtype))
-        ]
+        ends = []
+        for state in (hidden, base.to(hidden.dtype)):
+            out = _explained(runner(state, rows, inputs, args), weights)
+            ends.append((out if weights is not None else _select_targets(out, target)).float())
     return attributions.sum((1, 2)) - (ends[0] - ends[1])
-
-
-def _step_gradients(
-    runner: LayerRunner,
-    points: Tensor,
-    template: Any,
-    inputs: Any,
-    args: Any,
-    target: TargetType,
-    internal_batch_size: int | None,
-    grad_kwargs: dict[str, Any] | None,
-) -> Tensor:
-    """``dy_target/dH`` at every point ``(S, B, n, K)``, the steps batched together.
-
-    A floating-point ``(B, C)`` target holds label weights (a multi-label prediction): the
-    explained output is then ``sum_c w_bc * logit_bc``.
-    """
-    steps, batch = points.shape[:2]
-    per_call = steps if internal_batch_size is None else max(1, internal_batch_size // batch)
-    grads = []
-    for start in range(0, steps, per_call):
-        chunk = points[start : start + per_call]
-        k = chunk.shape[0]
-        leaf = chunk.reshape(k * batch, *chunk.shape[2:]).detach().requires_grad_()
-        # Step-major rows (step s, example b at s * B + b), as Captum expands its inputs.
-        expanded_inputs = _expand_additional_forward_args(
-            (inputs,) if isinstance(inputs, Tensor) else inputs, k, ExpansionTypes.repeat
-        )
-        expanded_args = _expand_additional_forward_args(args, k, ExpansionTypes.repeat)
-        with torch.enable_grad():
-            # A clone: in-place ops downstream must not touch the leaf.
-            out = runner(leaf.clone(), template, expanded_inputs, expanded_args)
-            selected = _explained(out, target, k)
-            kwargs = {"allow_unused": True, **(grad_kwargs or {})}
-            (grad,) = torch.autograd.grad(selected.sum(), (leaf,), **kwargs)
-        if grad is None:
-            grad = torch.zeros_like(leaf)
-        grads.append(grad.detach().reshape(k, batch, *chunk.shape[2:]))
-    return torch.cat(grads)
 
 
 def layer_method_attributions(
@@ -558,17 +609,10 @@ def layer_method_attributions(
     blocks = parts.blocks if upper and parts is not None else []
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())
-        templates: dict[int, Any] = {}
-        for i, layer in enumerate(layers):
-            if not to_input:
-                handle = layer.register_forward_hook(
-                    thread_keyed(lambda m, a, o, i=i: templates.__setitem__(i, o))
-                )
-                stack.callback(handle.remove)
         calls = stack.enter_context(capture_block_calls(blocks))
         with capture_layers(layers, to_input=to_input) as saved:
             _run_forward(forward, inputs, additional_forward_args=additional_forward_args)
-        hidden = _ordered(saved, len(layers))
+        hidden = ordered_states(saved, len(layers))
     for runner in runners:
         runner.build(calls if upper else None, ids)
     step_target = resolve_target()
@@ -604,7 +648,8 @@ def layer_method_attributions(
             if reached is not None and n_blocks and all(r.fast for r in runners)
             else 1.0
         )
-        _passes.report_passes(batch * share)
+        if _passes.LISTENERS:  # a pass counter is listening (the stopped forward is hidden)
+            _passes.report_passes(batch * share)
     else:
         baselines = [torch.zeros_like(h) for h in hidden]
     grads, acts = [], []
@@ -614,19 +659,19 @@ def layer_method_attributions(
                 f"a candidate layer returned shape {tuple(h.shape)}; layer methods need hidden "
                 "states of shape (batch, seq, hidden)"
             )
-        points, weights = _points(method, h, baselines[k], mask)
-        g = _step_gradients(
+        g = _captum_gradients(
+            method,
             runner,
-            points,
-            templates.get(k, h),
+            h,
+            baselines[k],
+            mask,
+            step_target,
             inputs,
             additional_forward_args,
-            step_target,
-            method.internal_batch_size,
             grad_kwargs,
         )
         # In float32 (a half-precision model's states subtract and average exactly there).
-        grads.append(torch.einsum("s,sbnk->bnk", weights.float(), g.float()))
+        grads.append(g.float())
         acts.append(h if method.name == "smoothgrad" else h.float() - baselines[k].float())
         if deltas is not None:
             deltas.append(
@@ -635,7 +680,6 @@ def layer_method_attributions(
                     h,
                     baselines[k],
                     grads[-1] * acts[-1],
-                    templates.get(k, h),
                     inputs,
                     additional_forward_args,
                     step_target,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_layer_saliency._utils import warn_user
+from captum_layer_saliency.attr._upper_model import layer_gradients_and_outputs
 from captum_layer_saliency.attr.coherence import (
     LayerCoherenceSelector,
     layer_position_coherence,
@@ -45,7 +46,6 @@ from captum_layer_saliency.attr.coherence import (
 )
 from captum_layer_saliency.attr.decoding import candidate_mask, check_hidden_states, decode_top1
 from captum_layer_saliency.attr.layer_methods import states_until
-from captum_layer_saliency.models.capture import layer_gradients_and_outputs
 from captum_layer_saliency.models.classifier import model_device
 from captum_layer_saliency.models.heads import default_layers
 from captum_layer_saliency.models.surgery import UnsupportedModelError, find_model_parts
@@ -1099,7 +1099,7 @@ class LayerChooser:
         """``"all"`` (one map per layer), ``"frozen"``, ``"calibrate"`` or ``"example"``."""
         if isinstance(self.layer, nn.Module) or self.selector is None:
             return "all"
-        if self._frozen and self.selector.fitted:
+        if self._frozen and self.selector.selected_ is not None:
             return "frozen"
         return "calibrate" if self.selection == "model" else "example"
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from captum_layer_saliency._options import TRUNCATION_MODES
 from captum_layer_saliency._utils import warn_user
 from captum_layer_saliency.errors import CaptumLayerSaliencyError
-from captum_layer_saliency.models.inputs import ClassifierForward, segment_ids
+from captum_layer_saliency.models.inputs import ClassifierForward, segment_ids, special_mask
 from captum_layer_saliency.models.targets import log_probabilities, output_activation
 
 ForwardFunc = Callable[..., Tensor]
@@ -70,14 +70,6 @@ def special_token_ids(tokenizer: Any) -> list[int]:
     if unk is not None:
         ids.discard(int(unk))
     return sorted(ids)
-
-
-def special_mask(input_ids: Tensor, special_ids: Sequence[int] | Tensor | None) -> Tensor:
-    """Boolean mask of the positions that hold a special token id."""
-    if special_ids is None or len(special_ids) == 0:
-        return torch.zeros_like(input_ids, dtype=torch.bool)
-    ids = torch.as_tensor(list(special_ids), device=input_ids.device, dtype=input_ids.dtype)
-    return torch.isin(input_ids, ids)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -29,7 +29,7 @@ sequences longer than the model's positions, training mode, ``torch.inference_mo
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "logits_of",
     "position_ids_from_mask",
     "segment_ids",
+    "special_mask",
 ]
 
 #: Families whose embeddings derive position ids from the input ids (padding-aware) themselves;
@@ -99,6 +100,14 @@ class InputNames:
     """
 
     names: tuple[str, ...]
+
+
+def special_mask(input_ids: Tensor, special_ids: Sequence[int] | Tensor | None) -> Tensor:
+    """Boolean mask of the positions that hold a special token id."""
+    if special_ids is None or len(special_ids) == 0:
+        return torch.zeros_like(input_ids, dtype=torch.bool)
+    ids = torch.as_tensor(list(special_ids), device=input_ids.device, dtype=input_ids.dtype)
+    return torch.isin(input_ids, ids)
 
 
 def forward_args(

@@ -22,10 +22,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["PassCounter", "listening", "partial_passes", "pass_scale", "report_passes"]
+__all__ = ["LISTENERS", "PassCounter", "listening", "partial_passes", "pass_scale", "report_passes"]
 
 _SCALE: ContextVar[float] = ContextVar("captum_layer_saliency_pass_scale", default=1.0)
-_LISTENERS: list[Callable[[float, float], None]] = []
+#: The callbacks of the open :class:`PassCounter` s (callers may skip reporting when empty).
+LISTENERS: list[Callable[[float, float], None]] = []
 
 
 def pass_scale() -> float:
@@ -51,18 +52,18 @@ def partial_passes(fraction: float) -> Iterator[None]:
 
 def report_passes(forwards: float, backwards: float = 0.0) -> None:
     """Book ``forwards`` and ``backwards`` (rows x fraction of the network) with every counter."""
-    for listener in list(_LISTENERS):
+    for listener in list(LISTENERS):
         listener(forwards, backwards)
 
 
 @contextmanager
 def listening(callback: Callable[[float, float], None]) -> Iterator[None]:
     """Call ``callback(forwards, backwards)`` for every :func:`report_passes` in the block."""
-    _LISTENERS.append(callback)
+    LISTENERS.append(callback)
     try:
         yield
     finally:
-        _LISTENERS.remove(callback)
+        LISTENERS.remove(callback)
 
 
 class PassCounter:

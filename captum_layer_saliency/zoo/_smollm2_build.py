@@ -198,7 +198,7 @@ def build_smollm2(
     check_task(task)
     from captum_layer_saliency.models.backbones import smollm2_classifier, smollm2_tokenizer
 
-    config = config or SmolLM2BuildConfig()
+    config = config or SmolLM2BuildConfig.for_task(task)
     directory = Path(out_dir) if out_dir is not None else PACKAGED_DIR
     cache = resolve_cache_dir(cache_dir)
     torch.manual_seed(config.seed)

@@ -376,7 +376,6 @@ def _build_smollm2_defaults(
             f"no SmolLM2 default for task(s) {unknown}; expected some of "
             f"{list(smollm2.SMOLLM2_LABELS)}"
         )
-    config = smollm2.SmolLM2BuildConfig.tiny() if fast else smollm2.SmolLM2BuildConfig()
     directory = resolve_cache_dir(cache_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(num_threads or 1)
@@ -384,6 +383,11 @@ def _build_smollm2_defaults(
     entries: dict[str, Any] = {}
     try:
         for task in tasks:
+            config = (
+                smollm2.SmolLM2BuildConfig.tiny()
+                if fast
+                else smollm2.SmolLM2BuildConfig.for_task(task)
+            )
             if not force and smollm2.artifact_valid(directory, task, config):
                 continue
             logger.info("building the SmolLM2 %s classifier into %s", task, directory)

@@ -23,8 +23,8 @@ PACKAGE = Path(captum_layer_saliency.__file__).resolve().parent
 #: The issue's bound: one call on the default model runs code in at most this many files.
 MAX_FILES = 7
 #: Today's count (19 before issue 21's rebuild, 12 before the model's parts were found once
-#: per model): a ratchet that only goes down.
-TODAY = 11
+#: per model, 11 before the layer hooks moved next to the upper model): a ratchet.
+TODAY = 7
 
 
 def package_files_run(call: Any) -> set[str]:
@@ -62,11 +62,6 @@ def test_one_attribute_call_runs_no_more_files_than_today(files_run: set[str]) -
     assert len(files_run) <= TODAY, sorted(files_run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 21: the shared models/ helpers (forward, targets, hooks, pass counts, special "
-    "tokens) and the selector's coherence.py still run",
-)
 def test_one_attribute_call_on_the_default_model_runs_at_most_7_files(
     files_run: set[str],
 ) -> None:

@@ -120,7 +120,7 @@ def test_tiny_llama_pads_left_or_right_alike() -> None:
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_llama_layer_gradients_equal_under_eager_and_sdpa(side: str) -> None:
     """DLS reads gradients at a block; they must not depend on the attention kernel."""
-    from captum_layer_saliency.models.capture import layer_gradients_and_outputs
+    from captum_layer_saliency.attr import layer_gradients_and_outputs
 
     config = family_configs()["llama"]
     config.num_labels = 2

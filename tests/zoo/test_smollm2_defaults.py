@@ -145,7 +145,7 @@ def test_build_options_and_bad_backbone_inputs() -> None:
 def test_smollm2_default_layer_gradients_equal_under_eager_and_sdpa() -> None:
     """The shipped model uses eager attention; SDPA (transformers' default) gives the same
     gradients at every layer, with right or left padding."""
-    from captum_layer_saliency.models.capture import layer_gradients_and_outputs
+    from captum_layer_saliency.attr import layer_gradients_and_outputs
     from captum_layer_saliency.models.classifier import TextClassifier
     from captum_layer_saliency.models.surgery import find_model_parts
     from captum_layer_saliency.zoo.load import load_default
