@@ -199,7 +199,7 @@ class DecompXAttributor(Attributor):
 
     Examples::
 
-        >>> from captum_layer_saliency.compare import get_method
+        >>> from captum_layer_saliency.compare.methods import get_method
         >>> method = get_method("decompx", clf)
         >>> scores = method.attribute(enc["input_ids"], enc["attention_mask"], target=1)
     """

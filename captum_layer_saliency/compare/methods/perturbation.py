@@ -287,7 +287,7 @@ class LeaveOneOutAttributor(Attributor):
 
     Examples::
 
-        >>> from captum_layer_saliency.compare import get_method
+        >>> from captum_layer_saliency.compare.methods import get_method
         >>> loo = get_method("loo", clf, unit="token")
         >>> scores = loo.attribute(enc["input_ids"], enc["attention_mask"], target=1)
     """
