@@ -11,6 +11,13 @@ Confirmation (data never used to choose anything; the target is the prediction):
     python benchmarks/layer_methods.py --task sst2 --split test --variants confirm
     python benchmarks/layer_methods.py --task ag_news --start 200 --stop 1200 --variants confirm
 
+The selector's choice against every fixed layer (DLS's default, one step of integrated
+gradients at the layer, at each listed layer; tuning data only), on a SmolLM2 default:
+
+    python benchmarks/layer_methods.py --backbone smollm2 --task sst2 --split validation \
+        --stop 48 --batch-size 8 --baselines input_x_gradient,random \
+        --variants layers:0,1,2,3,4,6,8,10,12,15,18,21,24,27,30
+
 Every method explains the same batches for the predicted class. Metrics: ERASER AOPC
 comprehensiveness and sufficiency (tokens deleted, bins 1/5/10/20/50 %) and their normalised
 versions (:mod:`captum_layer_saliency.metrics.normalised`, leave-one-out orderings as the
@@ -26,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +106,9 @@ class FusedLayers:
         return _fuse(stacked, torch.full((len(maps),), 1.0 / len(maps)))
 
 
-def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_methods(
+    clf: Any, names: list[str], baselines: Sequence[str] = BASELINES
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The baselines, and every DLS variant at the layer DLS selects for the model.
 
     The layer is DLS's label-free per-model choice (stored with the default models, else
@@ -106,7 +117,7 @@ def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str,
     from captum_layer_saliency import DecodedLayerSaliency
     from captum_layer_saliency.compare.methods.registry import ExplainerAttributor, get_method
 
-    methods: dict[str, Any] = {name: get_method(name, clf) for name in BASELINES}
+    methods: dict[str, Any] = {name: get_method(name, clf) for name in baselines}
     base = get_method("dls", clf)
     base.prepare([])
     selection = base.explainer.selection_
@@ -116,6 +127,10 @@ def build_methods(clf: Any, names: list[str]) -> tuple[dict[str, Any], dict[str,
         "selector_scores": list(selection.scores),
     }
     for name in names:
+        fixed = re.fullmatch(r"dls_ig1_at_(\d+)", name)
+        if fixed:  # DLS's default at a fixed layer (the selector's choice against each)
+            methods[name] = get_method("dls", clf, layer=int(fixed[1]), **IG, n_steps=1)
+            continue
         options = dict(VARIANTS[name])
         below = options.pop("fuse", 0)
         if below:
@@ -138,13 +153,18 @@ def run(args: argparse.Namespace) -> None:
     from captum_layer_saliency.metrics import aopc_bounds, aopc_curves, normalise_aopc
     from captum_layer_saliency.metrics.normalised import beyond_bounds
 
-    clf = load_default(args.task)
+    clf = load_default(args.task, backbone=args.backbone)
     texts = resumable.load_texts(args.task, args.split, args.start, args.stop)
     names = SETS[args.variants] if args.variants in SETS else args.variants.split(",")
-    methods, info = build_methods(clf, names)
+    if args.variants.startswith("layers:"):  # layers:0,1,2 -> DLS's default at each of them
+        names = [f"dls_ig1_at_{layer}" for layer in args.variants[7:].split(",")]
+    baselines = [b for b in args.baselines.split(",") if b]
+    methods, info = build_methods(clf, names, baselines)
     config = {k: v for k, v in vars(args).items() if k != "summary_only"}
     config.update(info, methods=list(methods), n_texts=len(texts))
-    keys = ("task", "split", "start", "stop", "methods", "batch_size")
+    if args.backbone == "minilm":  # the runs before --backbone existed resume as before
+        config.pop("backbone", None)
+    keys = ("task", "split", "start", "stop", "methods", "batch_size", "backbone")
     rows_path, done = resumable.open_rows(Path(args.out), config, keys)
     plan = resumable.plan_batches(texts, CHUNK, args.batch_size)
     pad = clf.tokenizer.pad_token_id
@@ -300,7 +320,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", help="sst2: validation (tuning) or test; ag_news: heldout")
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--stop", type=int)
-    parser.add_argument("--variants", default="tune", help="tune, confirm or a comma list")
+    parser.add_argument(
+        "--variants",
+        default="tune",
+        help="tune, confirm, a comma list, or layers:L1,L2,... (DLS's default at each layer)",
+    )
+    parser.add_argument(
+        "--backbone", default="minilm", choices=["minilm", "smollm2"], help="the default model's"
+    )
+    parser.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help="comma list of registry methods run beside the variants (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="default benchmarks/results/layer_methods/<variants>_<task>")
@@ -309,7 +341,8 @@ def main(argv: list[str] | None = None) -> None:
         "--pool", nargs="*", default=[], help="other run directories to pool into the summary"
     )
     args = parser.parse_args(argv)
-    args.out = args.out or f"benchmarks/results/layer_methods/{args.variants}_{args.task}"
+    tag = args.variants.replace(":", "_").replace(",", "-")
+    args.out = args.out or f"benchmarks/results/layer_methods/{tag}_{args.task}"
     torch.set_num_threads(args.threads)
     if not args.summary_only:
         run(args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -98,21 +99,41 @@ def _shipped(task: str) -> bool:
     )
 
 
+#: Per task: two texts with their obvious labels, and the least evaluation accuracy of the
+#: shipped build (BENCHMARKS.md section 9 gives each build's accuracy).
+REAL = {
+    "sst2": (
+        ["a gripping , funny and moving film .", "a dull , lifeless mess ."],
+        ["positive", "negative"],
+        0.83,
+    ),
+    "ag_news": (
+        [
+            "Yankees beat Red Sox 5-3 as Rivera closes out the ninth inning at Fenway Park",
+            "Oil prices rise as OPEC cuts output; stocks and the dollar fall on Wall Street",
+        ],
+        ["Sports", "Business"],
+        0.85,
+    ),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _shipped("sst2"), reason="the extra `smollm2` or the SmolLM2 SST-2 artifact is missing"
-)
-def test_load_default_smollm2_sst2_on_real_weights() -> None:
+@pytest.mark.parametrize("task", list(REAL))
+def test_load_default_smollm2_on_real_weights(task: str) -> None:
+    if not _shipped(task):
+        pytest.skip(f"the extra `smollm2` or the SmolLM2 {task} artifact is missing")
     from captum_layer_saliency.zoo.load import load_default
 
-    clf = load_default("sst2", backbone="smollm2")
-    assert clf.labels == ["negative", "positive"] and not clf.model.training
+    texts, labels, least = REAL[task]
+    clf = load_default(task, backbone="smollm2")
+    assert clf.labels == Z.SMOLLM2_LABELS[task] and not clf.model.training
     assert clf.model.config.model_type == "llama" and clf.lm_head is not None
     assert clf.model.config._attn_implementation == "eager"
-    got = clf.predict(["a gripping , funny and moving film .", "a dull , lifeless mess ."])
-    assert got == ["positive", "negative"]
-    entry = json.loads((Z.PACKAGED_DIR / Z.SMOLLM2_MANIFEST).read_text())["entries"]["sst2"]
-    assert entry["bytes"] < 5e6 and entry["measurements"]["eval_accuracy"] >= 0.80
+    assert clf.predict(texts) == labels
+    entry = json.loads((Z.PACKAGED_DIR / Z.SMOLLM2_MANIFEST).read_text())["entries"][task]
+    assert entry["bytes"] < 5e6 and entry["measurements"]["eval_accuracy"] >= least
+    assert entry["config"] == asdict(Z.SmolLM2BuildConfig.for_task(task))
     # the stored selection: the family's score, 31 candidate layers, not the embeddings
     stored = clf.model.config.dls_layer_selection
     assert stored["score"] == "next_token_recovery" and len(stored["scores"]) == 31
