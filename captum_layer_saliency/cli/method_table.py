@@ -44,6 +44,12 @@ METHOD_TABLE: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         "Layer GradientSHAP at the embeddings, 5 samples",
         ("gradientshap", "gradshap", "gshap"),
     ),
+    (
+        "gim",
+        "gradient",
+        "GIM (Edin et al., 2025): Input×Gradient (PAD baseline) through a modified backward",
+        ("gradient_interaction_modifications",),
+    ),
     ("occlusion", "perturbation", "Occlusion, window 3 tokens, replaced by [PAD]", ("occ",)),
     ("lime", "perturbation", "LIME over tokens, 25 samples, replaced by [PAD]", ()),
     (
