@@ -105,7 +105,7 @@ REAL = {
     "sst2": (
         ["a gripping , funny and moving film .", "a dull , lifeless mess ."],
         ["positive", "negative"],
-        0.83,
+        0.85,
     ),
     "ag_news": (
         [
