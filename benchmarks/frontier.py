@@ -41,6 +41,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "dls_gradient": ("dls", {"layer_method": "gradient"}),
     "integrated_gradients": ("integrated_gradients", {}),
     "input_x_gradient": ("input_x_gradient", {}),
+    "gim": ("gim", {}),
     "gradient_shap": ("gradient_shap", {}),
     "lime": ("lime", {}),
     "occlusion": ("occlusion", {}),
