@@ -68,8 +68,7 @@ class LAFAConfig:
     SmoothGrad reduced by the sum of squares, 25 samples (its SST setting), neighbours in a
     middle layer (it recommends DistilBERT's layer 2 of 6 for SST; ours has 6 too), mean
     pooling. Building one checks every setting (``ValueError`` naming the first one out of
-    range); :attr:`LAFA.config <captum_layer_saliency.attr.lafa.LAFA.config>` is the
-    explainer's.
+    range); an explainer's own is its ``config`` attribute.
 
     Attributes:
         k: the most neighbours per input (0 gives the base).
