@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import resumable  # noqa: E402,F401  (sets the offline switches)
+import resumable  # noqa: E402  (sets the offline switches)
 
 
 def main() -> None:
@@ -27,13 +27,7 @@ def main() -> None:
     parser.add_argument("--stop", type=int)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    if args.task == "sst2":
-        from captum_layer_saliency.data.sst2 import load_sst2 as load
-    elif args.task == "ag_news":
-        from captum_layer_saliency.data.ag_news import load_ag_news as load
-    else:
-        from captum_layer_saliency.data.hatexplain import load_hatexplain as load
-    data = load(args.split) if args.split else load()
+    data = resumable.load_split(args.task, args.split)
     stop = len(data) if args.stop is None else min(args.stop, len(data))
     rows = data.select(range(args.start, stop))
     lines = [
@@ -48,7 +42,7 @@ def main() -> None:
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
-    where = f"{args.task} {args.split or 'default'} {args.start}:{stop}"
+    where = f"{args.task} {args.split or 'default split'} {args.start}:{stop}"
     print(f"wrote {len(lines)} rows ({where}) to {args.out}")
 
 

@@ -21,21 +21,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-def load_texts(task: str, split: str | None, start: int, stop: int | None) -> list[str]:
-    """The texts of a task's split, rows ``start:stop``, through the package's loaders."""
+def load_split(task: str, split: str | None) -> Any:
+    """A task's split (SST-2 validation, AG News held-out, HateXplain test by default), through
+    the package's loaders: a ``datasets.Dataset`` with ``text`` and ``label``."""
     if task == "sst2":
         from captum_layer_saliency.data.sst2 import load_sst2
 
-        data = load_sst2(split or "validation")
-    elif task == "ag_news":
+        return load_sst2(split or "validation")
+    if task == "ag_news":
         from captum_layer_saliency.data.ag_news import load_ag_news
 
-        data = load_ag_news(split or "heldout")
-    else:
-        from captum_layer_saliency.data.hatexplain import load_hatexplain
+        return load_ag_news(split or "heldout")
+    from captum_layer_saliency.data.hatexplain import load_hatexplain
 
-        data = load_hatexplain(split or "test")
-    return list(data["text"])[start:stop]
+    return load_hatexplain(split or "test")
+
+
+def load_texts(task: str, split: str | None, start: int, stop: int | None) -> list[str]:
+    """The texts of a task's split, rows ``start:stop``, through the package's loaders."""
+    return list(load_split(task, split)["text"])[start:stop]
 
 
 def open_rows(out: Path, config: dict[str, Any], keys: Sequence[str]) -> tuple[Path, set[int]]:

@@ -438,17 +438,26 @@ def _captum_gradients(
     captum_target = None if weights is not None else target
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs or ())
     args = () if args is None else (args if isinstance(args, tuple) else (args,))
-    scale = _noise_scale(hidden.float(), mask).to(hidden.dtype)[:, None, None]
-    shift = base.to(hidden.dtype) if method.name == "gradient_shap" else torch.zeros_like(hidden)
-    units = scale if method.name != "integrated_gradients" else torch.ones_like(scale)
+    # The noise methods' units (per-example scale) and GradientSHAP's origin; integrated
+    # gradients runs on the states themselves (None: Captum passes it through unexpanded).
+    scale = None
+    if method.name != "integrated_gradients":
+        scale = _noise_scale(hidden.float(), mask).to(hidden.dtype)[:, None, None]
+    shift = base.to(hidden.dtype) if method.name == "gradient_shap" else None
 
-    def forward(states: Tensor, index: Tensor, unit: Tensor, origin: Tensor, *rest: Any) -> Tensor:
+    def forward(
+        states: Tensor, index: Tensor, unit: Tensor | None, origin: Tensor | None, *rest: Any
+    ) -> Tensor:
         row_weights = None if weights is None else weights.to(states.device)[index]
         ins, more = rest[: len(inputs)], rest[len(inputs) :]
-        out = runner(origin + states * unit, index, ins, more or None)
+        if unit is not None:
+            states = states * unit
+        if origin is not None:
+            states = origin + states
+        out = runner(states, index, ins, more or None)
         return _explained(out, row_weights)
 
-    extra = (rows, units, shift, *inputs, *args)
+    extra = (rows, scale, shift, *inputs, *args)
     common: dict[str, Any] = {"target": captum_target, "additional_forward_args": extra}
     if method.name == "integrated_gradients":
         ig = IntegratedGradients(forward, multiply_by_inputs=False)
@@ -456,7 +465,7 @@ def _captum_gradients(
         steps, rule = method.steps, method.integration
         if steps == 1:  # Captum's Riemann rules need 2 steps; Gauss-Legendre's one is the midpoint
             rule = "gausslegendre"
-        grads = ig.attribute(
+        grads: Tensor = ig.attribute(
             hidden,
             baselines=base.to(hidden.dtype),
             n_steps=steps,
@@ -464,7 +473,9 @@ def _captum_gradients(
             internal_batch_size=method.internal_batch_size,
             **common,
         )
-    elif method.name == "smoothgrad":
+        return grads.detach()
+    assert scale is not None
+    if method.name == "smoothgrad":
         saliency = Saliency(forward)
         _with_grad_kwargs(saliency, grad_kwargs)
         grads = NoiseTunnel(saliency).attribute(
@@ -477,6 +488,7 @@ def _captum_gradients(
             **common,
         )
     else:
+        assert shift is not None
         shap = GradientShap(forward, multiply_by_inputs=False)
         _with_grad_kwargs(shap, grad_kwargs)
         grads = shap.attribute(
@@ -486,7 +498,7 @@ def _captum_gradients(
             stdevs=float(method.noise),
             **common,
         )
-    return (grads / units).detach()
+    return (grads / scale).detach()
 
 
 def _per_call(method: LayerMethod, batch: int) -> int | None:
