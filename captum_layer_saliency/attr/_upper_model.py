@@ -52,6 +52,7 @@ __all__ = [
     "UpperModel",
     "capture_block_calls",
     "capture_layers",
+    "layer_depth",
     "layer_gradients_and_outputs",
     "layer_outputs",
     "ordered_states",
@@ -94,14 +95,14 @@ def upper_model_reason(
         parts = parts if parts is not None else find_model_parts(model)
     except UnsupportedModelError as err:
         return str(err)
-    if _depth(parts, layer) is None:
+    if layer_depth(parts, layer) is None:
         return "the layer is not the embeddings or a block of the model"
     if model._forward_pre_hooks:
         return "the model has forward pre-hooks, which only its own forward can run"
     return None
 
 
-def _depth(parts: ModelParts, layer: nn.Module) -> int | None:
+def layer_depth(parts: ModelParts, layer: nn.Module) -> int | None:
     """The blocks below ``layer``'s state: 0 for the embeddings, ``l`` for block ``l``."""
     if layer is parts.embeddings:
         return 0
@@ -178,7 +179,7 @@ class UpperModel(nn.Module):
     ) -> None:
         super().__init__()
         parts = parts if parts is not None else find_model_parts(model)
-        depth = _depth(parts, layer)
+        depth = layer_depth(parts, layer)
         assert depth is not None, "the layer is not the embeddings or a block"
         self.depth = depth
         self.n_blocks = len(parts.blocks)

@@ -113,7 +113,7 @@ def dls_cost(
 
     Returns:
         ``{"forwards": f, "backwards": b}`` per example, in full-pass equivalents (excluding a
-        one-off calibration).
+        one-off calibration), for a call that names the explained class, as ``compare``'s do.
     """
     factory = getattr(METHODS.get(method), "factory", None)
     bound = dict(factory.keywords) if isinstance(factory, functools.partial) else {}
@@ -136,7 +136,7 @@ def dls_cost(
         n_blocks = max(APPROX_LAYER[1], depth or 0)
     if depth is None:
         depth = n_blocks - 1  # APPROX_LAYER when the blocks are unknown too
-    return layer_method.cost(depth, n_blocks)
+    return layer_method.cost(depth, n_blocks, target_given=True)  # compare names the class
 
 
 def dls_layers(

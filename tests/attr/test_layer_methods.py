@@ -175,6 +175,91 @@ def test_upper_only_path_equals_generic_path(family: str, name: str) -> None:
         torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-4)
 
 
+def _deep_model(family: str, blocks: int = 4) -> torch.nn.Module:
+    config = family_configs()[family]
+    for name in ("num_hidden_layers", "n_layer", "n_layers"):
+        if hasattr(config, name):
+            setattr(config, name, blocks)
+    config.num_labels = 2
+    config.pad_token_id = 0
+    config.initializer_range = 0.5
+    torch.manual_seed(0)
+    return T.AutoModelForSequenceClassification.from_config(config).eval()
+
+
+def _attribute(
+    model: torch.nn.Module, layer: torch.nn.Module, method: LayerMethod, target: object
+) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+    """Per-position scores, the reported cost and PassCounter's, per example."""
+    fwd = classifier_forward(model)
+    ids = torch.tensor([[5, 10, 11, 12, 13, 6], [5, 20, 21, 6, 0, 0]])
+    mask = (ids != 0).long()
+    cand = mask.bool() & ~torch.isin(ids, torch.tensor([0, 5, 6]))
+    with torch.no_grad():
+        predicted = fwd(ids, mask).argmax(-1)
+    with PassCounter(model) as counter:
+        grads, acts, _, cost = layer_method_attributions(
+            method,
+            fwd,
+            fwd,
+            [layer],
+            ids,
+            target,  # type: ignore[arg-type]
+            (mask,),
+            resolve_target=lambda: predicted if target is None else target,
+            ids=ids,
+            mask=mask,
+            candidates=cand,
+            pad_token_id=0,
+            model=model,
+        )
+    return (grads[0] * acts[0]).sum(-1), cost, counter.per_example(2)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "gpt2", "llama"])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_a_named_class_stops_the_first_forward_at_a_low_layer_with_the_same_maps(
+    family: str, steps: int
+) -> None:
+    # Block 1 of 4 from the PAD baseline: with the class given, the input's forward stops at
+    # the layer (1/4) and each step runs the whole network forward, 3/4 of it backward:
+    # 1/4 + 1/4 + steps forwards against 1 + 1/4 + 3/4 steps; the same maps either way.
+    model = _deep_model(family)
+    layer = find_model_parts(model).layers[1]
+    method = LayerMethod("integrated_gradients", n_steps=steps)
+    with torch.no_grad():
+        fwd = classifier_forward(model)
+        ids = torch.tensor([[5, 10, 11, 12, 13, 6], [5, 20, 21, 6, 0, 0]])
+        predicted = fwd(ids, (ids != 0).long()).argmax(-1)
+    stopped, cost, counted = _attribute(model, layer, method, predicted)
+    full, full_cost, full_counted = _attribute(model, layer, method, None)
+    assert stopped.abs().max() > 1e-4
+    torch.testing.assert_close(stopped, full, atol=1e-5, rtol=1e-4)
+    assert cost == pytest.approx({"forwards": 0.5 + steps, "backwards": 0.75 * steps})
+    assert counted == pytest.approx(cost)
+    assert full_cost == pytest.approx({"forwards": 1.25 + 0.75 * steps, "backwards": 0.75 * steps})
+    assert full_counted == pytest.approx(full_cost)
+    assert model.training is False and not any(
+        m._forward_hooks or m._forward_pre_hooks for m in model.modules()
+    )
+
+
+def test_the_first_forward_stops_only_where_that_is_cheaper() -> None:
+    ig = LayerMethod("integrated_gradients")
+    assert ig.stops_first_forward([2], 30, True)  # SmolLM2's block 2: 2/30 + 1 < 1 + 28/30
+    assert not ig.stops_first_forward([2], 30, False)  # the prediction needs the whole forward
+    assert not ig.stops_first_forward([5], 6, True)  # MiniLM's block 5: 5/6 + 1 > 1 + 1/6
+    assert not ig.stops_first_forward([3], 6, True)  # the midpoint: 1/2 + 1 = 1 + 1/2
+    assert not LayerMethod("integrated_gradients", upper_only=True).stops_first_forward(
+        [0], 6, True
+    )
+    assert not LayerMethod("gradient").stops_first_forward([0], 6, True)
+    assert ig.cost(2, 30, target_given=True) == pytest.approx(
+        {"forwards": 2 / 30 + 2 / 30 + 1, "backwards": 28 / 30}
+    )
+    assert ig.cost(2, 30) == pytest.approx({"forwards": 1 + 2 / 30 + 28 / 30, "backwards": 28 / 30})
+
+
 def _dls(clf: TextClassifier, layer: int, **options: object) -> DecodedLayerSaliency:
     return DecodedLayerSaliency.for_model(
         clf.model,

@@ -40,6 +40,8 @@ def test_method_passes_by_hand() -> None:
     assert method_passes("dls_ig", 10, {"n_steps": 4}) == pytest.approx(1 + 5 / 6 + 4 / 6)
     assert method_passes("dls", 10, {"layer_baseline": "zeros"}) == pytest.approx(1 + 1 / 6)
     assert method_passes("dls", 10, layer=(2, 4)) == pytest.approx(1 + 2 / 4 + 2 / 4)
+    # Low in a deep model, the input's forward stops at the layer (compare names the class).
+    assert method_passes("dls", 10, layer=(2, 30)) == pytest.approx(2 / 30 + 2 / 30 + 1)
     assert math.isnan(method_passes("my_own_method", 10))
     assert metric_passes("comprehensiveness", 10) == 5  # the five ERASER bins
     assert metric_passes("deletion_auc", 10) == 11
