@@ -374,6 +374,26 @@ def builtin_calibration_texts() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def saved_tokenizer(model: nn.Module | None) -> Any:
+    """The tokenizer saved with ``model`` (its ``config._name_or_path``), or ``None``.
+
+    Read with ``local_files_only=True``: a folder the model was loaded from, or the Hugging
+    Face cache of a hub model; never a download. ``None`` where there is no such path or no
+    tokenizer there (a model built from a config, or a forward function).
+    """
+    path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    if not path:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    logger.info("DLS encodes its calibration texts with the tokenizer saved at %s", path)
+    return tokenizer
+
+
 def log_selection(selection: LayerSelection, how: str) -> None:
     """Log the choice once: the layer's name, the coherence curve and where it came from.
 
@@ -652,6 +672,8 @@ class LayerChooser:
         #: layer indices whose gradient does not reach the input tokens (once checked).
         self.unreachable_layers_: list[int] | None = None
         self._frozen = self.selector is not None and self.selector.fitted
+        # Whether the bare constructor's stored selection and saved tokenizer were looked for.
+        self._looked_up = False
 
     # -- public ------------------------------------------------------------------------------
 
@@ -741,8 +763,9 @@ class LayerChooser:
             raise ValueError("calibrate() needs the model's tokenizer (tokenizer=...)")
         if not texts:
             raise ValueError("calibrate() got no non-empty texts")
-        device = model_device(self.model) if self.model is not None else torch.device("cpu")
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", 512)
+        model = self.model or owner_model(self.forward_func)
+        device = model_device(model) if model is not None else torch.device("cpu")
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", 512)
         starts = range(0, len(texts), batch_size)
 
         def batches() -> Iterator[tuple[Tensor, Tensor]]:
@@ -773,9 +796,10 @@ class LayerChooser:
         Raises:
             ValueError: nothing chosen yet, or no Hugging Face model.
         """
-        if self.selection_ is None or self.model is None:
+        model = self.model or owner_model(self.forward_func)
+        if self.selection_ is None or model is None:
             raise ValueError("no per-model selection to store yet (calibrate first)")
-        store_selection(self.model, self.selection_)
+        store_selection(model, self.selection_)
 
     # -- internal ----------------------------------------------------------------------------
 
@@ -786,16 +810,29 @@ class LayerChooser:
         selection gets its layer from the built-in general-English texts
         (:func:`~captum_layer_saliency.attr.layer_selection.builtin_calibration_texts`) before
         its first explanation, whatever texts that explanation is for. One thread chooses;
-        the others wait for its choice. Without a tokenizer (the bare constructor) the texts
-        cannot be encoded: the first calls calibrate on what they explain, as before (call
-        :meth:`calibrate` or :meth:`fit` to avoid it).
+        the others wait for its choice. The bare constructor uses a selection stored with the
+        model, as ``for_model`` does. The texts are encoded with the tokenizer given to
+        ``for_model``, or else with the one saved beside the model (the bare constructor:
+        ``config._name_or_path``, read from local files only, never downloaded). Without
+        either, the texts cannot be encoded: the first calls calibrate on what they explain,
+        as before, and say so (call :meth:`calibrate` with a tokenizer, or :meth:`fit`, to
+        avoid it).
         """
-        if self.mode() != "calibrate" or self.tokenizer is None:
+        if self.mode() != "calibrate":
             return
         with _CHOOSING:
             if self.mode() != "calibrate":
                 return  # another thread chose meanwhile
-            self.calibrate(None)
+            if self.tokenizer is None and not self._looked_up:  # the bare constructor, once
+                self._looked_up = True
+                owner = owner_model(self.forward_func)
+                if owner is not None:
+                    self._use_stored_selection(owner)
+                    if self.mode() != "calibrate":
+                        return
+                self.tokenizer = saved_tokenizer(owner)
+            if self.tokenizer is not None:
+                self.calibrate(None)
 
     def attach(
         self,

@@ -370,3 +370,50 @@ def test_the_layer_is_the_models_not_the_batchs(tiny_classifier, caplog) -> None
             model, clf.lm_head, clf.tokenizer, calibration_texts=SENTENCES * 3
         )
     assert own.selection_ is not None and "given to calibrate" in own.selection_.calibration
+
+
+def test_the_bare_constructor_chooses_on_the_builtin_texts_with_the_saved_tokenizer(
+    tiny_classifier, tmp_path
+) -> None:
+    """Captum's way of building DLS (no for_model, no tokenizer given): the tokenizer saved
+    beside the model encodes the built-in texts, so the layer is still the model's, and a
+    sentence alone or in a batch gets the same map; a stored selection is used as is."""
+    import transformers as T
+
+    from captum_layer_saliency.models.surgery import find_model_parts
+
+    clf = tiny_classifier
+    model = copy.deepcopy(clf.model)
+    model.config.__dict__.pop(cal.CONFIG_KEY, None)
+    model.save_pretrained(tmp_path)
+    clf.tokenizer.save_pretrained(tmp_path)
+    loaded = T.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    layers = find_model_parts(loaded).layers
+    alone_enc = clf.encode(["the movie was very good"])
+    batch_enc = clf.encode(["a boring and dull story", "the movie was very good", "not funny"])
+
+    def bare() -> DecodedLayerSaliency:
+        selector = LayerCoherenceSelector(clf.lm_head)
+        return DecodedLayerSaliency(
+            loaded, layers, clf.lm_head, selector, special_token_ids=clf.tokenizer.all_special_ids
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny random head warns at calibration
+        first, second = bare(), bare()
+        alone = first.attribute(alone_enc["input_ids"], attention_mask=alone_enc["attention_mask"])
+        together = second.attribute(
+            batch_enc["input_ids"], attention_mask=batch_enc["attention_mask"]
+        )
+    assert first.selection_ is not None and second.selection_ is not None
+    assert "built-in" in first.selection_.calibration
+    assert first.selection_.layer == second.selection_.layer
+    n = int(alone_enc["attention_mask"].sum())
+    torch.testing.assert_close(together[1:2, :n], alone, rtol=1e-4, atol=1e-6)
+    # Stored with the model: the bare constructor reads it instead of calibrating.
+    first.layer_selection.store()
+    third = bare()
+    third.layer_selection.choose_before_explaining()
+    assert third.selection_ is not None and third.selection_.layer == first.selection_.layer
+    assert third.selection_.calibration == first.selection_.calibration
+    assert third.layer_selection.calibrator.seen == 0
