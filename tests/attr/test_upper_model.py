@@ -123,6 +123,27 @@ def test_two_threads_on_one_dls_leave_the_model_as_found(
     _check_threads(tiny_classifier, tiny_batch, call)
 
 
+def test_two_threads_with_the_class_named_at_a_low_layer(
+    tiny_classifier: TextClassifier, tiny_batch: dict[str, Tensor]
+) -> None:
+    # At the embeddings with the class given, the input's forward stops at the layer and the
+    # step runs the whole network with a thread-keyed hook putting the state in.
+    dls = DecodedLayerSaliency.for_model(
+        tiny_classifier.model,
+        tiny_classifier.lm_head,
+        tiny_classifier.tokenizer,
+        layers=0,
+        selector=None,
+    )
+
+    def call(i: int) -> Tensor:
+        ids, mask, target = _rows(tiny_batch, i)
+        return dls.attribute(ids, target=target, attention_mask=mask)  # type: ignore[return-value]
+
+    _check_threads(tiny_classifier, tiny_batch, call)
+    assert dls.last_cost_ == {"forwards": 1.0, "backwards": 1.0}  # 0 + 0 + 1 step, 1 back
+
+
 def test_two_dls_explainers_on_one_model_in_two_threads(
     tiny_classifier: TextClassifier, tiny_batch: dict[str, Tensor]
 ) -> None:
