@@ -42,6 +42,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "integrated_gradients": ("integrated_gradients", {}),
     "input_x_gradient": ("input_x_gradient", {}),
     "gim": ("gim", {}),
+    "attnlrp": ("attnlrp", {}),
     "gradient_shap": ("gradient_shap", {}),
     "lime": ("lime", {}),
     "occlusion": ("occlusion", {}),

@@ -50,6 +50,13 @@ METHOD_TABLE: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         "GIM (Edin et al., 2025): Input×Gradient (PAD baseline) through a modified backward",
         ("gradient_interaction_modifications",),
     ),
+    (
+        "attnlrp",
+        "gradient",
+        "AttnLRP (Achtibat et al., 2024): LRP as Input×Gradient through a modified backward "
+        "(LRP is patented: free for personal and scientific use)",
+        ("attn_lrp",),
+    ),
     ("occlusion", "perturbation", "Occlusion, window 3 tokens, replaced by [PAD]", ("occ",)),
     ("lime", "perturbation", "LIME over tokens, 25 samples, replaced by [PAD]", ()),
     (

@@ -169,6 +169,7 @@ _METHOD_PASSES: dict[str, Callable[[int, Mapping[str, Any]], float]] = {
     "saliency": lambda n, o: 1,
     "input_x_gradient": lambda n, o: 1,
     "gim": lambda n, o: 1,
+    "attnlrp": lambda n, o: 1,
     "smoothgrad": lambda n, o: _option("smoothgrad", "n_samples", o, 25),
     "integrated_gradients": lambda n, o: _option("integrated_gradients", "n_steps", o, 25),
     "deeplift": lambda n, o: 2,

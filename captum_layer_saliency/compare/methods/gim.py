@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ __all__ = [
     "FrozenRMSNorm",
     "GIMAttributor",
     "SPECS",
+    "check_copy",
     "gim_model",
     "scale_grad",
     "temperature_softmax",
@@ -238,6 +240,41 @@ def gim_model(
     return copied
 
 
+def check_copy(
+    clf: TextClassifier, twin: nn.Module, forward: Callable[..., Tensor], method: str
+) -> None:
+    """Check, on a short text, that a modified copy's attention runs and its logits are the model's.
+
+    Args:
+        clf: the classifier bundle (the user's model).
+        twin: the modified copy.
+        forward: the copy's forward (ids, mask) -> logits.
+        method: the method's name, for the messages.
+
+    Raises:
+        UnsupportedModelError: the copy's attention never ran through the registered function, or
+            its logits differ from the model's.
+    """
+    enc = clf.tokenizer(["a short probe text"], return_tensors="pt")
+    ids = enc["input_ids"].to(next(twin.parameters()).device)
+    mask = enc["attention_mask"].to(ids.device)
+    _CALLS.count = 0
+    with torch.no_grad():
+        theirs = clf.forward_func(ids, mask).float()
+        ours = forward(ids, mask).float()
+    if _CALLS.count == 0:
+        raise UnsupportedModelError(
+            f"{method} needs a model whose attention goes through transformers' attention "
+            f"interface; {type(clf.model).__name__}'s does not"
+        )
+    if not torch.allclose(theirs, ours, rtol=1e-3, atol=1e-4):
+        raise UnsupportedModelError(
+            f"{method}'s copy of {type(clf.model).__name__} does not reproduce its logits "
+            f"(largest difference {float((theirs - ours).abs().max()):.2e}): a norm or an "
+            "attention this implementation does not know"
+        )
+
+
 class GIMAttributor(EmbeddingAttributor):
     """GIM: ``(e - e0) . dy/de`` at the word embeddings, through GIM's modified backward.
 
@@ -299,29 +336,7 @@ class GIMAttributor(EmbeddingAttributor):
         )
         self.layer = embedding_layer(self.gim_model, "word_embeddings")
         self.forward_func = classifier_forward(self.gim_model, clf.tokenizer)
-        self._probe()
-
-    def _probe(self) -> None:
-        """Check, on a short text, that the copy's attention is GIM's and its logits the model's."""
-        tokenizer = self.clf.tokenizer
-        enc = tokenizer(["a short probe text"], return_tensors="pt")
-        ids = enc["input_ids"].to(self.layer.weight.device)
-        mask = enc["attention_mask"].to(ids.device)
-        _CALLS.count = 0
-        with torch.no_grad():
-            theirs = self.clf.forward_func(ids, mask).float()
-            ours = self.forward_func(ids, mask).float()
-        if _CALLS.count == 0:
-            raise UnsupportedModelError(
-                f"gim needs a model whose attention goes through transformers' attention "
-                f"interface; {type(self.clf.model).__name__}'s does not"
-            )
-        if not torch.allclose(theirs, ours, rtol=1e-3, atol=1e-4):
-            raise UnsupportedModelError(
-                f"gim's copy of {type(self.clf.model).__name__} does not reproduce its logits "
-                f"(largest difference {float((theirs - ours).abs().max()):.2e}): a norm or an "
-                "attention this implementation does not know"
-            )
+        check_copy(clf, self.gim_model, self.forward_func, "gim")
 
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor

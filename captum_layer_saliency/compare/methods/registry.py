@@ -29,6 +29,7 @@ Batching: IG takes ``internal_batch_size``; the perturbation methods ``perturbat
 
 The methods live in one module per family: :mod:`~captum_layer_saliency.compare.methods.gradient`,
 :mod:`~captum_layer_saliency.compare.methods.gim` (GIM),
+:mod:`~captum_layer_saliency.compare.methods.attnlrp` (AttnLRP),
 :mod:`~captum_layer_saliency.compare.methods.perturbation`,
 :mod:`~captum_layer_saliency.compare.methods.attention` (with the ``random`` control),
 :mod:`~captum_layer_saliency.compare.methods.decomposition` (DecompX), and this
@@ -50,6 +51,7 @@ from torch import nn
 
 from captum_layer_saliency.compare.methods import (
     attention,
+    attnlrp,
     decomposition,
     gim,
     gradient,
@@ -201,6 +203,6 @@ def register_dls_layers(model_or_count: nn.Module | int) -> list[str]:
     return names
 
 
-for _family in (gradient, gim, perturbation, attention, decomposition, ours, lafa):
+for _family in (gradient, gim, attnlrp, perturbation, attention, decomposition, ours, lafa):
     for _spec, _aliases in _family.SPECS:
         register_method(_spec, _aliases)
