@@ -108,3 +108,23 @@ def nan_output_copy(clf: TextClassifier) -> TextClassifier:
     with torch.no_grad():
         model.classifier.bias.fill_(float("nan"))
     return dataclasses.replace(clf, model=model, name="nan")
+
+
+def family_classifier(
+    family: str, tokenizer: T.PreTrainedTokenizerBase, **extra: int
+) -> TextClassifier:
+    """A seeded tiny random two-class classifier of ``family`` (eval mode) with ``tokenizer``.
+
+    ``extra`` sets further config fields (e.g. ``num_key_value_heads=1``).
+    """
+    config = family_configs()[family]
+    for key, value in {
+        "num_labels": 2,
+        "pad_token_id": 0,
+        "initializer_range": 0.5,
+        **extra,
+    }.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    model = T.AutoModelForSequenceClassification.from_config(config).eval()
+    return TextClassifier(model=model, tokenizer=tokenizer, labels=["a", "b"], max_length=16)

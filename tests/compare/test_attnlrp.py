@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-from tiny_models import family_configs
+from tiny_models import family_classifier, family_configs
 from torch import nn
 
 from captum_layer_saliency.compare.methods.attnlrp import (
@@ -19,7 +19,6 @@ from captum_layer_saliency.compare.methods.attnlrp import (
 )
 from captum_layer_saliency.compare.methods.registry import get_method, resolve_method_name
 from captum_layer_saliency.compare.plan import method_passes
-from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.surgery import UnsupportedModelError
 
 
@@ -75,22 +74,6 @@ def test_the_gated_mlp_halves_the_product_and_conserves_relevance() -> None:
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
 
 
-def _family_classifier(
-    family: str, tiny_tokenizer: T.BertTokenizer, **extra: int
-) -> TextClassifier:
-    config = family_configs()[family]
-    for key, value in {
-        "num_labels": 2,
-        "pad_token_id": 0,
-        "initializer_range": 0.5,
-        **extra,
-    }.items():
-        setattr(config, key, value)
-    torch.manual_seed(0)
-    model = T.AutoModelForSequenceClassification.from_config(config).eval()
-    return TextClassifier(model=model, tokenizer=tiny_tokenizer, labels=["a", "b"], max_length=16)
-
-
 @pytest.mark.parametrize(
     ("family", "extra", "rules"),
     [
@@ -106,7 +89,7 @@ def _family_classifier(
 def test_every_family_of_the_attention_interface_batched_equals_one_at_a_time(
     family: str, extra: dict[str, int], rules: set[str], tiny_tokenizer: T.BertTokenizer
 ) -> None:
-    clf = _family_classifier(family, tiny_tokenizer, **extra)
+    clf = family_classifier(family, tiny_tokenizer, **extra)
     model = clf.model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     kinds = [type(m).__name__ for m in model.modules()]
@@ -144,4 +127,4 @@ def test_the_registry_names_its_cost_and_a_family_it_cannot_modify_is_a_clear_er
     assert method_passes("attnlrp", 10) == 1
     assert resolve_method_name("attn_lrp") == "attnlrp"
     with pytest.raises(UnsupportedModelError, match="attnlrp needs a model whose attention"):
-        get_method("attnlrp", _family_classifier("deberta-v2", tiny_tokenizer))
+        get_method("attnlrp", family_classifier("deberta-v2", tiny_tokenizer))

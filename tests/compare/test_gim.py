@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-from tiny_models import family_configs
+from tiny_models import family_classifier
 from torch import nn
 
 from captum_layer_saliency.attr import layer_gradients_and_outputs
@@ -92,22 +92,6 @@ def test_with_its_modifications_off_gim_is_input_x_gradient_from_the_pad_baselin
     assert method_passes("gim", 10) == 1
 
 
-def _family_classifier(
-    family: str, tiny_tokenizer: T.BertTokenizer, **extra: int
-) -> TextClassifier:
-    config = family_configs()[family]
-    for key, value in {
-        "num_labels": 2,
-        "pad_token_id": 0,
-        "initializer_range": 0.5,
-        **extra,
-    }.items():
-        setattr(config, key, value)
-    torch.manual_seed(0)
-    model = T.AutoModelForSequenceClassification.from_config(config).eval()
-    return TextClassifier(model=model, tokenizer=tiny_tokenizer, labels=["a", "b"], max_length=16)
-
-
 @pytest.mark.parametrize(
     ("family", "extra"),
     [
@@ -123,7 +107,7 @@ def _family_classifier(
 def test_every_family_of_the_attention_interface_batched_equals_one_at_a_time(
     family: str, extra: dict[str, int], tiny_tokenizer: T.BertTokenizer
 ) -> None:
-    clf = _family_classifier(family, tiny_tokenizer, **extra)
+    clf = family_classifier(family, tiny_tokenizer, **extra)
     model = clf.model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     kinds = [type(m).__name__ for m in model.modules()]
@@ -153,8 +137,8 @@ def test_every_family_of_the_attention_interface_batched_equals_one_at_a_time(
 def test_a_family_outside_the_attention_interface_is_a_clear_error(
     tiny_tokenizer: T.BertTokenizer,
 ) -> None:
-    clf = _family_classifier("deberta-v2", tiny_tokenizer)
+    clf = family_classifier("deberta-v2", tiny_tokenizer)
     with pytest.raises(UnsupportedModelError, match="attention interface"):
         get_method("gim", clf)
     with pytest.raises(ValueError, match="temperature must be positive"):
-        GIMAttributor(_family_classifier("bert", tiny_tokenizer), temperature=0.0)
+        GIMAttributor(family_classifier("bert", tiny_tokenizer), temperature=0.0)
