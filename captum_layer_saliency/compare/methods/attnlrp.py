@@ -161,7 +161,8 @@ class AttnLRPAttributor(EmbeddingAttributor):
 
     Runs on its own copy of the model (:func:`attnlrp_model`), made when the method is built. The
     relevance explains the target's logit; special tokens and padding get 0, as in every method
-    of the registry.
+    of the registry. **Patent notice:** ``lxt``'s README states that LRP is a patented technology
+    that may be used free of charge only for personal and scientific purposes.
 
     Examples::
 
