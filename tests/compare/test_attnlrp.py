@@ -128,3 +128,20 @@ def test_the_registry_names_its_cost_and_a_family_it_cannot_modify_is_a_clear_er
     assert resolve_method_name("attn_lrp") == "attnlrp"
     with pytest.raises(UnsupportedModelError, match="attnlrp needs a model whose attention"):
         get_method("attnlrp", family_classifier("deberta-v2", tiny_tokenizer))
+
+
+@pytest.mark.parametrize(
+    ("method", "backwards"), [("attnlrp", 1.0), ("gim", 1.0), ("decompx", 0.0)]
+)
+def test_methods_on_their_own_copy_book_their_passes(
+    method: str, backwards: float, tiny_tokenizer: T.BertTokenizer
+) -> None:
+    # A pass counter hooks the user's model, which these methods never run: they book theirs.
+    from captum_layer_saliency.models.passes import PassCounter
+
+    clf = family_classifier("bert", tiny_tokenizer)
+    enc = clf.encode(["the movie was good", "bad", "fun"])
+    explainer = get_method(method, clf)
+    with PassCounter(clf.model) as counter:
+        explainer.attribute(enc["input_ids"], enc["attention_mask"], torch.tensor([1, 0, 1]))
+    assert counter.per_example(3) == {"forwards": 1.0, "backwards": backwards}

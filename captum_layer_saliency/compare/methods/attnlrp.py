@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from captum_layer_saliency.attr.attributor import EmbeddingAttributor
 from captum_layer_saliency.compare.methods._spec import GRADIENT, MethodSpec, SpecList
 from captum_layer_saliency.compare.methods.gim import check_copy, gim_model, scale_grad
+from captum_layer_saliency.models import passes as _passes
 from captum_layer_saliency.models.classifier import TextClassifier, classifier_forward
 from captum_layer_saliency.models.surgery import embedding_layer
 
@@ -195,6 +196,8 @@ class AttnLRPAttributor(EmbeddingAttributor):
         relevance: Tensor = method.attribute(
             input_ids, target=target, additional_forward_args=self._args(attention_mask)
         )
+        rows = float(input_ids.shape[0])  # the copy's passes: a pass counter sees only the model
+        _passes.report_passes(rows, rows)
         return relevance
 
 

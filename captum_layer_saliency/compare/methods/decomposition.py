@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from captum_layer_saliency.attr.attributor import Attributor
 from captum_layer_saliency.compare.methods._spec import DECOMPOSITION, MethodSpec, SpecList
+from captum_layer_saliency.models import passes as _passes
 from captum_layer_saliency.models.classifier import TextClassifier
 from captum_layer_saliency.models.surgery import UnsupportedModelError, model_family
 
@@ -231,6 +232,8 @@ class DecompXAttributor(Attributor):
             attention_mask,
             **self._all_inputs(input_ids, attention_mask),
         )
+        # Its one forward runs the model's parts, which a pass counter on the model cannot see.
+        _passes.report_passes(float(input_ids.shape[0]))
         return parts.gather(-1, target.view(-1, 1, 1).expand(-1, parts.shape[1], 1))[..., 0]
 
 

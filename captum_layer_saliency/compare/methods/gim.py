@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from captum_layer_saliency.attr.attributor import EmbeddingAttributor
 from captum_layer_saliency.compare.methods._spec import GRADIENT, MethodSpec, SpecList
+from captum_layer_saliency.models import passes as _passes
 from captum_layer_saliency.models.classifier import TextClassifier, classifier_forward
 from captum_layer_saliency.models.surgery import UnsupportedModelError, embedding_layer
 
@@ -348,6 +349,8 @@ class GIMAttributor(EmbeddingAttributor):
         baseline = self._baseline(input_ids, attention_mask, special)
         with torch.no_grad():
             delta = self.layer(input_ids) - self.layer(baseline)
+        rows = float(input_ids.shape[0])  # the copy's passes: a pass counter sees only the model
+        _passes.report_passes(rows, rows)
         return grads * delta
 
 
