@@ -763,7 +763,7 @@ class LayerChooser:
             raise ValueError("calibrate() needs the model's tokenizer (tokenizer=...)")
         if not texts:
             raise ValueError("calibrate() got no non-empty texts")
-        model = self.model or owner_model(self.forward_func)
+        model = self.model if self.model is not None else owner_model(self.forward_func)
         device = model_device(model) if model is not None else torch.device("cpu")
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", 512)
         starts = range(0, len(texts), batch_size)
@@ -796,7 +796,7 @@ class LayerChooser:
         Raises:
             ValueError: nothing chosen yet, or no Hugging Face model.
         """
-        model = self.model or owner_model(self.forward_func)
+        model = self.model if self.model is not None else owner_model(self.forward_func)
         if self.selection_ is None or model is None:
             raise ValueError("no per-model selection to store yet (calibrate first)")
         store_selection(model, self.selection_)
