@@ -1,6 +1,6 @@
 """Tuning experiment: DLS's gradient x activation at a layer, through AttnLRP's backward.
 
-    python benchmarks/lrp_at_layer.py --stop 96 [--layers 1,2,4,8] [--out DIR]
+    python benchmarks/lrp_at_layer.py --stop 96 [--layers 1,2,4,8] [--split test] [--out DIR]
 
 On SmolLM2's SST-2 default, AttnLRP (one modified backward) is far ahead of DLS (BENCHMARKS.md
 § 9). This asks what the layer view adds to it: DLS with ``layer_method="gradient"`` built on
@@ -49,14 +49,19 @@ def main() -> None:
     from captum_layer_saliency.metrics import aopc_curves
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stop", type=int, default=96, help="SST-2 validation rows 0..stop-1")
+    p.add_argument("--stop", type=int, default=96, help="rows 0..stop-1 of the split")
+    p.add_argument(
+        "--split",
+        default="validation",
+        help="SST-2 split: validation (tuning) or test (held out: confirm what tuning chose)",
+    )
     p.add_argument("--layers", default="1,2,4,8")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default="benchmarks/results/smollm2/lrp_at_layer_sst2_dev")
     args = p.parse_args()
     torch.set_num_threads(1)
     clf = load_default("sst2", backbone="smollm2")
-    texts = resumable.load_texts("sst2", "validation", 0, args.stop)
+    texts = resumable.load_texts("sst2", args.split, 0, args.stop)
     twin = attnlrp_model(clf.model)
     methods: dict[str, Any] = {
         "attnlrp": get_method("attnlrp", clf),
@@ -92,7 +97,7 @@ def main() -> None:
     (out / "rows.json").write_text(json.dumps(rows))
     ixg = float(np.mean(rows["input_x_gradient"]["seconds"]))
     lines = [
-        f"SST-2 validation rows 0-{len(texts) - 1} (tuning data), SmolLM2 SST-2 default",
+        f"SST-2 {args.split} rows 0-{len(texts) - 1}, SmolLM2 SST-2 default",
         "",
         "| method | comprehensiveness | sufficiency | cost × IxG | − dls (comp) "
         "| − attnlrp (comp) |",
