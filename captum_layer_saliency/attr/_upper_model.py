@@ -57,6 +57,7 @@ __all__ = [
     "layer_outputs",
     "ordered_states",
     "replaced_layer_output",
+    "share_above",
     "thread_keyed",
     "upper_model_reason",
 ]
@@ -100,6 +101,11 @@ def upper_model_reason(
     if model._forward_pre_hooks:
         return "the model has forward pre-hooks, which only its own forward can run"
     return None
+
+
+def share_above(depth: int, n_blocks: int) -> float:
+    """The share of a network's ``n_blocks`` blocks above depth ``depth`` (at least 1e-6)."""
+    return max((n_blocks - depth) / n_blocks, 1e-6)
 
 
 def layer_depth(parts: ModelParts, layer: nn.Module) -> int | None:
@@ -191,7 +197,7 @@ class UpperModel(nn.Module):
     @property
     def fraction(self) -> float:
         """The share of the network's blocks one forward runs."""
-        return max((self.n_blocks - self.depth) / self.n_blocks, 1e-6)
+        return share_above(self.depth, self.n_blocks)
 
     def forward(self, states: Tensor, index: Tensor | None = None) -> Tensor:
         """``(rows, C)`` logits for the ``(rows, n, K)`` states at the layer.

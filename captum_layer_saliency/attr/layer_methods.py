@@ -97,6 +97,7 @@ from captum_layer_saliency.attr._upper_model import (
     layer_gradients_and_outputs,
     ordered_states,
     replaced_layer_output,
+    share_above,
     thread_keyed,
     upper_model_reason,
 )
@@ -226,7 +227,7 @@ class LayerMethod:
         """
         if depth is None or not n_blocks:
             return self.cost_of([1.0], 1.0)
-        above = max((n_blocks - depth) / n_blocks, 1e-6)
+        above = share_above(depth, n_blocks)
         below = depth / n_blocks
         stop = self.stops_first_forward([depth], n_blocks, target_given)
         return self.cost_of([above], below, first=below if stop else None)
@@ -252,7 +253,7 @@ class LayerMethod:
         """
         if self.name == "gradient" or not target_given or self.upper_only or not depths:
             return False
-        above = sum((n_blocks - depth) / n_blocks for depth in depths)
+        above = sum(share_above(depth, n_blocks) for depth in depths)
         return max(depths) / n_blocks + self.steps * len(depths) < 1.0 + self.steps * above
 
     def cost_of(
@@ -627,7 +628,7 @@ def _input_states(
         if len(known) == len(layers) and method.stops_first_forward(known, n_blocks, target_given):
             hidden = states_until(forward, layers, inputs, additional_forward_args, to_input)
             for runner, depth in zip(runners, known, strict=True):
-                runner.above = max((n_blocks - depth) / n_blocks, 1e-6)
+                runner.above = share_above(depth, n_blocks)
             if _passes.LISTENERS:  # a pass counter is listening (the stopped forward is hidden)
                 _passes.report_passes(ids.shape[0] * max(known) / n_blocks)
             return hidden, max(known) / n_blocks, max(known), n_blocks
