@@ -105,6 +105,13 @@ METHOD_TABLE: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         ("dls_integrated_gradients",),
     ),
     (
+        "dls_lrp",
+        "layer",
+        "DLS through AttnLRP's backward: gradient x activation at its layer, AttnLRP's "
+        "rules above it (LRP is patented: free for personal and scientific use)",
+        ("dls_attnlrp",),
+    ),
+    (
         "lafa",
         "gradient",
         "LAFA: a base saliency smoothed over k neighbours in the model's own hidden layer",

@@ -80,11 +80,16 @@ class PassCounter:
 
     Args:
         model: the ``nn.Module`` whose ``forward`` is counted (the classifier itself).
+        listen: also count the passes reported by :func:`report_passes` (the default). False
+            counts only what the hook on ``model`` sees: a method that runs on its own copy of
+            the model counts the copy so, and reports the counts to the user's model's counter
+            (reported passes reach every listening counter once).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, listen: bool = True) -> None:
         """Prepare a counter for ``model``; counting starts when the context opens."""
         self.model = model
+        self.listen = listen
         self.forwards: float = 0
         self.backwards: float = 0
         self.forward_calls = self.backward_calls = 0
@@ -94,8 +99,9 @@ class PassCounter:
     def __enter__(self) -> PassCounter:
         """Start counting: hook the model's forward and listen for reported passes."""
         self._handle = self.model.register_forward_hook(self._on_forward)
-        self._listening = listening(self._on_report)
-        self._listening.__enter__()
+        if self.listen:
+            self._listening = listening(self._on_report)
+            self._listening.__enter__()
         return self
 
     def __exit__(

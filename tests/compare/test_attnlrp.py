@@ -145,3 +145,65 @@ def test_methods_on_their_own_copy_book_their_passes(
     with PassCounter(clf.model) as counter:
         explainer.attribute(enc["input_ids"], enc["attention_mask"], torch.tensor([1, 0, 1]))
     assert counter.per_example(3) == {"forwards": 1.0, "backwards": backwards}
+
+
+def _relevance_by_hand(clf, twin, layer: int, ids, mask, target):  # type: ignore[no-untyped-def]
+    """gradient x activation at ``layer`` of ``twin`` (its backward: AttnLRP's), summed over the
+    hidden size: the layer's state made a leaf by a hook, the target logits' gradient taken."""
+    from captum_layer_saliency.models.classifier import classifier_forward
+    from captum_layer_saliency.models.surgery import find_model_parts
+
+    saved = {}
+
+    def leaf(module, args, out):  # type: ignore[no-untyped-def]
+        state = (out[0] if isinstance(out, tuple) else out).detach().requires_grad_()
+        saved["state"] = state
+        return (state, *out[1:]) if isinstance(out, tuple) else state
+
+    handle = find_model_parts(twin).layers[layer].register_forward_hook(leaf)
+    try:
+        logits = classifier_forward(twin, clf.tokenizer)(ids, mask)
+    finally:
+        handle.remove()
+    (grad,) = torch.autograd.grad(logits[torch.arange(len(target)), target].sum(), saved["state"])
+    return (grad * saved["state"]).sum(-1).detach()
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_dls_lrp_is_gradient_x_activation_at_the_layer_through_attnlrps_backward(
+    family: str, tiny_tokenizer: T.BertTokenizer
+) -> None:
+    from captum_layer_saliency.compare.methods.ours import ExplainerAttributor
+    from captum_layer_saliency.models.passes import PassCounter
+
+    clf = family_classifier(family, tiny_tokenizer)
+    clf.lm_head = nn.Linear(clf.model.config.hidden_size, clf.model.config.vocab_size)
+    model = clf.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    enc = clf.encode(["the movie was good", "bad"])
+    ids, mask, target = enc["input_ids"], enc["attention_mask"], torch.tensor([1, 0])
+    real = mask.bool() & ~clf.special_mask(ids)
+    for layer in (0, 1):
+        method = get_method("dls_lrp", clf, layer=layer)
+        assert isinstance(method, ExplainerAttributor) and method.copy is not model
+        with PassCounter(model) as counter:  # the copy's passes are booked to the model
+            scores = method.attribute(ids, mask, target)
+        assert counter.per_example(2) == {"forwards": 1.0, "backwards": 1.0}
+        hand = _relevance_by_hand(clf, method.copy, layer, ids, mask, target)
+        torch.testing.assert_close(scores[real], hand[real], rtol=1e-4, atol=1e-6)
+        assert (scores[~real] == 0).all()
+        # Not the plain backward: dls_gradient at the same layer differs.
+        plain = get_method("dls_gradient", clf, layer=layer).attribute(ids, mask, target)
+        assert not torch.allclose(scores.float(), plain.float(), atol=1e-4)
+        # Batched equals one at a time.
+        n = int(mask[1].sum())
+        one = method.attribute(ids[1:, :n], mask[1:, :n], target[1:])
+        torch.testing.assert_close(one, scores[1:, :n], rtol=1e-4, atol=1e-6)
+    if family == "llama":  # no position embeddings: at the word embeddings it is AttnLRP
+        at_embeddings = get_method("dls_lrp", clf, layer=0).attribute(ids, mask, target)
+        attnlrp = get_method("attnlrp", clf).attribute(ids, mask, target)
+        torch.testing.assert_close(at_embeddings, attnlrp, rtol=1e-4, atol=1e-6)
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert method_passes("dls_lrp", 10) == method_passes("dls_gradient", 10)
+    assert resolve_method_name("dls_attnlrp") == "dls_lrp"

@@ -1,6 +1,7 @@
 """This project's methods in the registry: DLS, and the adapter every explainer goes through.
 
-Decoded Layer Saliency is listed as ``dls``, ``dls_gradient``, ``dls_ig`` and ``dls_layer<L>``.
+Decoded Layer Saliency is listed as ``dls``, ``dls_gradient``, ``dls_ig``, ``dls_lrp`` and
+``dls_layer<L>``.
 
 :class:`ExplainerAttributor` turns an explainer with ``attribute(ids, target=, attention_mask=)``
 (DLS, LAFA) into a :class:`~captum_layer_saliency.models.classifier.TokenAttributor`, and makes
@@ -11,19 +12,28 @@ where :func:`~captum_layer_saliency.zoo.load.load_default` records it (:func:`mo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_layer_saliency.attr.attributor import Attributor
 from captum_layer_saliency.attr.decoded_layer_saliency import DecodedLayerSaliency
 from captum_layer_saliency.compare.methods._spec import LAYER, MethodSpec, SpecList
+from captum_layer_saliency.compare.methods.attnlrp import attnlrp_model
+from captum_layer_saliency.compare.methods.gim import check_copy
 from captum_layer_saliency.data import corpora
-from captum_layer_saliency.models.classifier import TextClassifier, TokenAttributor
+from captum_layer_saliency.models import passes as _passes
+from captum_layer_saliency.models.classifier import (
+    TextClassifier,
+    TokenAttributor,
+    classifier_forward,
+)
 from captum_layer_saliency.models.surgery import find_model_parts
 
 __all__ = [
@@ -32,6 +42,7 @@ __all__ = [
     "TASK_KEY",
     "ExplainerAttributor",
     "dls_factory",
+    "dls_lrp_factory",
     "model_task",
 ]
 
@@ -73,6 +84,9 @@ class ExplainerAttributor(Attributor):
         #: ``(task, n)``: calibrate DLS's layer on ``n`` unlabelled training texts of ``task``
         #: (DLS's built-in general-English texts when ``task`` is None); set by :func:`dls_factory`.
         self.calibration_source: tuple[str | None, int] | None = None
+        #: The copy of the model the explainer runs on, if not the classifier's own model (set by
+        #: :func:`dls_lrp_factory`): its passes are booked to the user's model's pass counter.
+        self.copy: nn.Module | None = None
 
     def prepare(self, texts: Sequence[str]) -> dict[str, Any] | None:
         """Make the explainer's one-off choice before its first explanation, and describe it.
@@ -121,10 +135,16 @@ class ExplainerAttributor(Attributor):
         special: Tensor,
         valid: Tensor,
     ) -> Tensor:
-        with torch.enable_grad():
+        counter = None
+        with ExitStack() as stack:
+            stack.enter_context(torch.enable_grad())
+            if self.copy is not None and _passes.LISTENERS:  # a counter on the user's model
+                counter = stack.enter_context(_passes.PassCounter(self.copy, listen=False))
             result = self.explainer.attribute(
                 input_ids, target=target, attention_mask=attention_mask, **self._inputs
             )
+        if counter is not None:
+            _passes.report_passes(counter.forwards, counter.backwards)
         if isinstance(result, (list, tuple)):
             # One map per candidate layer (several layers and no selector): not a token score.
             if len(result) != 1:
@@ -200,6 +220,58 @@ def dls_factory(
     return attributor
 
 
+def dls_lrp_factory(
+    clf: TextClassifier,
+    layer: int | None = None,
+    *,
+    seed: int = 0,
+    calibration: int = DLS_CALIBRATION_TEXTS,
+    task: str | None = None,
+    **options: Any,
+) -> TokenAttributor:
+    """DLS through AttnLRP's backward: gradient × activation at DLS's layer, on AttnLRP's copy.
+
+    DLS with ``layer_method="gradient"`` built on
+    :func:`~captum_layer_saliency.compare.methods.attnlrp.attnlrp_model`'s copy of the model, so
+    the gradient that reaches DLS's layer comes back through AttnLRP's rules in the blocks above
+    it (frozen norms, the attention's products split, the identity rule on activations) and the
+    layer's gradient × activation is AttnLRP's relevance there, mapped to the tokens as DLS maps
+    it. The layer is DLS's (the model's stored selection, or the same label-free calibration as
+    ``dls``). One forward and one backward above the layer, as ``dls_gradient``; the user's model
+    is never changed (the copy is made once, here). AttnLRP's patent notice applies.
+
+    Args:
+        clf: the classifier bundle; ``clf.lm_head`` is the decoding head.
+        layer: a fixed layer, as for :func:`dls_factory`; None for DLS's choice.
+        seed: recorded for reports.
+        calibration: as for :func:`dls_factory`.
+        task: as for :func:`dls_factory` (default: the task the model records).
+        **options: passed to ``DecodedLayerSaliency.for_model`` (``layer_method`` defaults to
+            ``"gradient"``).
+
+    Returns:
+        The attributor; its ``copy`` is the AttnLRP copy (its passes are booked).
+
+    Raises:
+        ValueError: as :func:`dls_factory`.
+        UnsupportedModelError: a family AttnLRP's rules cannot be applied to.
+    """
+    twin = attnlrp_model(clf.model)
+    check_copy(clf, twin, classifier_forward(twin, clf.tokenizer), "dls_lrp")
+    options.setdefault("layer_method", "gradient")
+    attributor = dls_factory(
+        dataclasses.replace(clf, model=twin),
+        layer,
+        seed=seed,
+        calibration=calibration,
+        task=task or model_task(clf),
+        **options,
+    )
+    assert isinstance(attributor, ExplainerAttributor)
+    attributor.copy = twin
+    return attributor
+
+
 #: The methods of this project, in the order they are listed (``lafa`` follows, from
 #: :mod:`captum_layer_saliency.compare.methods.lafa`).
 SPECS: SpecList = [
@@ -232,5 +304,17 @@ SPECS: SpecList = [
             "backwards per example at block 5 of 6",
         ),
         ("dls_integrated_gradients",),
+    ),
+    (
+        MethodSpec(
+            "dls_lrp",
+            "DLS through AttnLRP's backward: gradient x activation at its layer, AttnLRP's "
+            "rules above it (LRP is patented: free for personal and scientific use)",
+            functools.partial(dls_lrp_factory, layer_method="gradient"),
+            LAYER,
+            "runs on AttnLRP's copy of the model (the rules of attnlrp); one forward and one "
+            "backward above the layer per example, as dls_gradient",
+        ),
+        ("dls_attnlrp",),
     ),
 ]
