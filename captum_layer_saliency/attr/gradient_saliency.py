@@ -16,7 +16,13 @@ from captum_layer_saliency.attr.attributor import EmbeddingAttributor
 from captum_layer_saliency.attr.reductions import reduce_hidden
 from captum_layer_saliency.models.classifier import TextClassifier
 
-__all__ = ["InputXGradientAttributor", "IntegratedGradientsAttributor", "SaliencyAttributor"]
+__all__ = [
+    "IG_TOKENS_PER_CALL",
+    "InputXGradientAttributor",
+    "IntegratedGradientsAttributor",
+    "SaliencyAttributor",
+    "auto_internal_batch_size",
+]
 
 
 class SaliencyAttributor(EmbeddingAttributor):
@@ -100,11 +106,27 @@ class InputXGradientAttributor(EmbeddingAttributor):
         return result
 
 
+#: Tokens per forward call of integrated gradients' steps when ``internal_batch_size="auto"``:
+#: Captum expands a batch to ``batch x n_steps`` rows and, left alone, runs them in one call (8
+#: texts of 128 tokens at 25 steps through a 30-block model held 22.5 GB). 8,192 tokens is 64
+#: rows of 128 (never fewer rows than the batch); the maps are the same, summed in chunks.
+IG_TOKENS_PER_CALL = 8192
+
+
+def auto_internal_batch_size(input_ids: Tensor, tokens: int | None = None) -> int:
+    """Rows per forward call that keep ``tokens`` (default :data:`IG_TOKENS_PER_CALL`) tokens
+    per call, and never fewer than the batch's rows."""
+    batch, length = input_ids.shape[0], max(1, input_ids.shape[-1])
+    return max(batch, (tokens or IG_TOKENS_PER_CALL) // length)
+
+
 class IntegratedGradientsAttributor(EmbeddingAttributor):
     """Layer Integrated Gradients from the PAD baseline, reduced by ``reduction``.
 
     The default reduction is ``"sum"`` (see
-    :data:`~captum_layer_saliency.attr.reductions.REDUCTIONS`).
+    :data:`~captum_layer_saliency.attr.reductions.REDUCTIONS`). The steps run in chunks of at
+    most :data:`IG_TOKENS_PER_CALL` tokens (``internal_batch_size="auto"``), so memory does not
+    grow with ``batch x n_steps``.
     """
 
     def __init__(
@@ -114,7 +136,7 @@ class IntegratedGradientsAttributor(EmbeddingAttributor):
         seed: int = 0,
         n_steps: int = 25,
         method: str = "gausslegendre",
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | str | None = "auto",
         layer: str = "embeddings",
         baseline_token_id: int | None = None,
         reduction: str = "sum",
@@ -126,14 +148,25 @@ class IntegratedGradientsAttributor(EmbeddingAttributor):
             seed: the method's seed (deterministic).
             n_steps: integration steps (default 25).
             method: Captum's integration rule (default ``"gausslegendre"``).
-            internal_batch_size: steps per forward pass (default: all at once).
+            internal_batch_size: rows per forward call of the steps: ``"auto"`` (default) keeps
+                :data:`IG_TOKENS_PER_CALL` tokens per call, at least the batch; None runs all
+                ``batch x n_steps`` rows at once (Captum's default).
             layer: ``"embeddings"`` or ``"word_embeddings"``.
             baseline_token_id: the token of the PAD baseline (default: the pad id).
             reduction: the hidden-dimension reduction (default ``"sum"``).
 
         Raises:
-            ValueError: an unknown reduction or layer, or no pad token.
+            ValueError: an unknown reduction or layer, no pad token, or an
+                ``internal_batch_size`` that is not ``"auto"``, None or a positive integer.
         """
+        if internal_batch_size != "auto" and not (
+            internal_batch_size is None
+            or (isinstance(internal_batch_size, int) and internal_batch_size > 0)
+        ):
+            raise ValueError(
+                "internal_batch_size must be 'auto', None or a positive integer, got "
+                f"{internal_batch_size!r}"
+            )
         super().__init__(
             clf,
             seed,
@@ -149,6 +182,9 @@ class IntegratedGradientsAttributor(EmbeddingAttributor):
     def _layer_attribution(
         self, input_ids: Tensor, attention_mask: Tensor, target: Tensor, special: Tensor
     ) -> Tensor:
+        rows = self.internal_batch_size
+        if rows == "auto":
+            rows = auto_internal_batch_size(input_ids)
         result: Tensor = LayerIntegratedGradients(self.forward_func, self.layer).attribute(
             input_ids,
             baselines=self._baseline(input_ids, attention_mask, special),
@@ -156,6 +192,6 @@ class IntegratedGradientsAttributor(EmbeddingAttributor):
             additional_forward_args=self._args(attention_mask),
             n_steps=self.n_steps,
             method=self.method,
-            internal_batch_size=self.internal_batch_size,
+            internal_batch_size=rows,
         )
         return result
