@@ -114,8 +114,10 @@ IG_TOKENS_PER_CALL = 8192
 
 
 def auto_internal_batch_size(input_ids: Tensor, tokens: int | None = None) -> int:
-    """Rows per forward call that keep ``tokens`` (default :data:`IG_TOKENS_PER_CALL`) tokens
-    per call, and never fewer than the batch's rows."""
+    """Rows per call that keep ``tokens`` tokens per call, never fewer than the batch's rows.
+
+    ``tokens`` defaults to :data:`IG_TOKENS_PER_CALL`.
+    """
     batch, length = input_ids.shape[0], max(1, input_ids.shape[-1])
     return max(batch, (tokens or IG_TOKENS_PER_CALL) // length)
 
