@@ -108,9 +108,10 @@ class InputXGradientAttributor(EmbeddingAttributor):
 
 #: Tokens per forward call of integrated gradients' steps when ``internal_batch_size="auto"``:
 #: Captum expands a batch to ``batch x n_steps`` rows and, left alone, runs them in one call (8
-#: texts of 128 tokens at 25 steps through a 30-block model held 22.5 GB). 8,192 tokens is 64
-#: rows of 128 (never fewer rows than the batch); the maps are the same, summed in chunks.
-IG_TOKENS_PER_CALL = 8192
+#: texts of 128 tokens at 25 steps through a 30-block model held 22.5 GB; 64 rows of 128 held
+#: about 11 GB). 4,096 tokens is 32 rows of 128 (never fewer rows than the batch); the maps are
+#: the same, summed in chunks.
+IG_TOKENS_PER_CALL = 4096
 
 
 def auto_internal_batch_size(input_ids: Tensor, tokens: int | None = None) -> int:

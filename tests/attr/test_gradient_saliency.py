@@ -16,7 +16,7 @@ from captum_layer_saliency.models.classifier import TextClassifier
 
 def test_auto_rows_keep_the_token_budget_and_never_split_a_batch() -> None:
     ids = torch.zeros(8, 128, dtype=torch.long)
-    assert auto_internal_batch_size(ids) == 8192 // 128 == 64
+    assert auto_internal_batch_size(ids) == 4096 // 128 == 32
     assert auto_internal_batch_size(ids, tokens=512) == 8  # at least the batch
     assert auto_internal_batch_size(torch.zeros(2, 10, dtype=torch.long), tokens=100) == 10
 
