@@ -221,13 +221,7 @@ def dls_factory(
 
 
 def dls_lrp_factory(
-    clf: TextClassifier,
-    layer: int | None = None,
-    *,
-    seed: int = 0,
-    calibration: int = DLS_CALIBRATION_TEXTS,
-    task: str | None = None,
-    **options: Any,
+    clf: TextClassifier, layer: int | None = None, **options: Any
 ) -> TokenAttributor:
     """DLS through AttnLRP's backward: gradient × activation at DLS's layer, on AttnLRP's copy.
 
@@ -243,11 +237,9 @@ def dls_lrp_factory(
     Args:
         clf: the classifier bundle; ``clf.lm_head`` is the decoding head.
         layer: a fixed layer, as for :func:`dls_factory`; None for DLS's choice.
-        seed: recorded for reports.
-        calibration: as for :func:`dls_factory`.
-        task: as for :func:`dls_factory` (default: the task the model records).
-        **options: passed to ``DecodedLayerSaliency.for_model`` (``layer_method`` defaults to
-            ``"gradient"``).
+        **options: :func:`dls_factory`'s options (``seed``, ``calibration``, ``task``: the copy
+            records the model's task) and ``DecodedLayerSaliency.for_model``'s
+            (``layer_method`` defaults to ``"gradient"``).
 
     Returns:
         The attributor; its ``copy`` is the AttnLRP copy (its passes are booked).
@@ -259,14 +251,7 @@ def dls_lrp_factory(
     twin = attnlrp_model(clf.model)
     check_copy(clf, twin, classifier_forward(twin, clf.tokenizer), "dls_lrp")
     options.setdefault("layer_method", "gradient")
-    attributor = dls_factory(
-        dataclasses.replace(clf, model=twin),
-        layer,
-        seed=seed,
-        calibration=calibration,
-        task=task or model_task(clf),
-        **options,
-    )
+    attributor = dls_factory(dataclasses.replace(clf, model=twin), layer, **options)
     assert isinstance(attributor, ExplainerAttributor)
     attributor.copy = twin
     return attributor
