@@ -145,7 +145,8 @@ def combine_runs(
     Raises:
         NoResultsError: a directory is missing or holds no rows, or nothing is left to report.
         ValueError: the runs explain different tasks or models, or settings that change what
-            the examples are (:data:`COMBINABLE_KEYS`).
+            the examples are (:data:`COMBINABLE_KEYS`; runs on different ``--data-file`` files
+            may be pooled, as slices of one dataset), or one ``index`` is two different texts.
     """
     if not out_dirs:
         raise NoResultsError("no comparison directories given")
@@ -162,6 +163,7 @@ def combine_runs(
             f"{k}: {config.get(k)!r} vs {recorded.get(k)!r}"
             for k in COMBINABLE_KEYS
             if config.get(k) != recorded.get(k)
+            and not (k == "task" and _both_data_files(config.get(k), recorded.get(k)))
         ]
         if clash:
             raise ValueError(
@@ -171,6 +173,7 @@ def combine_runs(
         if not found:
             raise NoResultsError(f"{out} holds no result rows (rows*.jsonl)")
         rows.extend(found)
+    _check_same_texts(rows, out_dirs)
     wanted = set(methods) if methods else None
     kept = [
         row
@@ -187,6 +190,26 @@ def combine_runs(
     config["combined_from"] = [str(d) for d in out_dirs]
     config["index_range"] = [index_from, index_to]
     return [dict(row) for row in kept], config
+
+
+def _both_data_files(task: Any, other: Any) -> bool:
+    """Two ``--data-file`` runs (``file:...`` tasks): slices of one dataset may be pooled."""
+    return all(isinstance(t, str) and t.startswith("file:") for t in (task, other))
+
+
+def _check_same_texts(rows: Sequence[Mapping[str, Any]], out_dirs: Sequence[Any]) -> None:
+    """Refuse to pool two rows of one ``index`` that explain different token ids."""
+    seen: dict[int, Any] = {}
+    for row in rows:
+        ids = row.get("input_ids")
+        if ids is None:
+            continue
+        first = seen.setdefault(int(row["index"]), ids)
+        if first != ids:
+            raise ValueError(
+                f"example index {row['index']} is not the same text in every run of "
+                f"{[str(d) for d in out_dirs]}: pool only slices of one dataset"
+            )
 
 
 def write_report(

@@ -237,6 +237,44 @@ def test_summarize_errors(
     assert "differ in model" in _error_line(capsys)
 
 
+def test_summarize_pools_slices_of_one_data_file_and_refuses_two_texts_under_one_index(
+    toy: FakeTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs on two ``--data-file`` files pool (slices of one dataset, rows by their index);
+    one index that is two different texts is refused, naming it."""
+    run = tmp_path / "run"
+    assert cli.main(_compare(run)) == 0
+    capsys.readouterr()
+    config = json.loads((run / "run.json").read_text("utf-8"))
+    rows = [json.loads(line) for line in (run / "rows.jsonl").read_text("utf-8").splitlines()]
+    indices = sorted({row["index"] for row in rows})
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out, task, part in (
+        (first, "file:a.jsonl", indices[:2]),
+        (second, "file:b.jsonl", indices[2:]),
+    ):
+        out.mkdir()
+        (out / "run.json").write_text(json.dumps({**config, "task": task}), "utf-8")
+        kept = [json.dumps(row) for row in rows if row["index"] in part]
+        (out / "rows.jsonl").write_text("\n".join(kept) + "\n", "utf-8")
+    json_path = tmp_path / "pooled.json"
+    assert cli.main(["summarize", str(first), str(second), "--json", str(json_path)]) == 0
+    methods = json.loads(json_path.read_text("utf-8"))["summary"]["methods"]
+    assert {m: methods[m]["n"] for m in methods} == {m: len(indices) for m in methods}
+    clash = [dict(row) for row in rows if row["index"] == indices[0]]
+    for row in clash:
+        row["input_ids"] = [*row["input_ids"][:-1], row["input_ids"][-1] + 1]
+    with (second / "rows.jsonl").open("a", encoding="utf-8") as sink:
+        sink.write("".join(json.dumps(row) + "\n" for row in clash))
+    capsys.readouterr()
+    assert cli.main(["summarize", str(first), str(second)]) == 2
+    assert f"example index {indices[0]} is not the same text" in _error_line(capsys)
+    # Two different named tasks still do not pool.
+    (second / "run.json").write_text(json.dumps({**config, "task": "sst2"}), "utf-8")
+    assert cli.main(["summarize", str(first), str(second)]) == 2
+    assert "differ in task" in _error_line(capsys)
+
+
 def test_listings(toy: FakeTask, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list-methods"]) == 0
     out = capsys.readouterr().out
