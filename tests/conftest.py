@@ -6,8 +6,10 @@ treat them as read-only (do not train them, change their config or leave hooks o
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -37,6 +39,16 @@ SENTENCES = [
     "boring .",
     "i think the acting was awful but the story is fun !",
 ]
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_bert_config(vocab_size: int = len(VOCAB), num_labels: int = 2) -> BertConfig:

@@ -3,22 +3,11 @@ at every batch size, and the ratios are against Input x Gradient from the same r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-
-def _script() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_timing.py"
-    spec = importlib.util.spec_from_file_location("gpu_timing", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import benchmark_script
 
 TINY = {
     "vocab_size": 60,
@@ -36,7 +25,7 @@ TINY = {
 
 
 def test_times_every_method_at_every_batch_size_on_the_cpu(tmp_path: Path) -> None:
-    script = _script()
+    script = benchmark_script("gpu_timing")
     out = tmp_path / "timing.json"
     argv = ["--device", "cpu", "--batch-sizes", "1,3", "--seq-len", "7", "--repeats", "2"]
     record = script.main([*argv, "--out", str(out)], shape=TINY)
@@ -50,7 +39,7 @@ def test_times_every_method_at_every_batch_size_on_the_cpu(tmp_path: Path) -> No
 
 
 def test_refuses_cuda_where_there_is_none(tmp_path: Path) -> None:
-    script = _script()
+    script = benchmark_script("gpu_timing")
     if script.torch.cuda.is_available():
         pytest.skip("a CUDA device is here")
     with pytest.raises(SystemExit, match="no CUDA device"):
@@ -58,7 +47,7 @@ def test_refuses_cuda_where_there_is_none(tmp_path: Path) -> None:
 
 
 def test_smollm2_shape_is_the_published_config() -> None:
-    shape = _script().SMOLLM2_SHAPE
+    shape = benchmark_script("gpu_timing").SMOLLM2_SHAPE
     assert (shape["num_hidden_layers"], shape["hidden_size"], shape["vocab_size"]) == (
         30,
         576,

@@ -3,31 +3,20 @@ data file, and a published file equal to our own results (so the differences mus
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_bert_config
+from conftest import benchmark_script, tiny_bert_config
 from transformers import BertForSequenceClassification, BertTokenizer
-
-
-def _script() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduce_naopc.py"
-    spec = importlib.util.spec_from_file_location("reproduce_naopc", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_runs_offline_and_matches_a_published_copy_of_itself(
     tiny_tokenizer: BertTokenizer, tmp_path: Path
 ) -> None:
-    script = _script()
+    script = benchmark_script("reproduce_naopc")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = BertForSequenceClassification(tiny_bert_config()).eval()

@@ -3,28 +3,17 @@ past a torn last line, refuses another configuration, and the plan covers every 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark_script
 
 
 def test_open_rows_resumes_past_a_torn_line_and_refuses_another_config(tmp_path: Path) -> None:
-    resumable = _script("resumable")
+    resumable = benchmark_script("resumable")
     config = {"task": "sst2", "batch_size": 8}
     rows_path, done = resumable.open_rows(tmp_path, config, ("task", "batch_size"))
     assert rows_path == tmp_path / "rows.jsonl" and done == set()
@@ -40,7 +29,7 @@ def test_open_rows_resumes_past_a_torn_line_and_refuses_another_config(tmp_path:
 
 
 def test_plan_covers_every_row_once_chunk_by_chunk() -> None:
-    resumable = _script("resumable")
+    resumable = benchmark_script("resumable")
     texts = ["a " * n for n in (5, 1, 3, 8, 2, 7, 4)]
     plan = resumable.plan_batches(texts, 3, 2)
     assert sorted(i for batch in plan for i in batch) == list(range(len(texts)))
@@ -51,6 +40,6 @@ def test_plan_covers_every_row_once_chunk_by_chunk() -> None:
 
 @pytest.mark.parametrize("name", ["frontier", "layer_methods"])
 def test_the_benchmarks_import_the_shared_module(name: str) -> None:
-    module = _script(name)
+    module = benchmark_script(name)
     assert module.resumable is sys.modules["resumable"]
     assert os.environ["HF_HUB_OFFLINE"] and os.environ["HF_DATASETS_OFFLINE"]
