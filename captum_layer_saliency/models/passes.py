@@ -14,6 +14,7 @@ They say so here, so that a counter books each row at the fraction of the networ
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,11 +23,22 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["LISTENERS", "PassCounter", "listening", "partial_passes", "pass_scale", "report_passes"]
+__all__ = ["PassCounter", "counting", "listening", "partial_passes", "pass_scale", "report_passes"]
 
 _SCALE: ContextVar[float] = ContextVar("captum_layer_saliency_pass_scale", default=1.0)
-#: The callbacks of the open :class:`PassCounter` s (callers may skip reporting when empty).
-LISTENERS: list[Callable[[float, float], None]] = []
+#: The callbacks of the :class:`PassCounter` s open in this thread (each thread, and each
+#: asyncio task, has its own: a counter never books another thread's passes).
+_LISTENERS: ContextVar[tuple[Callable[[float, float], None], ...]] = ContextVar(
+    "captum_layer_saliency_pass_listeners", default=()
+)
+
+
+def counting() -> bool:
+    """Whether a :class:`PassCounter` open in this thread listens for reported passes.
+
+    Callers may skip the work of reporting when none does.
+    """
+    return bool(_LISTENERS.get())
 
 
 def pass_scale() -> float:
@@ -52,22 +64,24 @@ def partial_passes(fraction: float) -> Iterator[None]:
 
 def report_passes(forwards: float, backwards: float = 0.0) -> None:
     """Book ``forwards`` and ``backwards`` (rows x fraction of the network) with every counter."""
-    for listener in list(LISTENERS):
+    for listener in _LISTENERS.get():
         listener(forwards, backwards)
 
 
 @contextmanager
 def listening(callback: Callable[[float, float], None]) -> Iterator[None]:
     """Call ``callback(forwards, backwards)`` for every :func:`report_passes` in the block."""
-    LISTENERS.append(callback)
+    _LISTENERS.set((*_LISTENERS.get(), callback))
     try:
         yield
-    finally:
-        LISTENERS.remove(callback)
+    finally:  # by identity, so counters closed out of order each leave only themselves
+        _LISTENERS.set(tuple(c for c in _LISTENERS.get() if c is not callback))
 
 
 class PassCounter:
-    """Counts the rows a model processes forward and backward while the context is open.
+    """Counts the rows a model processes forward and backward in the thread that opened it.
+
+    A call on the same model from another thread is not counted.
 
     ``forwards`` is the number of examples (batch rows) that went through the model's forward,
     summed over calls; ``backwards`` the number of rows through which a gradient flowed back from
@@ -95,9 +109,11 @@ class PassCounter:
         self.forward_calls = self.backward_calls = 0
         self._handle: Any = None
         self._listening: Any = None
+        self._thread: int | None = None
 
     def __enter__(self) -> PassCounter:
         """Start counting: hook the model's forward and listen for reported passes."""
+        self._thread = threading.get_ident()
         self._handle = self.model.register_forward_hook(self._on_forward)
         if self.listen:
             self._listening = listening(self._on_report)
@@ -123,6 +139,8 @@ class PassCounter:
         self.backwards += backwards
 
     def _on_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return  # another thread's call on the same model
         logits = getattr(output, "logits", None)
         if logits is None:
             logits = output[0] if isinstance(output, (tuple, list)) else output

@@ -331,6 +331,43 @@ def test_the_default_costs_what_its_docstring_says(tiny_classifier: TextClassifi
     assert dls.last_cost_ == pytest.approx({"forwards": 2.0, "backwards": 0.5})
 
 
+def test_two_threads_counting_on_one_model_each_count_only_their_own_passes(
+    tiny_classifier: TextClassifier,
+) -> None:
+    """Each thread's counter books its own thread's passes, forward hooks and reported ones
+    alike (they were process-wide: one thread's passes reached the other's counter)."""
+    import threading
+
+    ids, mask, _ = _inputs(tiny_classifier)
+    dls = _dls(tiny_classifier, 1)
+    with PassCounter(tiny_classifier.model) as alone:
+        dls.attribute(ids, attention_mask=mask)
+    expected = alone.per_example(ids.shape[0])
+    barrier = threading.Barrier(2)
+    counts: dict[str, dict[str, float]] = {}
+    errors: list[BaseException] = []
+
+    def count(name: str, calls: int) -> None:
+        try:
+            with PassCounter(tiny_classifier.model) as counter:
+                barrier.wait()
+                for _ in range(calls):
+                    dls.attribute(ids, attention_mask=mask)
+                barrier.wait()  # both threads are done before either counter closes
+            counts[name] = counter.per_example(ids.shape[0] * calls)
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=count, args=(n, c)) for n, c in (("a", 1), ("b", 3))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert counts["a"] == pytest.approx(expected) and counts["b"] == pytest.approx(expected)
+
+
 def test_explains_the_prediction_of_the_input_not_of_each_step(
     tiny_classifier: TextClassifier,
 ) -> None:
