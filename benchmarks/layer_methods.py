@@ -215,6 +215,8 @@ def summarise(out: Path, extra: list[Path] | None = None) -> dict[str, Any]:
     """
     from captum_layer_saliency.compare.report import bootstrap_ci
 
+    config = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    dls = dls_reference(config)
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     pairs: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     ratio: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -235,11 +237,11 @@ def summarise(out: Path, extra: list[Path] | None = None) -> dict[str, Any]:
                     per[name][key] += [np.nan if v is None else float(v) for v in res[key]]
                 for key in ("seconds", "forwards", "backwards"):
                     per[name][key] += [res[key]] * n
-                for ref in (REFERENCE, COST_REFERENCE, "dls"):
+                for ref in (REFERENCE, COST_REFERENCE, dls):
                     if ref in results and ref != name:
                         ratio[name, ref][0] += res["seconds"] * n
                         ratio[name, ref][1] += results[ref]["seconds"] * n
-                for ref in (REFERENCE, "dls"):
+                for ref in (REFERENCE, dls):
                     if ref in results and ref != name:
                         for key in METRICS:
                             a, b = np.array(values[name][key]), np.array(values[ref][key])
@@ -250,7 +252,7 @@ def summarise(out: Path, extra: list[Path] | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {"n": int(len(a["comprehensiveness"]))}
         for key in METRICS:
             entry[key] = list(bootstrap_ci(a[key], n_boot=2000, seed=0))
-            for ref, tag in ((REFERENCE, "ig"), ("dls", "dls")):
+            for ref, tag in ((REFERENCE, "ig"), (dls, "dls")):
                 if (name, ref, key) in pairs:
                     diffs = pairs[name, ref, key]
                     entry[f"{key}_minus_{tag}"] = list(bootstrap_ci(diffs, n_boot=2000, seed=1))
@@ -259,20 +261,32 @@ def summarise(out: Path, extra: list[Path] | None = None) -> dict[str, Any]:
         entry["beyond_bounds_share"] = float(
             np.mean(np.maximum(a["beyond_comprehensiveness"], a["beyond_sufficiency"]))
         )
-        for ref, tag in ((REFERENCE, "ig"), (COST_REFERENCE, "ixg"), ("dls", "dls")):
+        for ref, tag in ((REFERENCE, "ig"), (COST_REFERENCE, "ixg"), (dls, "dls")):
             mine, theirs = ratio.get((name, ref), (0.0, 0.0))
             if name == ref:
                 entry[f"seconds_vs_{tag}"] = 1.0
             elif theirs:
                 entry[f"seconds_vs_{tag}"] = mine / theirs
         table[name] = entry
-    config = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    config["dls_reference"] = dls
     if extra:
         config["pooled_with"] = [str(e) for e in extra]
     summary = {"config": config, "methods": table}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(markdown(summary))
     return summary
+
+
+def dls_reference(config: dict[str, Any]) -> str:
+    """The method the ``comp − dls`` column compares with: ``dls``, or in a layer sweep
+    (``--variants layers:...``) the variant at the layer DLS selects (``model.layers.1`` and
+    ``bert.encoder.layer.1`` are block 2)."""
+    variants, selected = str(config.get("variants", "")), config.get("selected_layers") or []
+    if variants.startswith("layers:") and len(selected) == 1:
+        match = re.search(r"\.(\d+)$", selected[0])
+        if match:
+            return f"dls_ig1_at_{int(match.group(1)) + 1}"
+    return "dls"
 
 
 def _ci(v: list[float]) -> str:
@@ -286,7 +300,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"Task {config.get('task')} ({config.get('split') or 'default split'}, from row "
         f"{config.get('start')}{', pooled with ' + ', '.join(pooled) if pooled else ''}; "
-        f"n = {n} texts); DLS layer: {', '.join(config.get('selected_layers', []))}. "
+        f"n = {n} texts); DLS layer: {', '.join(config.get('selected_layers', []))}"
+        f" (`comp − dls`: against `{config.get('dls_reference', 'dls')}`). "
         "Differences are paired, with 95 % bootstrap CIs.",
         "",
         "| method | n | comp ↑ | suff ↓ | norm. comp ↑ | norm. suff ↓ | comp − IG-25 "

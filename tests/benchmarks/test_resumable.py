@@ -43,3 +43,12 @@ def test_the_benchmarks_import_the_shared_module(name: str) -> None:
     module = benchmark_script(name)
     assert module.resumable is sys.modules["resumable"]
     assert os.environ["HF_HUB_OFFLINE"] and os.environ["HF_DATASETS_OFFLINE"]
+
+
+def test_a_layer_sweep_compares_every_layer_with_the_selected_one() -> None:
+    reference = benchmark_script("layer_methods").dls_reference
+    sweep = {"variants": "layers:0,1,2,9", "selected_layers": ["model.layers.1"]}
+    assert reference(sweep) == "dls_ig1_at_2"  # Llama's model.layers.1 is block 2
+    assert reference({**sweep, "selected_layers": ["bert.encoder.layer.4"]}) == "dls_ig1_at_5"
+    assert reference({"variants": "tune", "selected_layers": ["model.layers.1"]}) == "dls"
+    assert reference({}) == "dls"
