@@ -421,7 +421,7 @@ class LayerRunner:
         if self.upper is not None:
             out: Tensor = self.upper(states, index)
             return out
-        above = self.above if _passes.counting() else None
+        above = self.above if _passes.LISTENERS.get() else None
         with ExitStack() as stack:
             stack.enter_context(replaced_layer_output(self.layer, states, self.to_input))
             if above is not None:  # booked as `above` forward and backward, the rest forward
@@ -629,7 +629,7 @@ def _input_states(
             hidden = states_until(forward, layers, inputs, additional_forward_args, to_input)
             for runner, depth in zip(runners, known, strict=True):
                 runner.above = share_above(depth, n_blocks)
-            if _passes.counting():  # a pass counter is listening (the stopped forward is hidden)
+            if _passes.LISTENERS.get():  # a pass counter listens (the stopped forward is hidden)
                 _passes.report_passes(ids.shape[0] * max(known) / n_blocks)
             return hidden, max(known) / n_blocks, max(known), n_blocks
     blocks = parts.blocks if upper and parts is not None else []
@@ -766,7 +766,7 @@ def layer_method_attributions(
             if reached is not None and n_blocks and all(r.fast or r.above for r in runners)
             else 1.0
         )
-        if _passes.counting():  # a pass counter is listening (the stopped forward is hidden)
+        if _passes.LISTENERS.get():  # a pass counter is listening (the stopped forward is hidden)
             _passes.report_passes(batch * share)
     else:
         baselines = [torch.zeros_like(h) for h in hidden]

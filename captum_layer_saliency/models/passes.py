@@ -23,22 +23,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["PassCounter", "counting", "listening", "partial_passes", "pass_scale", "report_passes"]
+__all__ = ["LISTENERS", "PassCounter", "listening", "partial_passes", "pass_scale", "report_passes"]
 
 _SCALE: ContextVar[float] = ContextVar("captum_layer_saliency_pass_scale", default=1.0)
 #: The callbacks of the :class:`PassCounter` s open in this thread (each thread, and each
 #: asyncio task, has its own: a counter never books another thread's passes).
-_LISTENERS: ContextVar[tuple[Callable[[float, float], None], ...]] = ContextVar(
+#: ``LISTENERS.get()`` is empty when none listens, so callers may skip reporting.
+LISTENERS: ContextVar[tuple[Callable[[float, float], None], ...]] = ContextVar(
     "captum_layer_saliency_pass_listeners", default=()
 )
-
-
-def counting() -> bool:
-    """Whether a :class:`PassCounter` open in this thread listens for reported passes.
-
-    Callers may skip the work of reporting when none does.
-    """
-    return bool(_LISTENERS.get())
 
 
 def pass_scale() -> float:
@@ -64,18 +57,18 @@ def partial_passes(fraction: float) -> Iterator[None]:
 
 def report_passes(forwards: float, backwards: float = 0.0) -> None:
     """Book ``forwards`` and ``backwards`` (rows x fraction of the network) with every counter."""
-    for listener in _LISTENERS.get():
+    for listener in LISTENERS.get():
         listener(forwards, backwards)
 
 
 @contextmanager
 def listening(callback: Callable[[float, float], None]) -> Iterator[None]:
     """Call ``callback(forwards, backwards)`` for every :func:`report_passes` in the block."""
-    _LISTENERS.set((*_LISTENERS.get(), callback))
+    LISTENERS.set((*LISTENERS.get(), callback))
     try:
         yield
     finally:  # by identity, so counters closed out of order each leave only themselves
-        _LISTENERS.set(tuple(c for c in _LISTENERS.get() if c is not callback))
+        LISTENERS.set(tuple(c for c in LISTENERS.get() if c is not callback))
 
 
 class PassCounter:

@@ -138,7 +138,7 @@ class ExplainerAttributor(Attributor):
         counter = None
         with ExitStack() as stack:
             stack.enter_context(torch.enable_grad())
-            if self.copy is not None and _passes.counting():  # a counter on the user's model
+            if self.copy is not None and _passes.LISTENERS.get():  # a counter on the user's model
                 counter = stack.enter_context(_passes.PassCounter(self.copy, listen=False))
             result = self.explainer.attribute(
                 input_ids, target=target, attention_mask=attention_mask, **self._inputs
