@@ -44,6 +44,9 @@ COST_REFERENCE = "input_x_gradient"
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "dls": ("dls", {}),
     "dls_gradient": ("dls", {"layer_method": "gradient"}),
+    # the default with the [MASK] baseline at the layer (issue 23's "push DLS toward the
+    # frontier"; the metrics of Edin et al. replace words with [MASK])
+    "dls_mask": ("dls", {"layer_baseline": "mask"}),
     "integrated_gradients": ("integrated_gradients", {}),
     "input_x_gradient": ("input_x_gradient", {}),
     "gim": ("gim", {}),

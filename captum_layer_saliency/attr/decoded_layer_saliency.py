@@ -247,9 +247,11 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
                 (more steps scored alike: BENCHMARKS.md), 4 for the noise methods.
             layer_baseline (str, optional): ``"pad"`` (the layer's states for the input with
                 real non-special tokens replaced by padding; needs the padding id and the ids
-                as the input) or ``"zeros"``. Default: ``"pad"`` where possible, else
-                ``"zeros"`` with a ``UserWarning`` that says why (no padding id known, or
-                inputs that are not the ids); an explicit ``"pad"`` raises instead.
+                as the input), ``"mask"`` (replaced by the tokenizer's mask token; needs
+                :meth:`for_model` with a tokenizer that has one) or ``"zeros"``. Default:
+                ``"pad"`` where possible, else ``"zeros"`` with a ``UserWarning`` that says why
+                (no padding id known, or inputs that are not the ids); an explicit ``"pad"``
+                raises instead.
             pad_token_id (int, optional): the tokenizer's padding id, for the PAD baseline
                 and the default attention mask. Default: with :meth:`for_model`, the
                 tokenizer's (else the model config's); unknown for this constructor.
@@ -699,8 +701,9 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         noise: float,
         internal_batch_size: int | None,
     ) -> None:
-        #: a layer-state baseline given to the constructor (deprecated: pass it to attribute).
-        self._state_baseline: Tensor | None = None
+        #: the default of ``attribute``'s ``baselines`` when it is not a layer method's own:
+        #: ``"mask"``, or a layer state (deprecated: pass it to attribute).
+        self._state_baseline: Tensor | str | None = None
         if isinstance(layer_baseline, Tensor):
             warnings.warn(
                 "layer_baseline=<tensor> is deprecated: pass the layer state as "
@@ -711,9 +714,13 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
             self._state_baseline, layer_baseline = layer_baseline, "zeros"
         elif layer_baseline is not None and not isinstance(layer_baseline, str):
             raise TypeError(
-                f"layer_baseline={layer_baseline!r}: pass 'pad' or 'zeros' (a layer state or "
-                "baseline token ids go to attribute(inputs, baselines=...))"
+                f"layer_baseline={layer_baseline!r}: pass 'pad', 'mask' or 'zeros' (a layer "
+                "state or baseline token ids go to attribute(inputs, baselines=...))"
             )
+        elif layer_baseline == "mask":
+            # The mask token's states need the ids of each call: built per call, as
+            # attribute(..., baselines="mask") builds them.
+            self._state_baseline, layer_baseline = "mask", "pad"
         #: the :class:`~captum_layer_saliency.attr.layer_methods.LayerMethod` in use.
         self.layer_method = (
             layer_method
@@ -728,6 +735,8 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
                 internal_batch_size,
             )
         )
+        if not self.layer_method.needs_baseline and self._state_baseline == "mask":
+            self._state_baseline = None  # as "pad" and "zeros": no baseline to set
         # The PAD baseline was the default's, not asked for: it may fall back to zeros.
         self._baseline_by_default = layer_baseline is None and not isinstance(
             layer_method, LayerMethod

@@ -103,6 +103,26 @@ def test_named_baselines(tiny_classifier: TextClassifier, tiny_batch: dict[str, 
     )
     torch.testing.assert_close(masked, dls.attribute(ids, as_ids, attention_mask=mask))
     assert not torch.allclose(masked, zeros)
+    # The constructor's layer_baseline names the same baselines as the call's.
+    by_default = DecodedLayerSaliency.for_model(
+        clf.model, clf.lm_head, clf.tokenizer, layers=1, selector=None, layer_baseline="mask"
+    )
+    torch.testing.assert_close(by_default.attribute(ids, attention_mask=mask), masked)
+    torch.testing.assert_close(by_default.attribute(ids, "pad", attention_mask=mask), pad)
+    gradient = DecodedLayerSaliency.for_model(
+        clf.model,
+        clf.lm_head,
+        clf.tokenizer,
+        layers=1,
+        selector=None,
+        layer_method="gradient",
+        layer_baseline="mask",
+    )  # no baseline to set, as for "pad" and "zeros"
+    gradient.attribute(ids, attention_mask=mask)
+    with pytest.raises(ValueError, match="unknown layer_baseline 'ones'"):
+        DecodedLayerSaliency.for_model(
+            clf.model, clf.lm_head, clf.tokenizer, layers=1, layer_baseline="ones"
+        )
 
 
 def test_what_dls_cannot_honour_is_named(
