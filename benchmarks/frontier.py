@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,16 @@ def _scores(
     return metrics, bounds["exact"].tolist() if bounds is not None else [False] * len(ids)
 
 
+def _spec(name: str) -> tuple[str, dict[str, Any]]:
+    """A method's registry name and options: :data:`METHODS`, or DLS fixed at one layer
+    (``dls_layer<L>``: the default layer method at layer L, 0 = embeddings)."""
+    if name in METHODS:
+        return METHODS[name]
+    if re.fullmatch(r"dls_layer\d+", name):
+        return name, {}
+    raise SystemExit(f"unknown method {name!r}: choose from {', '.join(METHODS)} or dls_layer<L>")
+
+
 def run(args: argparse.Namespace) -> None:
     """Explain and score every batch not yet in ``rows.jsonl``."""
     from captum_layer_saliency import load_default
@@ -127,7 +138,10 @@ def run(args: argparse.Namespace) -> None:
         kept = [i for i, t in enumerate(texts) if len(t.split()) <= args.max_words]
         texts, rows_index = [texts[i] for i in kept], [rows_index[i] for i in kept]
     names = args.methods.split(",") if args.methods else list(METHODS)
-    methods = {n: get_method(METHODS[n][0], clf, **METHODS[n][1]) for n in names}
+    methods = {}
+    for n in names:
+        registry_name, options = _spec(n)
+        methods[n] = get_method(registry_name, clf, **options)
     for method in methods.values():
         prepare = getattr(method, "prepare", None)
         if callable(prepare):
@@ -264,7 +278,7 @@ def main() -> None:
     p.add_argument("--split")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--stop", type=int)
-    p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--methods", help=f"comma-separated, from {', '.join(METHODS)}, or dls_layer<L>")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--max-words",
