@@ -60,7 +60,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "decompx": ("decompx", {}),
     "random": ("random", {}),
 }
-REFERENCES = ("dls", "dls_gradient", "dls_lrp")
+REFERENCES = ("dls", "dls_gradient", "dls_lrp", "dls_mask")
 METRICS = (
     "eraser_comprehensiveness",
     "eraser_sufficiency",
