@@ -16,7 +16,8 @@ per example relative to Input x Gradient *from the same run*, and forward/backwa
 example (:class:`~captum_layer_saliency.models.passes.PassCounter`). Rows are appended batch by
 batch to ``<out>/rows.jsonl`` (rerun to resume; ``--summary-only`` to re-summarise); the summary,
 with paired 95 % bootstrap CIs (scipy) of DLS minus each method, goes to ``<out>/summary.json``,
-``summary.md`` and ``frontier.png`` (quality against cost).
+``summary.md`` and ``frontier.png`` (quality against cost). ``--pool DIR... --out POOLED``
+summarises slices of one dataset, run separately, together.
 
 ``--no-bounds`` skips NAOPC's per-example bounds (the dearest part: 2^n forwards, or about
 10 n^2 by beam search, per text; an AG News text of 40 words costs ~16,000) and scores Edin et
@@ -174,6 +175,33 @@ def run(args: argparse.Namespace) -> None:
             resumable.append_row(sink, row)
 
 
+def pool(runs: list[Path], out: Path) -> None:
+    """Write the rows of several runs (slices of one dataset) as one run in ``out``.
+
+    Keeps the methods every run has; refuses runs of different tasks or splits, and an example
+    that two runs both explained. Each batch keeps its own cost measurement (seconds relative to
+    Input x Gradient stay within-run ratios when every run has Input x Gradient).
+    """
+    configs = [json.loads((r / "config.json").read_text()) for r in runs]
+    if len({(c["task"], c.get("split")) for c in configs}) != 1:
+        raise SystemExit("--pool: the runs are of different tasks or splits")
+    rows = [[json.loads(x) for x in (r / "rows.jsonl").read_text().splitlines() if x] for r in runs]
+    common = [m for m in rows[0][0]["methods"] if all(m in rs[0]["methods"] for rs in rows)]
+    seen: set[int] = set()
+    pooled = []
+    for run_rows in rows:
+        for row in run_rows:
+            if seen & set(row["index"]):
+                raise SystemExit(f"--pool: examples {sorted(seen & set(row['index']))} twice")
+            seen |= set(row["index"])
+            methods = {m: row["methods"][m] for m in common}
+            pooled.append({**row, "batch": len(pooled), "methods": methods})
+    out.mkdir(parents=True, exist_ok=True)
+    config = {**configs[0], "pooled_from": [str(r) for r in runs], "methods": common}
+    resumable.write_atomic(out / "config.json", json.dumps(config, indent=1))
+    resumable.write_atomic(out / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in pooled))
+
+
 def _paired_ci(diff: np.ndarray) -> tuple[float, float, float]:
     diff = diff[np.isfinite(diff)]
     if diff.size < 2:
@@ -215,8 +243,8 @@ def summarise(out: Path) -> dict[str, Any]:
             if ref in per and ref != name:
                 entry[f"{ref}_minus"] = {m: _paired_ci(per[ref][m] - per[name][m]) for m in METRICS}
         summary["methods"][name] = entry
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(markdown(summary))
+    resumable.write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    resumable.write_atomic(out / "summary.md", markdown(summary))
     _plot(summary, out / "frontier.png")
     return summary
 
@@ -294,11 +322,20 @@ def main() -> None:
     )
     p.add_argument("--out")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument(
+        "--pool",
+        nargs="+",
+        metavar="DIR",
+        help="summarise these runs' rows together into --out (same task and split; the methods "
+        "they all ran; each example once)",
+    )
     args = p.parse_args()
     if args.out is None:
         args.out = f"benchmarks/results/frontier/{args.task}_{args.split}_{args.start}_{args.stop}"
     torch.set_num_threads(1)
-    if not args.summary_only:
+    if args.pool:
+        pool([Path(d) for d in args.pool], Path(args.out))
+    elif not args.summary_only:
         run(args)
     print(markdown(summarise(Path(args.out))))
 

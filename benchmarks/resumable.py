@@ -115,3 +115,10 @@ def append_row(sink: IO[str], row: dict[str, Any]) -> None:
     sink.write(json.dumps(row) + "\n")
     sink.flush()
     os.fsync(sink.fileno())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` whole: readers see the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -52,3 +52,38 @@ def test_a_layer_sweep_compares_every_layer_with_the_selected_one() -> None:
     assert reference({**sweep, "selected_layers": ["bert.encoder.layer.4"]}) == "dls_ig1_at_5"
     assert reference({"variants": "tune", "selected_layers": ["model.layers.1"]}) == "dls"
     assert reference({}) == "dls"
+
+
+def _frontier_run(path: Path, task: str, indices: list[list[int]], methods: list[str]) -> Path:
+    metrics = benchmark_script("frontier").METRICS
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"task": task, "split": "test"}))
+    rows = []
+    for batch, index in enumerate(indices):
+        values = {m: [float(i) for i in index] for m in metrics}
+        scored = {m: {"seconds": 1.0 + k, **values} for k, m in enumerate(methods)}
+        rows.append({"batch": batch, "index": index, "exact_bounds": [False] * len(index),
+                     "methods": scored})  # fmt: skip
+    (path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_frontier_pools_slices_of_one_dataset(tmp_path: Path) -> None:
+    frontier = benchmark_script("frontier")
+    a = _frontier_run(tmp_path / "a", "sst2", [[0, 1], [2]], ["dls", "attnlrp", "input_x_gradient"])
+    b = _frontier_run(tmp_path / "b", "sst2", [[3, 4]], ["dls", "input_x_gradient", "loo"])
+    frontier.pool([a, b], tmp_path / "pooled")
+    rows = [json.loads(x) for x in (tmp_path / "pooled" / "rows.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in rows] == [0, 1, 2]
+    assert [r["index"] for r in rows] == [[0, 1], [2], [3, 4]]
+    assert all(list(r["methods"]) == ["dls", "input_x_gradient"] for r in rows)
+    summary = frontier.summarise(tmp_path / "pooled")
+    assert summary["n"] == 5
+    assert summary["methods"]["dls"]["eraser_comprehensiveness"] == pytest.approx(2.0)
+    # Seconds per example: dls 1.0 everywhere; input_x_gradient 3.0 on a's 3 examples and 2.0 on
+    # b's 2, so 13 / 5 = 2.6 on average.
+    assert summary["methods"]["dls"]["cost_vs_ixg"] == pytest.approx(1.0 / 2.6)
+    with pytest.raises(SystemExit, match=r"examples \[1\] twice"):
+        frontier.pool([a, _frontier_run(tmp_path / "c", "sst2", [[1]], ["dls"])], tmp_path / "x")
+    with pytest.raises(SystemExit, match="different tasks"):
+        frontier.pool([a, _frontier_run(tmp_path / "d", "ag_news", [[9]], ["dls"])], tmp_path / "y")
