@@ -40,9 +40,9 @@ def test_convergence_delta_by_hand_on_a_linear_model() -> None:
     torch.testing.assert_close(delta, torch.zeros(1))
 
 
-def _tiny(clf: TextClassifier, layer: int) -> DecodedLayerSaliency:
+def _tiny(clf: TextClassifier, layer: int, **options: object) -> DecodedLayerSaliency:
     return DecodedLayerSaliency.for_model(
-        clf.model, clf.lm_head, clf.tokenizer, layers=layer, selector=None
+        clf.model, clf.lm_head, clf.tokenizer, layers=layer, selector=None, **options
     )
 
 
@@ -104,25 +104,15 @@ def test_named_baselines(tiny_classifier: TextClassifier, tiny_batch: dict[str, 
     torch.testing.assert_close(masked, dls.attribute(ids, as_ids, attention_mask=mask))
     assert not torch.allclose(masked, zeros)
     # The constructor's layer_baseline names the same baselines as the call's.
-    by_default = DecodedLayerSaliency.for_model(
-        clf.model, clf.lm_head, clf.tokenizer, layers=1, selector=None, layer_baseline="mask"
-    )
+    by_default = _tiny(clf, 1, layer_baseline="mask")
     torch.testing.assert_close(by_default.attribute(ids, attention_mask=mask), masked)
     torch.testing.assert_close(by_default.attribute(ids, "pad", attention_mask=mask), pad)
-    gradient = DecodedLayerSaliency.for_model(
-        clf.model,
-        clf.lm_head,
-        clf.tokenizer,
-        layers=1,
-        selector=None,
-        layer_method="gradient",
-        layer_baseline="mask",
-    )  # no baseline to set, as for "pad" and "zeros"
-    gradient.attribute(ids, attention_mask=mask)
+    # No baseline to set for the gradient, as for "pad" and "zeros": the same maps.
+    plain = _tiny(clf, 1, layer_method="gradient").attribute(ids, attention_mask=mask)
+    masked_gradient = _tiny(clf, 1, layer_method="gradient", layer_baseline="mask")
+    torch.testing.assert_close(masked_gradient.attribute(ids, attention_mask=mask), plain)
     with pytest.raises(ValueError, match="unknown layer_baseline 'ones'"):
-        DecodedLayerSaliency.for_model(
-            clf.model, clf.lm_head, clf.tokenizer, layers=1, layer_baseline="ones"
-        )
+        _tiny(clf, 1, layer_baseline="ones")
 
 
 def test_what_dls_cannot_honour_is_named(
