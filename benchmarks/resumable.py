@@ -118,7 +118,8 @@ def append_row(sink: IO[str], row: dict[str, Any]) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` whole: readers see the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Replace ``path`` whole: readers see the old file or the new one, never a part (the
+    package's own atomic write)."""
+    from captum_layer_saliency._utils import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -703,7 +703,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
     ) -> None:
         #: the default of ``attribute``'s ``baselines`` when it is not a layer method's own:
         #: ``"mask"``, or a layer state (deprecated: pass it to attribute).
-        self._state_baseline: Tensor | str | None = None
+        self._default_baselines: Tensor | str | None = None
         if isinstance(layer_baseline, Tensor):
             warnings.warn(
                 "layer_baseline=<tensor> is deprecated: pass the layer state as "
@@ -711,7 +711,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
                 DeprecationWarning,
                 stacklevel=4,
             )
-            self._state_baseline, layer_baseline = layer_baseline, "zeros"
+            self._default_baselines, layer_baseline = layer_baseline, "zeros"
         elif layer_baseline is not None and not isinstance(layer_baseline, str):
             raise TypeError(
                 f"layer_baseline={layer_baseline!r}: pass 'pad', 'mask' or 'zeros' (a layer "
@@ -720,7 +720,7 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         elif layer_baseline == "mask":
             # The mask token's states need the ids of each call: built per call, as
             # attribute(..., baselines="mask") builds them.
-            self._state_baseline, layer_baseline = "mask", "pad"
+            self._default_baselines, layer_baseline = "mask", "pad"
         #: the :class:`~captum_layer_saliency.attr.layer_methods.LayerMethod` in use.
         self.layer_method = (
             layer_method
@@ -735,8 +735,8 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
                 internal_batch_size,
             )
         )
-        if not self.layer_method.needs_baseline and self._state_baseline == "mask":
-            self._state_baseline = None  # as "pad" and "zeros": no baseline to set
+        if not self.layer_method.needs_baseline and self._default_baselines == "mask":
+            self._default_baselines = None  # as "pad" and "zeros": no baseline to set
         # The PAD baseline was the default's, not asked for: it may fall back to zeros.
         self._baseline_by_default = layer_baseline is None and not isinstance(
             layer_method, LayerMethod
@@ -796,8 +796,8 @@ class DecodedLayerSaliency(LayerAttribution, GradientAttribution):
         """
         base = self.layer_method
         name = base.name
-        if baselines is None and self._state_baseline is not None:
-            baselines = self._state_baseline
+        if baselines is None and self._default_baselines is not None:
+            baselines = self._default_baselines
         if baselines is not None and not base.needs_baseline:
             raise ValueError(
                 f"baselines: layer_method={name!r} takes no baseline (integrated_gradients and "
